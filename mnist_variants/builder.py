@@ -1,0 +1,93 @@
+"""The machinery shared by every variant: a variant only declares its data.
+
+A variant subclass states its sources, its files per split, its `_info` and how
+one split's files become arrays. Everything else lives here once: finding the
+files (manual dir, then each source), checksums, parsing every split before
+anything is written, and fast PNG encoding.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core.download import checksums as tfds_checksums
+
+from mnist_variants import png, sources
+
+
+def checksums_dir() -> epath.Path:
+    """The registered checksums: `checksums/` in a checkout, `mnist_variants/checksums/` when installed."""
+    spec = importlib.util.find_spec("mnist_variants.checksums")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("mnist_variants.checksums is missing: install the package (pip install .)")
+    return epath.Path(next(iter(spec.submodule_search_locations)))
+
+
+class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS builder for one MNIST-format variant, declared as data by a subclass."""
+
+    # Base URLs tried in order; each split's files are fetched as base URL + upstream file name.
+    SOURCES: ClassVar[tuple[str, ...]]
+    # Split name -> role in the split ("images", "labels") -> upstream file name.
+    SPLIT_FILES: ClassVar[Mapping[str, Mapping[str, str]]]
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Optional: to prepare without network, put the upstream files, under their
+    upstream names, in the manual dir or in its `<dataset name>/` subfolder.
+    Gzipped files may also be given decompressed. Without them, the files are
+    downloaded.
+    """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def _checksums_path(cls) -> epath.Path:
+        return checksums_dir() / f"{cls.name}.tsv"
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def url_infos(cls) -> dict[str, tfds_checksums.UrlInfo]:
+        """The registered checksums, also under the URLs of a user's mirror."""
+        registered = tfds_checksums.load_url_infos(cls._checksums_path)
+        by_name = sources.registered_by_filename(registered)
+        for name, info in by_name.items():
+            for url in sources.source_urls(cls.SOURCES, name):
+                registered.setdefault(url, info)
+        return registered
+
+    @abc.abstractmethod
+    def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
+        """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8."""
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        paths = self._fetch(dl_manager)
+        # Parse every split before TFDS writes anything, so a bad file fails in seconds.
+        arrays = {
+            split: self._read_split({role: paths[name] for role, name in files.items()})
+            for split, files in self.SPLIT_FILES.items()
+        }
+        return {split: self._generate_examples(split_arrays) for split, split_arrays in arrays.items()}
+
+    def _fetch(self, dl_manager: tfds.download.DownloadManager) -> dict[str, epath.Path]:
+        """Local path of every upstream file: from the manual dir if it has it, else downloaded."""
+        registered = sources.registered_by_filename(self.url_infos)
+        dirs = sources.manual_dirs(dl_manager, self.name)
+        paths = {}
+        for files in self.SPLIT_FILES.values():
+            for name in files.values():
+                urls = sources.source_urls(self.SOURCES, name)
+                paths[name] = sources.find_local_copy(dirs, name, registered, urls[0]) or (
+                    sources.download_first_working(dl_manager, name, urls)
+                )
+        return paths
+
+    def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yields (index, example) in file order; the same keys as TFDS's builders, hence the same order."""
+        others = {feature: values for feature, values in arrays.items() if feature != "image"}
+        for index, image in enumerate(png.encode_pngs(arrays["image"])):
+            yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}

@@ -1,0 +1,83 @@
+"""Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017): Zalando's article images, a drop-in replacement for MNIST."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from mnist_variants import formats
+from mnist_variants.builder import MnistVariantBuilder
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+CITATION = """\
+@article{xiao2017fashion,
+  author        = {Han Xiao and Kashif Rasul and Roland Vollgraf},
+  title         = {Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  journal       = {CoRR},
+  volume        = {abs/1708.07747},
+  year          = {2017},
+  url           = {http://arxiv.org/abs/1708.07747},
+  archivePrefix = {arXiv},
+  eprint        = {1708.07747},
+}
+"""
+
+
+class FashionMnist(MnistVariantBuilder):
+    """Fashion-MNIST: 70,000 28x28 grayscale images of Zalando articles in 10 classes."""
+
+    name = "mnist_variants_fashion_mnist"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: upstream IDX files, same examples and order as TFDS's fashion_mnist."}
+
+    SOURCES = (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    )
+    SPLIT_FILES = {
+        tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
+        tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
+    }
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "Fashion-MNIST is a dataset of Zalando's article images: a training set of 60,000"
+                " examples and a test set of 10,000 examples. Each example is a 28x28 grayscale image"
+                " associated with a label from 10 classes. It is meant as a drop-in replacement for"
+                " MNIST for benchmarking machine learning algorithms: same image size, same format,"
+                " same train/test split sizes."
+            ),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+            citation=CITATION,
+            license="MIT",
+        )
+
+    def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
+        images = formats.read_idx_images(files["images"].read_bytes(), files["images"])
+        labels = formats.read_idx_labels(files["labels"].read_bytes(), files["labels"], len(CLASS_NAMES))
+        formats.check_same_count(images, files["images"], labels, files["labels"])
+        return {"image": images, "label": labels}

@@ -1,0 +1,171 @@
+"""Readers of the upstream file formats: pure functions from bytes to numpy arrays.
+
+They check everything they rely on and raise `MalformedFileError` naming the file
+and the problem, so a damaged download fails in seconds, before anything is written.
+No reader allocates more than the data it was given actually holds: a header that
+claims more items than the file can hold is refused before anything is sized by it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from mnist_variants.errors import MalformedFileError
+
+IMAGE_SIDE = 28
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
+
+GZIP_MAGIC = b"\x1f\x8b"
+IDX_UBYTE = 0x08
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: count, rows, columns
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: count
+
+AMAT_VALUES_PER_LINE = IMAGE_SIDE * IMAGE_SIDE
+AMAT_LINE_BYTES = 2 * AMAT_VALUES_PER_LINE  # "v v ... v\n": each value followed by one separator
+
+Source = str | os.PathLike
+
+
+class _ByteReader:
+    """Sequential reads from raw or gzip-compressed bytes, inflating no more than asked for."""
+
+    def __init__(self, data: bytes, source: Source) -> None:
+        self.source = os.fspath(source)
+        self.gzipped = data[:2] == GZIP_MAGIC
+        self._data = memoryview(data)
+        self._position = 0
+        self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def fail(self, problem: str) -> MalformedFileError:
+        return MalformedFileError(f"{self.source}: {problem}")
+
+    def read(self, size: int) -> bytes | memoryview:
+        """Returns up to `size` bytes; fewer only where the data ends."""
+        if not self.gzipped:
+            chunk = self._data[self._position : self._position + size]
+            self._position += len(chunk)
+            return chunk
+        parts = []
+        while size > 0 and not self._inflater.eof:
+            pending = self._data[self._position :]
+            try:
+                part = self._inflater.decompress(pending, size)
+            except zlib.error as error:
+                raise self.fail(f"corrupt gzip stream ({error})") from None
+            self._position = len(self._data) - len(self._inflater.unconsumed_tail)
+            if not part and self._position == len(self._data) and not self._inflater.eof:
+                raise self.fail("gzip stream is cut short (truncated download?)")
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def check_end(self, what: str) -> None:
+        """Raises unless the data (and, if gzipped, the gzip stream) ends right here."""
+        if self.read(1):
+            extra = "more data" if self.gzipped else f"{len(self._data) - self._position + 1} bytes"
+            raise self.fail(f"trailing garbage: {extra} after {what}")
+        if self.gzipped and self._inflater.unused_data:
+            raise self.fail(f"{len(self._inflater.unused_data)} bytes of trailing garbage after the gzip stream")
+
+
+def _read_idx(data: bytes, source: Source, magic: int, item_shape: tuple[int, ...], what: str) -> np.ndarray:
+    reader = _ByteReader(data, source)
+    ndim = 1 + len(item_shape)
+    header = reader.read(4 + 4 * ndim)
+    if len(header) < 4:
+        raise reader.fail(f"only {len(header)} bytes: too short for an IDX header")
+    (found_magic,) = struct.unpack(">I", header[:4])
+    if found_magic != magic:
+        raise reader.fail(
+            f"IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x} ({what}, unsigned bytes, {ndim} dimensions)"
+        )
+    if len(header) < 4 + 4 * ndim:
+        raise reader.fail(f"IDX header cut short after {len(header)} bytes")
+    count, *shape = struct.unpack(f">{ndim}I", header[4:])
+    if tuple(shape) != item_shape:
+        found = "x".join(map(str, shape))
+        expected = "x".join(map(str, item_shape))
+        raise reader.fail(f"{what} of {found}, expected {expected}")
+    item_bytes = int(np.prod(item_shape, dtype=np.int64))
+    body_bytes = count * item_bytes
+    body = reader.read(body_bytes)
+    if len(body) < body_bytes:
+        raise reader.fail(
+            f"header promises {count} {what} ({body_bytes} bytes) but only {len(body)} bytes follow (truncated file?)"
+        )
+    reader.check_end(f"the {count} {what} the header promises")
+    return np.frombuffer(body, dtype=np.uint8).reshape((count, *item_shape))
+
+
+def read_idx_images(data: bytes, source: Source = "<bytes>") -> np.ndarray:
+    """Parses an IDX image file (gzipped or not) into a (count, 28, 28, 1) uint8 array."""
+    images = _read_idx(data, source, IDX_IMAGES_MAGIC, (IMAGE_SIDE, IMAGE_SIDE), "images")
+    return images[..., np.newaxis]
+
+
+def read_idx_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 10) -> np.ndarray:
+    """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1."""
+    labels = _read_idx(data, source, IDX_LABELS_MAGIC, (), "labels")
+    out_of_range = np.flatnonzero(labels >= num_classes)
+    if out_of_range.size:
+        first = int(out_of_range[0])
+        raise MalformedFileError(
+            f"{os.fspath(source)}: label {labels[first]} at index {first} is outside 0..{num_classes - 1}"
+            f" ({out_of_range.size} such labels)"
+        )
+    return labels
+
+
+def check_same_count(images: np.ndarray, images_source: Source, labels: np.ndarray, labels_source: Source) -> None:
+    """Raises unless an image file and its label file describe the same number of examples."""
+    if len(images) != len(labels):
+        raise MalformedFileError(
+            f"{os.fspath(images_source)} holds {len(images)} images but {os.fspath(labels_source)}"
+            f" holds {len(labels)} labels"
+        )
+
+
+def read_amat(data: bytes, source: Source = "<bytes>") -> np.ndarray:
+    """Parses Binarized MNIST `.amat` text (one image a line, 784 space-separated 0/1) into (count, 28, 28, 1) uint8."""
+    if not data:
+        raise MalformedFileError(f"{os.fspath(source)}: empty file, expected lines of 784 values 0/1")
+    if not data.endswith(b"\n"):
+        data += b"\n"  # A last line without its newline is still a whole line.
+    lines = np.frombuffer(data, dtype=np.uint8)
+    if lines.size % AMAT_LINE_BYTES == 0:
+        lines = lines.reshape(-1, AMAT_LINE_BYTES)
+        values, separators = lines[:, 0::2], lines[:, 1::2]
+        expected_separators = np.full(AMAT_VALUES_PER_LINE, ord(" "), dtype=np.uint8)
+        expected_separators[-1] = ord("\n")
+        # `v | 1 == "1"` holds exactly for v in {"0", "1"}.
+        if ((values | 1) == ord("1")).all() and (separators == expected_separators).all():
+            return (values - ord("0")).reshape(-1, *IMAGE_SHAPE)
+    raise _first_amat_problem(data, source)
+
+
+def _first_amat_problem(data: bytes, source: Source) -> MalformedFileError:
+    """Finds the first line that breaks the `.amat` format and says what is wrong with it."""
+    lines = data.split(b"\n")[:-1]  # data ends with a newline: the last piece is empty.
+    well_formed_line_length = AMAT_LINE_BYTES - 1
+    for number, line in enumerate(lines, start=1):
+        if (
+            len(line) == well_formed_line_length
+            and not line[0::2].translate(None, b"01")
+            and (line[1::2] == b" " * (AMAT_VALUES_PER_LINE - 1))
+        ):
+            continue
+        where = f"{os.fspath(source)}: line {number}"
+        if not line:
+            return MalformedFileError(f"{where}: blank line, expected {AMAT_VALUES_PER_LINE} values")
+        values = line.split(b" ")
+        for position, value in enumerate(values[:AMAT_VALUES_PER_LINE], start=1):
+            if value not in (b"0", b"1"):
+                return MalformedFileError(f"{where}: value {position} is {value[:20]!r}, expected 0 or 1")
+        return MalformedFileError(
+            f"{where}: {len(values)} values, expected {AMAT_VALUES_PER_LINE} separated by single spaces"
+        )
+    raise AssertionError("read_amat refused data in which no line breaks the format")
