@@ -23,13 +23,14 @@ setup(
         # Imported directly by mnist_variants.
         "absl-py",
         "etils[epath]",
+        "promise",
         "requests",
         "urllib3>=2",
     ],
     extras_require={
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.
         "cli": ["apache-beam", "mlcroissant"],
-        "test": ["pytest>=8", "hypothesis>=6", "pillow", "ruff"],
+        "test": ["pytest>=8", "hypothesis>=6", "pillow", "ruff", "dill"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,0 +1,126 @@
+"""Files in the exact upstream formats, made up, for tests, dummy data and benchmarks.
+
+The images are synthetic but shaped like the real ones (a textured, shaded article or
+blob on a black background, not uniform noise), so they compress and encode like
+MNIST. Binarized MNIST files hold Bernoulli samples of such images, as upstream did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import struct
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import promise
+from etils import epath
+
+from mnist_variants import formats
+from mnist_variants.builder import MnistVariantBuilder
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """An uncompressed IDX file of unsigned bytes holding `array` (count first)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, formats.IDX_UBYTE, array.ndim, *array.shape)
+    return header + array.tobytes()
+
+
+def encode_amat(images: np.ndarray) -> bytes:
+    """`.amat` text: one image a line, its 784 pixels 0/1 separated by single spaces."""
+    values = images.reshape(len(images), -1).astype(np.uint8) + ord("0")
+    lines = np.full((len(images), 2 * values.shape[1]), ord(" "), dtype=np.uint8)
+    lines[:, 0::2] = values
+    lines[:, -1] = ord("\n")
+    return lines.tobytes()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Gzip with a fixed timestamp, so generated files are reproducible to the byte."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def synthetic_images(count: int, seed: int) -> np.ndarray:
+    """(count, 28, 28, 1) uint8: shaded, striped ellipses and boxes on black, MNIST-like statistics."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0 : formats.IMAGE_SIDE, 0 : formats.IMAGE_SIDE].astype(np.float32)
+    images = np.empty((count, *formats.IMAGE_SHAPE), dtype=np.uint8)
+    for start in range(0, count, 4096):
+        n = min(4096, count - start)
+
+        def draw(low: float, high: float, n: int = n) -> np.ndarray:
+            return rng.uniform(low, high, (n, 1, 1)).astype(np.float32)
+
+        cx, cy, rx, ry, angle = draw(10, 18), draw(10, 18), draw(3, 11), draw(3, 11), draw(0, np.pi)
+        u = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
+        v = (ys - cy) * np.cos(angle) - (xs - cx) * np.sin(angle)
+        ellipse = (u / rx) ** 2 + (v / ry) ** 2
+        box = (np.abs(xs - draw(8, 20)) < draw(2, 9)) & (np.abs(ys - draw(8, 20)) < draw(2, 12))
+        box &= rng.random((n, 1, 1)) < 0.5
+        stripes = draw(0, 40) * np.sin(draw(0.3, 2.0) * (xs * np.cos(angle) + ys * np.sin(angle)))
+        shade = draw(70, 220) + draw(-4, 4) * (xs - cx) + draw(-4, 4) * (ys - cy) + stripes
+        shade += rng.normal(0, 10, (n, formats.IMAGE_SIDE, formats.IMAGE_SIDE)).astype(np.float32)
+        shade *= np.clip(1.5 * (1 - ellipse), 0, 1) + box  # soft edges on the ellipse
+        inside = (ellipse < 1) | box
+        images[start : start + n, ..., 0] = np.where(inside, np.clip(shade, 0, 255), 0).astype(np.uint8)
+    return images
+
+
+def synthetic_labels(count: int, seed: int, num_classes: int = 10) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, num_classes, count).astype(np.uint8)
+
+
+def bernoulli_binarize(images: np.ndarray, seed: int) -> np.ndarray:
+    """Each pixel 1 with probability intensity/255, as Salakhutdinov & Murray binarized MNIST."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(images.shape, dtype=np.float32) * 255 < images).astype(np.uint8)
+
+
+def upstream_file_bytes(filename: str, role: str, count: int, seed: int) -> bytes:
+    """The bytes of one upstream file with `count` made-up items, in the format its name says."""
+    if role == "labels":
+        data = encode_idx(synthetic_labels(count, seed))
+    elif filename.endswith(".amat"):
+        return encode_amat(bernoulli_binarize(synthetic_images(count, seed), seed + 1))
+    else:
+        data = encode_idx(synthetic_images(count, seed)[..., 0])
+    return gzip_bytes(data) if filename.endswith(".gz") else data
+
+
+def write_upstream_files(
+    builder_cls: type[MnistVariantBuilder], directory: epath.PathLike, counts: Mapping[str, int], seed: int = 0
+) -> dict[str, epath.Path]:
+    """Writes every upstream file of `builder_cls` with counts[split] items each; returns their paths."""
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split_seed, (split, files) in enumerate(builder_cls.SPLIT_FILES.items(), start=seed * 100):
+        for role, filename in files.items():
+            paths[filename] = directory / filename
+            paths[filename].write_bytes(upstream_file_bytes(filename, role, counts[split], split_seed))
+    return paths
+
+
+@contextlib.contextmanager
+def downloads_from(directory: epath.PathLike) -> Iterator[None]:
+    """Within it, every TFDS download of a URL returns the file of the same name in `directory`.
+
+    It replaces only the fetching step, so TFDS's own extraction (for builders
+    that call `download_and_extract`) still runs and is measured.
+    """
+    from unittest import mock
+
+    from tensorflow_datasets.core.download import download_manager
+
+    directory = epath.Path(directory)
+
+    def local_file(self, resource) -> promise.Promise:
+        url = getattr(resource, "url", resource)
+        path = directory / url.rsplit("/", 1)[-1]
+        if not path.exists():
+            raise FileNotFoundError(f"{url}: no {path.name} in {directory}")
+        return promise.Promise.resolve(path)
+
+    with mock.patch.object(download_manager.DownloadManager, "_download_or_get_cache", local_file):
+        yield

@@ -1,0 +1,243 @@
+"""Getting the files: manual dir, the real download path on a loopback server, mirrors, failures.
+
+The builders' base URLs point at a server on 127.0.0.1 started by the test, and the
+dummy files' checksums are registered in place of upstream's for the test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+
+import pytest
+import tensorflow_datasets as tfds
+from conftest import DUMMY_DATA, DUMMY_SPLITS
+from etils import epath
+from tensorflow_datasets.core.download.checksums import load_url_infos
+
+from mnist_variants import BinarizedMnist, ChecksumMismatchError, DownloadFailedError, FashionMnist, sources
+
+FASHION_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "fashion_mnist").iterdir()}
+BINARIZED_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "binarized_mnist").iterdir()}
+
+
+@pytest.fixture(autouse=True)
+def short_timeout(monkeypatch):
+    monkeypatch.setenv(sources.TIMEOUT_ENV, "1")
+    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+
+
+def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:
+    """Registers the dummy files' sha256 and size in place of upstream's for this test."""
+    tsv = tmp_path / f"{builder_cls.name}.tsv"
+    tsv.write_text(
+        "".join(
+            f"{builder_cls.SOURCES[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{name}\n"
+            for name, data in files.items()
+        )
+    )
+    monkeypatch.setattr(builder_cls, "_checksums_path", epath.Path(tsv))
+
+
+def serve_from(monkeypatch, tmp_path, server, builder_cls, files, *folders: str) -> list[str]:
+    """Points the builder's sources at `folders` of the server; returns their base URLs."""
+    bases = [f"{server.url}/{folder}/" for folder in folders]
+    monkeypatch.setattr(builder_cls, "SOURCES", tuple(bases))
+    register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files)
+    return bases
+
+
+def prepare(builder_cls, tmp_path, manual_dir=None) -> tfds.core.DatasetBuilder:
+    builder = builder_cls(data_dir=tmp_path / "data")
+    builder.download_and_prepare(
+        download_dir=tmp_path / "downloads",
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
+    )
+    return builder
+
+
+def assert_nothing_prepared(tmp_path) -> None:
+    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
+    assert not leftovers, leftovers
+
+
+def assert_prepared(builder, folder: str) -> None:
+    assert {split: info.num_examples for split, info in builder.info.splits.items()} == DUMMY_SPLITS[folder]
+
+
+def test_download_from_the_first_source(monkeypatch, tmp_path, file_server, capsys):
+    (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    for name, data in BINARIZED_FILES.items():
+        file_server.serve(f"/upstream/{name}", "ok", data)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert f"Got binarized_mnist_train.amat from {base}binarized_mnist_train.amat" in capsys.readouterr().out
+
+
+def test_primary_404_falls_back_to_the_mirror(monkeypatch, tmp_path, file_server, capsys):
+    _, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
+    for name, data in FASHION_FILES.items():
+        file_server.serve(f"/github/{name}", "ok", data)  # and 404 on /s3/
+    assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
+    assert f"Got train-images-idx3-ubyte.gz from {mirror}train-images-idx3-ubyte.gz" in capsys.readouterr().out
+    assert "/s3/train-images-idx3-ubyte.gz" in file_server.requests
+
+
+def test_every_source_failing_lists_each_url_and_why(monkeypatch, tmp_path, file_server):
+    primary, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
+    for name in FASHION_FILES:
+        file_server.serve(f"/s3/{name}", "status", 403)
+        file_server.serve(f"/github/{name}", "status", 503)
+    with pytest.raises(DownloadFailedError) as raised:
+        prepare(FashionMnist, tmp_path)
+    message = str(raised.value)
+    name = "train-images-idx3-ubyte.gz"
+    assert f"{primary}{name}" in message and "403" in message
+    assert f"{mirror}{name}" in message and "503" in message
+    assert_nothing_prepared(tmp_path)
+
+
+def test_corrupted_body_is_refused_by_the_checksum(monkeypatch, tmp_path, file_server):
+    (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    for name, data in BINARIZED_FILES.items():
+        file_server.serve(f"/upstream/{name}", "ok", data[:-2] + b"1\n" if data[-2:] == b"0\n" else data[:-2] + b"0\n")
+    with pytest.raises(DownloadFailedError, match="NonMatchingChecksumError") as raised:
+        prepare(BinarizedMnist, tmp_path)
+    assert f"{base}binarized_mnist_train.amat" in str(raised.value)
+    assert_nothing_prepared(tmp_path)
+
+
+def test_truncated_body_is_refused(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
+    for name, data in FASHION_FILES.items():
+        file_server.serve(f"/s3/{name}", "cut", data)
+        file_server.serve(f"/github/{name}", "cut", data)
+    with pytest.raises(DownloadFailedError, match=r"(?i)incomplete|broken|checksum"):
+        prepare(FashionMnist, tmp_path)
+    assert_nothing_prepared(tmp_path)
+
+
+def test_stalled_server_times_out_and_the_mirror_is_used(monkeypatch, tmp_path, file_server, capsys):
+    _, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
+    for name, data in FASHION_FILES.items():
+        file_server.serve(f"/s3/{name}", "stall")
+        file_server.serve(f"/github/{name}", "ok", data)
+    assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
+    assert f"from {mirror}" in capsys.readouterr().out
+
+
+def test_stalled_server_without_mirror_fails_with_a_timeout(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    for name in BINARIZED_FILES:
+        file_server.serve(f"/upstream/{name}", "stall")
+    with pytest.raises(DownloadFailedError, match=r"(?i)timed out"):
+        prepare(BinarizedMnist, tmp_path)
+    assert_nothing_prepared(tmp_path)
+
+
+def test_user_mirror_is_tried_first(monkeypatch, tmp_path, file_server, capsys):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    monkeypatch.setenv(sources.MIRROR_ENV, f"{file_server.url}/internal")
+    for name, data in BINARIZED_FILES.items():
+        file_server.serve(f"/internal/{name}", "ok", data)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert not any(path.startswith("/upstream/") for path in file_server.requests)
+    assert f"from {file_server.url}/internal/" in capsys.readouterr().out
+
+
+def write_files(directory, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("layout", ["flat", "dataset_subfolder"])
+def test_manual_dir_needs_no_network(monkeypatch, tmp_path, file_server, layout):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    manual = tmp_path / "manual"
+    write_files(manual / BinarizedMnist.name if layout == "dataset_subfolder" else manual, BINARIZED_FILES)
+    assert_prepared(prepare(BinarizedMnist, tmp_path, manual_dir=manual), "binarized_mnist")
+    assert file_server.requests == []
+
+
+def test_manual_dir_accepts_decompressed_idx_files(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
+    manual = tmp_path / "manual"
+    write_files(manual, {name.removesuffix(".gz"): gzip.decompress(data) for name, data in FASHION_FILES.items()})
+    builder = prepare(FashionMnist, tmp_path, manual_dir=manual)
+    assert_prepared(builder, "fashion_mnist")
+    assert file_server.requests == []
+
+
+def test_manual_file_with_wrong_checksum_is_named(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    manual = tmp_path / "manual"
+    damaged = dict(BINARIZED_FILES, **{"binarized_mnist_valid.amat": BINARIZED_FILES["binarized_mnist_test.amat"]})
+    write_files(manual, damaged)
+    with pytest.raises(ChecksumMismatchError) as raised:
+        prepare(BinarizedMnist, tmp_path, manual_dir=manual)
+    message = str(raised.value)
+    assert str(manual / "binarized_mnist_valid.amat") in message
+    assert hashlib.sha256(BINARIZED_FILES["binarized_mnist_valid.amat"]).hexdigest() in message  # expected
+    assert hashlib.sha256(BINARIZED_FILES["binarized_mnist_test.amat"]).hexdigest() in message  # actual
+    assert "Delete it" in message
+    assert file_server.requests == []
+    assert_nothing_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "without_the_files"])
+def test_manual_dir_missing_empty_or_unrelated_falls_back_to_download(monkeypatch, tmp_path, file_server, state):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    for name, data in BINARIZED_FILES.items():
+        file_server.serve(f"/upstream/{name}", "ok", data)
+    manual = tmp_path / "manual"
+    if state != "missing":
+        manual.mkdir()
+    if state == "without_the_files":
+        (manual / "notes.txt").write_text("unrelated")
+    assert_prepared(prepare(BinarizedMnist, tmp_path, manual_dir=manual), "binarized_mnist")
+    assert len(file_server.requests) == len(BINARIZED_FILES)
+
+
+def test_checksums_file_registers_every_source_url_alike():
+    """checksums/ itself (not the expansion for a user's mirror) lists each source's URL."""
+    for builder_cls in (FashionMnist, BinarizedMnist):
+        registered = load_url_infos(builder_cls._checksums_path)
+        for files in builder_cls.SPLIT_FILES.values():
+            for name in files.values():
+                urls = [base + name for base in builder_cls.SOURCES]
+                infos = {(registered[url].checksum, registered[url].size, registered[url].filename) for url in urls}
+                assert len(infos) == 1, (name, infos)  # every source: the same sha256 and size
+                (checksum, size, filename) = infos.pop()
+                assert filename == name and len(checksum) == 64 and size > 0
+
+
+def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
+    """`tfds build --manual_dir` with no network: decompressed IDX files have no registered checksum."""
+    import subprocess
+    import sys
+
+    manual = tmp_path / "manual"
+    write_files(manual, {name.removesuffix(".gz"): gzip.decompress(data) for name, data in FASHION_FILES.items()})
+    tfds_cli = shutil.which("tfds", path=str(epath.Path(sys.executable).parent))
+    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
+    result = subprocess.run(
+        [
+            tfds_cli,
+            "build",
+            FashionMnist.name,
+            "--imports",
+            "mnist_variants",
+            "--manual_dir",
+            str(manual),
+            "--data_dir",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, sources.MIRROR_ENV: "http://127.0.0.1:9/"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    builder = tfds.builder(FashionMnist.name, data_dir=tmp_path / "data")
+    assert_prepared(builder, "fashion_mnist")
