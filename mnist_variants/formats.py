@@ -162,10 +162,10 @@ def _first_amat_problem(data: bytes, source: Source) -> MalformedFileError:
         if not line:
             return MalformedFileError(f"{where}: blank line, expected {AMAT_VALUES_PER_LINE} values")
         values = line.split(b" ")
-        for position, value in enumerate(values[:AMAT_VALUES_PER_LINE], start=1):
-            if value not in (b"0", b"1"):
-                return MalformedFileError(f"{where}: value {position} is {value[:20]!r}, expected 0 or 1")
-        return MalformedFileError(
-            f"{where}: {len(values)} values, expected {AMAT_VALUES_PER_LINE} separated by single spaces"
-        )
+        if len(values) != AMAT_VALUES_PER_LINE:
+            return MalformedFileError(
+                f"{where}: {len(values)} values, expected {AMAT_VALUES_PER_LINE} separated by single spaces"
+            )
+        position, value = next((i, v) for i, v in enumerate(values, start=1) if v not in (b"0", b"1"))
+        return MalformedFileError(f"{where}: value {position} is {value[:20]!r}, expected 0 or 1")
     raise AssertionError("read_amat refused data in which no line breaks the format")
