@@ -65,13 +65,19 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8."""
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        paths = self._fetch(dl_manager)
-        # Parse every split before TFDS writes anything, so a bad file fails in seconds.
-        arrays = {
-            split: self._read_split({role: paths[name] for role, name in files.items()})
-            for split, files in self.SPLIT_FILES.items()
-        }
-        return {split: self._generate_examples(split_arrays) for split, split_arrays in arrays.items()}
+        encoder = png.PngEncoder()  # boots on another core while the files are fetched and parsed
+        try:
+            paths = self._fetch(dl_manager)
+            # Parse every split before TFDS writes anything, so a bad file fails in seconds.
+            arrays = {
+                split: self._read_split({role: paths[name] for role, name in files.items()})
+                for split, files in self.SPLIT_FILES.items()
+            }
+            # Encoding runs ahead of TFDS's writer, which takes the PNGs as they come.
+            pngs = {split: encoder.submit(split_arrays["image"]) for split, split_arrays in arrays.items()}
+        finally:
+            encoder.close()
+        return {split: self._generate_examples(pngs[split], split_arrays) for split, split_arrays in arrays.items()}
 
     def _fetch(self, dl_manager: tfds.download.DownloadManager) -> dict[str, epath.Path]:
         """Local path of every upstream file: from the manual dir if it has it, else downloaded."""
@@ -86,8 +92,10 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 )
         return paths
 
-    def _generate_examples(self, arrays: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _generate_examples(
+        self, pngs: Iterator[bytes], arrays: Mapping[str, np.ndarray]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (index, example) in file order; the same keys as TFDS's builders, hence the same order."""
-        others = {feature: values for feature, values in arrays.items() if feature != "image"}
-        for index, image in enumerate(png.encode_pngs(arrays["image"])):
+        others = {feature: values.tolist() for feature, values in arrays.items() if feature != "image"}
+        for index, image in enumerate(pngs):
             yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}

@@ -46,18 +46,35 @@ def test_chunks_are_well_formed():
     assert kinds == [b"IHDR", b"IDAT", b"IEND"] and position == len(encoded)
 
 
-def test_batch_encoding_keeps_order_and_matches_single_images():
-    images = testing.synthetic_images(50, seed=2)
-    encoded = list(png.encode_pngs(images, batch_size=7, workers=3))
-    assert encoded == [png.encode_png(image) for image in images]
-    decoded = np.stack([tf.io.decode_png(data).numpy() for data in encoded])
-    np.testing.assert_array_equal(decoded, images)
+def test_helper_process_keeps_order_across_submissions():
+    first, second = testing.synthetic_images(2500, seed=2), testing.synthetic_images(7, seed=3)
+    encoder = png.PngEncoder()
+    assert encoder._helper is not None  # the helper process started
+    pngs = [encoder.submit(first), encoder.submit(second)]
+    encoder.close()
+    second_pngs, first_pngs = list(pngs[1]), list(pngs[0])  # consumed out of order on purpose
+    assert first_pngs == png.encode_batch(first[..., 0]) and second_pngs == png.encode_batch(second[..., 0])
+    decoded = np.stack([tf.io.decode_png(data).numpy() for data in first_pngs[:300]])
+    np.testing.assert_array_equal(decoded, first[:300])
 
 
-def test_abandoned_iteration_stops_cleanly():
-    iterator = png.encode_pngs(testing.synthetic_images(5000, seed=3), batch_size=16)
-    assert next(iterator).startswith(png.PNG_SIGNATURE)
-    iterator.close()  # cancels the batches not started, waits for the running ones
+def test_without_a_helper_process_the_bytes_are_the_same(monkeypatch):
+    images = testing.synthetic_images(1100, seed=4)
+    monkeypatch.setattr(png.sys, "executable", "/nonexistent/python")
+    encoder = png.PngEncoder()
+    assert encoder._helper is None
+    encoded = encoder.submit(images)
+    encoder.close()
+    assert list(encoded) == png.encode_batch(images[..., 0])
+
+
+def test_a_dead_helper_is_an_error_not_a_hang():
+    encoder = png.PngEncoder()
+    encoder._helper.kill()
+    encoded = encoder.submit(testing.synthetic_images(3000, seed=5))
+    encoder.close()
+    with pytest.raises(RuntimeError, match="PNG helper process exited"):
+        list(encoded)
 
 
 @pytest.mark.parametrize(
@@ -66,4 +83,4 @@ def test_abandoned_iteration_stops_cleanly():
 )
 def test_refuses_what_it_cannot_encode(images, error):
     with pytest.raises(error):
-        list(png.encode_pngs(images))
+        png.as_grayscale_batch(images)

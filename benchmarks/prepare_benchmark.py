@@ -1,0 +1,208 @@
+"""Times `download_and_prepare` of our builders against TFDS's built-in ones and a floor builder.
+
+    python benchmarks/prepare_benchmark.py [--rounds 3] [--files DIR]
+
+It writes full-size files in the exact upstream formats (synthetic images, Binarized
+MNIST as Bernoulli samples) once, then, per round and per dataset, prepares with each
+contender back to back, each in a fresh process: ours, TFDS's built-in, and a floor
+builder (same schema and example count, one constant pre-encoded PNG, no parsing), the
+least any GeneratorBasedBuilder can take. Downloads are served from the local files
+(TFDS still extracts the built-in's gzip files), so the network is not timed. Then it
+reads both prepared datasets back: a tf.data pass over the train split with decoding,
+and a whole split loaded with batch_size=-1. Ratios are computed round by round and the
+medians printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATASETS = {
+    "fashion_mnist": ("mnist_variants:FashionMnist", "fashion_mnist", {"train": 60_000, "test": 10_000}),
+    "binarized_mnist": (
+        "mnist_variants:BinarizedMnist",
+        "binarized_mnist",
+        {"train": 50_000, "validation": 10_000, "test": 10_000},
+    ),
+}
+CONTENDERS = ("ours", "builtin", "floor")
+
+
+def builder_class(dataset: str, contender: str):
+    import importlib
+
+    import tensorflow_datasets as tfds
+
+    ours_path, builtin_name, counts = DATASETS[dataset]
+    module, name = ours_path.split(":")
+    ours = getattr(importlib.import_module(module), name)
+    if contender == "ours":
+        return ours
+    if contender == "builtin":
+        return tfds.builder_cls(builtin_name)
+    return floor_builder(ours, counts)
+
+
+def floor_builder(ours, counts: dict[str, int]):
+    """Same features and example counts as `ours`; yields one constant pre-encoded PNG."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    from mnist_variants import png
+
+    constant_png = png.encode_png(np.zeros((28, 28), np.uint8))
+
+    class Floor(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = f"floor_{ours.name}"
+        VERSION = ours.VERSION
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=ours(data_dir=self.data_dir_root).info.features)
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(count) for split, count in counts.items()}
+
+        def _generate_examples(self, count):
+            extra = {"label": 0} if "label" in self.info.features else {}
+            for index in range(count):
+                yield index, {"image": constant_png, **extra}
+
+    return Floor
+
+
+def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
+    """In this (fresh) process: prepare once, return seconds and peak resident memory."""
+    from mnist_variants import testing
+
+    builder = builder_class(dataset, contender)(data_dir=data_dir)
+    with testing.downloads_from(files):
+        started = time.perf_counter()
+        builder.download_and_prepare(download_dir=os.path.join(data_dir, "downloads"))
+        seconds = time.perf_counter() - started
+    assert builder.info.splits["train"].num_examples == DATASETS[dataset][2]["train"]
+    return {
+        "seconds": seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "helper_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def read(dataset: str, contender: str, data_dir: str) -> dict:
+    """In this (fresh) process: a decoding tf.data pass over train, then a whole split at once."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder = builder_class(dataset, contender)(data_dir=data_dir)
+    pipeline = builder.as_dataset(split="train", shuffle_files=False).batch(1024).prefetch(tf.data.AUTOTUNE)
+    started = time.perf_counter()
+    count = sum(int(tf.shape(batch["image"])[0]) for batch in pipeline)
+    pass_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    whole = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
+    load_seconds = time.perf_counter() - started
+    assert count == len(whole["image"]) == DATASETS[dataset][2]["train"]
+    return {"examples_per_second": count / pass_seconds, "load_seconds": load_seconds}
+
+
+def in_fresh_process(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{result.stderr[-5000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def generate(files: Path) -> None:
+    from mnist_variants import testing
+
+    for dataset, (_, _, counts) in DATASETS.items():
+        folder = files / dataset
+        if not (folder / "complete").exists():
+            print(f"writing full-size {dataset} files to {folder} ...", flush=True)
+            testing.write_upstream_files(builder_class(dataset, "ours"), folder, counts, seed=11)
+            (folder / "complete").write_text("")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument(
+        "--child", nargs=4, metavar=("ACTION", "DATASET", "CONTENDER", "DATA_DIR"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+
+    if args.child:
+        action, dataset, contender, data_dir = args.child
+        figures = (
+            prepare(dataset, contender, str(args.files / dataset), data_dir)
+            if action == "prepare"
+            else read(dataset, contender, data_dir)
+        )
+        print(json.dumps(figures))
+        return
+
+    generate(args.files)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    for dataset in args.datasets:
+        rounds = []
+        for round_number in range(args.rounds):
+            figures = {}
+            for contender in CONTENDERS:
+                with tempfile.TemporaryDirectory(prefix=f"bench_{contender}_") as data_dir:
+                    figures[contender] = in_fresh_process(
+                        "--files", str(args.files), "--child", "prepare", dataset, contender, data_dir
+                    )
+                    if contender != "floor":
+                        figures[contender] |= in_fresh_process(
+                            "--files", str(args.files), "--child", "read", dataset, contender, data_dir
+                        )
+            rounds.append(figures)
+            print(
+                f"  {dataset} round {round_number + 1}: "
+                + ", ".join(f"{name} {figures[name]['seconds']:.2f} s" for name in CONTENDERS),
+                flush=True,
+            )
+        report(dataset, rounds)
+
+
+def report(dataset: str, rounds: list[dict]) -> None:
+    def median(contender: str, key: str) -> float:
+        return statistics.median(r[contender][key] for r in rounds if key in r[contender])
+
+    speedup = statistics.median(r["builtin"]["seconds"] / r["ours"]["seconds"] for r in rounds)
+    over_floor = statistics.median(r["ours"]["seconds"] / r["floor"]["seconds"] for r in rounds)
+    print(f"\n{dataset} ({len(rounds)} rounds, medians)")
+    print("| contender | prepare s | read: examples/s | read: batch_size=-1 s |")
+    print("|---|---|---|---|")
+    for contender in CONTENDERS:
+        reads = (
+            f"{median(contender, 'examples_per_second'):,.0f} | {median(contender, 'load_seconds'):.2f}"
+            if contender != "floor"
+            else "- | -"
+        )
+        print(f"| {contender} | {median(contender, 'seconds'):.2f} | {reads} |")
+    print(
+        f"built-in / ours: {speedup:.2f}x   ours / floor: {over_floor:.2f}x   "
+        f"peak RSS of our prepare: {median('ours', 'peak_rss_mib'):.0f} MiB\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
