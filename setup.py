@@ -30,7 +30,10 @@ setup(
     extras_require={
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.
         "cli": ["apache-beam", "mlcroissant"],
+        # dill: tfds.testing imports it without declaring it.
         "test": ["pytest>=8", "hypothesis>=6", "pillow", "ruff", "dill"],
+        # examples/show.py draws its grid with matplotlib.
+        "examples": ["matplotlib"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
