@@ -16,7 +16,14 @@ from conftest import DUMMY_DATA, DUMMY_SPLITS
 from etils import epath
 from tensorflow_datasets.core.download.checksums import load_url_infos
 
-from mnist_variants import BinarizedMnist, ChecksumMismatchError, DownloadFailedError, FashionMnist, sources
+from mnist_variants import (
+    BinarizedMnist,
+    ChecksumMismatchError,
+    DownloadFailedError,
+    FashionMnist,
+    MalformedFileError,
+    sources,
+)
 
 FASHION_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "fashion_mnist").iterdir()}
 BINARIZED_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "binarized_mnist").iterdir()}
@@ -163,7 +170,7 @@ def test_manual_dir_needs_no_network(monkeypatch, tmp_path, file_server, layout)
 def test_manual_dir_accepts_decompressed_idx_files(monkeypatch, tmp_path, file_server):
     serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
     manual = tmp_path / "manual"
-    write_files(manual, {name.removesuffix(".gz"): gzip.decompress(data) for name, data in FASHION_FILES.items()})
+    write_files(manual, _decompressed(FASHION_FILES))
     builder = prepare(FashionMnist, tmp_path, manual_dir=manual)
     assert_prepared(builder, "fashion_mnist")
     assert file_server.requests == []
@@ -218,7 +225,7 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
     import sys
 
     manual = tmp_path / "manual"
-    write_files(manual, {name.removesuffix(".gz"): gzip.decompress(data) for name, data in FASHION_FILES.items()})
+    write_files(manual, _decompressed(FASHION_FILES))
     tfds_cli = shutil.which("tfds", path=str(epath.Path(sys.executable).parent))
     assert tfds_cli, "the tfds command line is installed with the [cli] extra"
     result = subprocess.run(
@@ -241,3 +248,29 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     builder = tfds.builder(FashionMnist.name, data_dir=tmp_path / "data")
     assert_prepared(builder, "fashion_mnist")
+
+
+def _decompressed(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name.removesuffix(".gz"): gzip.decompress(data) for name, data in files.items()}
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda files: files.update({"t10k-labels-idx1-ubyte": files["t10k-labels-idx1-ubyte"][:-1] + b"\x0a"}),
+         r"t10k-labels-idx1-ubyte: label 10 at index 4"),
+        (lambda files: files.update({"train-labels-idx1-ubyte": files["t10k-labels-idx1-ubyte"]}),
+         r"train-images-idx3-ubyte holds 12 images but .*train-labels-idx1-ubyte holds 5 labels"),
+        (lambda files: files.update({"train-images-idx3-ubyte": files["train-images-idx3-ubyte"][:-10]}),
+         r"train-images-idx3-ubyte: header promises 12 images"),
+    ],
+    ids=["label_out_of_range", "count_mismatch", "truncated"],
+)  # fmt: skip
+def test_malformed_file_fails_before_anything_is_written(monkeypatch, tmp_path, file_server, damage, problem):
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
+    files = _decompressed(FASHION_FILES)
+    damage(files)
+    write_files(tmp_path / "manual", files)
+    with pytest.raises(MalformedFileError, match=problem):
+        prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
+    assert_nothing_prepared(tmp_path)
