@@ -8,7 +8,7 @@ setup(
     description="TFDS builders for Binarized MNIST and Fashion-MNIST: fast, verified, offline-capable.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    license="Apache-2.0",
+    license="MIT",
     python_requires=">=3.10",
     packages=["mnist_variants", "mnist_variants.checksums"],
     # Top-level checksums/ is installed as mnist_variants/checksums/, where the builders look.

@@ -5,11 +5,13 @@ Importing this package registers `mnist_variants_binarized_mnist` and
 `binarized_mnist` and `fashion_mnist`.
 """
 
+from importlib import metadata
+
 from mnist_variants.binarized_mnist import BinarizedMnist
 from mnist_variants.errors import ChecksumMismatchError, DownloadFailedError, MalformedFileError, MnistVariantsError
 from mnist_variants.fashion_mnist import FashionMnist
 
-__version__ = "1.0.0"
+__version__ = metadata.version("mnist-variants")
 
 __all__ = [
     "BinarizedMnist",
