@@ -15,6 +15,7 @@ happens in this process instead: slower, same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import struct
 import subprocess
@@ -124,15 +125,14 @@ class PngEncoder:
 
     def _feed(self) -> None:
         stdin = self._helper.stdin
-        try:
-            while (images := self._inputs.get()) is not None:
-                stdin.write(_HEADER.pack(*images.shape))
-                stdin.write(images.data)
-                stdin.flush()
-        except OSError:
-            pass  # the helper died; _drain reports it
-        finally:
-            stdin.close()
+        with contextlib.suppress(OSError):  # if the helper died, _drain reports it
+            try:
+                while (images := self._inputs.get()) is not None:
+                    stdin.write(_HEADER.pack(*images.shape))
+                    stdin.write(images.data)
+                    stdin.flush()
+            finally:
+                stdin.close()
 
     def _drain(self) -> None:
         """Routes the helper's messages to the iterator of the submission they answer."""
@@ -143,14 +143,19 @@ class PngEncoder:
             while received < count:
                 length = stdout.read(_LENGTH.size)
                 if len(length) < _LENGTH.size:
-                    self._helper.wait()
                     error = self._helper.stderr.read().decode(errors="replace")[-2000:]
+                    self._reap()
                     batches.put(RuntimeError(f"PNG helper process exited ({self._helper.returncode}): {error}"))
                     return
                 message = stdout.read(_LENGTH.unpack(length)[0])
                 received += _LENGTH.unpack_from(message)[0]
                 batches.put(message)
+        self._reap()
+
+    def _reap(self) -> None:
         self._helper.wait()
+        self._helper.stdout.close()
+        self._helper.stderr.close()
 
     @staticmethod
     def _unpack(count: int, batches: queue.SimpleQueue) -> Iterator[bytes]:

@@ -10,7 +10,6 @@ transport while our files download with one that times out and retries briefly.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,16 +58,6 @@ def manual_dirs(dl_manager: tfds.download.DownloadManager, dataset_name: str) ->
     return [root, root / dataset_name]
 
 
-def sha256_info(path: epath.Path) -> UrlInfo:
-    """Size and sha256 of a local file, read in blocks."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return UrlInfo(size=size, checksum=digest.hexdigest(), filename=path.name)
-
-
 def find_local_copy(
     dirs: Sequence[epath.Path], filename: str, registered: Mapping[str, UrlInfo], upstream_url: str
 ) -> epath.Path | None:
@@ -80,7 +69,7 @@ def find_local_copy(
                 continue
             expected = registered.get(name)
             if expected is not None:
-                actual = sha256_info(path)
+                actual = tfds_checksums.compute_url_info(path)
                 if actual != expected:
                     raise ChecksumMismatchError(
                         f"{path} is not the upstream {name}:\n"
