@@ -18,6 +18,20 @@ DUMMY_SPLITS = {
 }
 
 
+# Port 9 on loopback: nothing listens there, so a connection is refused at once.
+CLOSED_LOOPBACK_PORT = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test (or a process it starts) fetches over HTTP, it never leaves this machine:
+    loopback is reached directly, every other address through a proxy that refuses."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, CLOSED_LOOPBACK_PORT)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--full-size",

@@ -34,7 +34,9 @@ class BinarizedMnistTest(tfds.testing.DatasetBuilderTestCase):
 def test_importing_registers_both_names():
     assert tfds.builder_cls("mnist_variants_fashion_mnist") is mnist_variants.FashionMnist
     assert tfds.builder_cls("mnist_variants_binarized_mnist") is mnist_variants.BinarizedMnist
-    assert {"mnist_variants_fashion_mnist", "mnist_variants_binarized_mnist"} <= set(tfds.list_builders())
+    assert {"mnist_variants_fashion_mnist", "mnist_variants_binarized_mnist"} <= set(
+        tfds.list_builders(with_community_datasets=False)
+    )
 
 
 def test_fashion_mnist_schema_and_metadata(tmp_path):
@@ -92,7 +94,10 @@ print("ok")
 @pytest.mark.parametrize("ours_first", [True, False], ids=["ours_first", "tfds_first"])
 def test_coexists_with_tfds_builtins(ours_first, tmp_path):
     """In a fresh interpreter, either import order: TFDS's own builders still answer to their names."""
-    ours, theirs = "import mnist_variants", "tfds.builder_cls('fashion_mnist'); tfds.list_builders()"
+    ours, theirs = (
+        "import mnist_variants",
+        "tfds.builder_cls('fashion_mnist'); tfds.list_builders(with_community_datasets=False)",
+    )
     script = COEXISTENCE_SCRIPT.format(first=ours if ours_first else theirs, second=theirs if ours_first else ours)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -243,7 +243,6 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, sources.MIRROR_ENV: "http://127.0.0.1:9/"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     builder = tfds.builder(FashionMnist.name, data_dir=tmp_path / "data")
