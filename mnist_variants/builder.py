@@ -60,6 +60,11 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 registered.setdefault(url, info)
         return registered
 
+    @classmethod
+    def upstream_filenames(cls) -> list[str]:
+        """Every upstream file the builder reads, split by split."""
+        return [name for files in cls.SPLIT_FILES.values() for name in files.values()]
+
     @abc.abstractmethod
     def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
         """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8."""
@@ -84,12 +89,11 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         registered = sources.registered_by_filename(self.url_infos)
         dirs = sources.manual_dirs(dl_manager, self.name)
         paths = {}
-        for files in self.SPLIT_FILES.values():
-            for name in files.values():
-                urls = sources.source_urls(self.SOURCES, name)
-                paths[name] = sources.find_local_copy(dirs, name, registered, urls[0]) or (
-                    sources.download_first_working(dl_manager, name, urls)
-                )
+        for name in self.upstream_filenames():
+            urls = sources.source_urls(self.SOURCES, name)
+            paths[name] = sources.find_local_copy(dirs, name, registered, urls[0]) or (
+                sources.download_first_working(dl_manager, name, urls)
+            )
         return paths
 
     def _generate_examples(

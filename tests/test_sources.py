@@ -210,13 +210,12 @@ def test_checksums_file_registers_every_source_url_alike():
     """checksums/ itself (not the expansion for a user's mirror) lists each source's URL."""
     for builder_cls in (FashionMnist, BinarizedMnist):
         registered = load_url_infos(builder_cls._checksums_path)
-        for files in builder_cls.SPLIT_FILES.values():
-            for name in files.values():
-                urls = [base + name for base in builder_cls.SOURCES]
-                infos = {(registered[url].checksum, registered[url].size, registered[url].filename) for url in urls}
-                assert len(infos) == 1, (name, infos)  # every source: the same sha256 and size
-                (checksum, size, filename) = infos.pop()
-                assert filename == name and len(checksum) == 64 and size > 0
+        for name in builder_cls.upstream_filenames():
+            urls = [base + name for base in builder_cls.SOURCES]
+            infos = {(registered[url].checksum, registered[url].size, registered[url].filename) for url in urls}
+            assert len(infos) == 1, (name, infos)  # every source: the same sha256 and size
+            (checksum, size, filename) = infos.pop()
+            assert filename == name and len(checksum) == 64 and size > 0
 
 
 def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
