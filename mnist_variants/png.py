@@ -6,8 +6,9 @@ so we hand it PNGs made here. Decoders (TF, PIL) return exactly the input pixels
 the tests prove it.
 
 Why a process: TFDS's writer keeps this process's GIL busy while it ingests examples,
-and threads that call zlib then wait for the GIL after every image (measured: threads
-left the writer waiting about three times longer than a helper process did).
+and threads that call zlib then wait for the GIL after every image. Measured on a
+full-size Fashion-MNIST prepare, same encoder settings, two runs each: a thread pool
+took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
 The helper is a plain `python -c` running this file, fed raw pixels on stdin, so it
 imports neither TFDS nor the caller's `__main__`. If it cannot start, encoding
 happens in this process instead: slower, same bytes.
