@@ -18,6 +18,12 @@ DUMMY_SPLITS = {
 }
 
 
+def assert_nothing_prepared(tmp_path: Path) -> None:
+    """No file at all under the test's data dir (TFDS may leave empty folders)."""
+    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
+    assert not leftovers, leftovers
+
+
 # Port 9 on loopback: nothing listens there, so a connection is refused at once.
 CLOSED_LOOPBACK_PORT = "http://127.0.0.1:9"
 

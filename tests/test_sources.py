@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS
+from conftest import DUMMY_DATA, DUMMY_SPLITS, assert_nothing_prepared
 from etils import epath
 from tensorflow_datasets.core.download.checksums import load_url_infos
 
@@ -62,11 +62,6 @@ def prepare(builder_cls, tmp_path, manual_dir=None) -> tfds.core.DatasetBuilder:
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
     )
     return builder
-
-
-def assert_nothing_prepared(tmp_path) -> None:
-    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
-    assert not leftovers, leftovers
 
 
 def assert_prepared(builder, folder: str) -> None:

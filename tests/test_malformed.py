@@ -1,0 +1,83 @@
+"""Damaged upstream files stop preparation before anything is written, with an error naming the file.
+
+On the dummy data by default; `pytest --full-size` damages full-size generated files instead.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+
+import pytest
+from conftest import DUMMY_DATA, assert_nothing_prepared
+
+from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError, testing
+
+FULL_SIZE = {
+    FashionMnist: {"train": 60_000, "test": 10_000},
+    BinarizedMnist: {"train": 50_000, "validation": 10_000, "test": 10_000},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream(request, tmp_path_factory) -> dict[type, dict[str, bytes]]:
+    """Each builder's intact upstream files, by name: the dummy data, or full-size ones."""
+    if not request.config.getoption("--full-size"):
+        return {
+            FashionMnist: {p.name: p.read_bytes() for p in (DUMMY_DATA / "fashion_mnist").iterdir()},
+            BinarizedMnist: {p.name: p.read_bytes() for p in (DUMMY_DATA / "binarized_mnist").iterdir()},
+        }
+    files = {}
+    for builder_cls, counts in FULL_SIZE.items():
+        paths = testing.write_upstream_files(builder_cls, tmp_path_factory.mktemp(builder_cls.name), counts, seed=5)
+        files[builder_cls] = {name: path.read_bytes() for name, path in paths.items()}
+    return files
+
+
+def regzip(data: bytes, change) -> bytes:
+    return testing.gzip_bytes(change(gzip.decompress(data)))
+
+
+def set_field(offset: int, value: int):
+    return lambda raw: raw[:offset] + struct.pack(">I", value) + raw[offset + 4 :]
+
+
+TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
+TEST_LABELS, AMAT = "t10k-labels-idx1-ubyte.gz", "binarized_mnist_valid.amat"
+
+# (builder, damaged file, how, a pattern of what the error says besides the file's path)
+DAMAGE = {
+    "wrong_magic": (FashionMnist, TRAIN_IMAGES, lambda f: f[TRAIN_LABELS], r"IDX magic number 0x00000801"),
+    "not_28x28": (FashionMnist, TRAIN_IMAGES, lambda f: regzip(f[TRAIN_IMAGES], set_field(8, 27)), "images of 27x28"),
+    "truncated_body": (FashionMnist, TRAIN_IMAGES, lambda f: regzip(f[TRAIN_IMAGES], lambda r: r[:-1]), "but only"),
+    "trailing_garbage": (FashionMnist, TEST_LABELS, lambda f: regzip(f[TEST_LABELS], lambda r: r + b"\0"), "trailing"),
+    "count_mismatch": (FashionMnist, TRAIN_LABELS, lambda f: f[TEST_LABELS],
+                       r"holds \d+ images but \S+ holds \d+ labels"),
+    "label_out_of_range": (FashionMnist, TEST_LABELS, lambda f: regzip(f[TEST_LABELS], lambda r: r[:-1] + b"\x0a"),
+                           "label 10 at index"),
+    "gzip_cut": (FashionMnist, TRAIN_IMAGES, lambda f: f[TRAIN_IMAGES][: len(f[TRAIN_IMAGES]) // 2], "cut short"),
+    "gzip_corrupt": (FashionMnist, TRAIN_IMAGES, lambda f: f[TRAIN_IMAGES][:-8] + b"\xff" * 4 + f[TRAIN_IMAGES][-4:],
+                     "corrupt gzip"),
+    "claims_billions": (FashionMnist, TRAIN_IMAGES, lambda f: regzip(f[TRAIN_IMAGES], set_field(4, 2**32 - 1)),
+                        "header promises 4294967295 images"),
+    "amat_value_not_0_1": (BinarizedMnist, AMAT, lambda f: f[AMAT][:-2] + b"7\n", r"value 784 is b'7'"),
+    "amat_wrong_count": (BinarizedMnist, AMAT, lambda f: f[AMAT][:-3] + b"\n", "783 values"),
+    "amat_empty": (BinarizedMnist, AMAT, lambda f: b"", "empty file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_file_fails_before_anything_is_written(case, upstream, tmp_path):
+    builder_cls, damaged, damage, problem = DAMAGE[case]
+    files = dict(upstream[builder_cls])
+    files[damaged] = damage(files)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    with testing.downloads_from(folder), pytest.raises(MalformedFileError) as raised:
+        builder_cls(data_dir=tmp_path / "data").download_and_prepare()
+    message = str(raised.value)
+    assert str(folder / damaged) in message and re.search(problem, message), message
+    assert_nothing_prepared(tmp_path)
