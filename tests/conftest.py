@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,22 @@ DUMMY_SPLITS = {
     "fashion_mnist": {"train": 12, "test": 5},
     "binarized_mnist": {"train": 10, "validation": 4, "test": 4},
 }
+
+
+def dummy_files(folder: str) -> dict[str, bytes]:
+    """The dummy upstream files of one dataset, by file name."""
+    return {path.name: path.read_bytes() for path in (DUMMY_DATA / folder).iterdir()}
+
+
+def decompressed(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Gzipped files as keras and torchvision keep them: decompressed, without `.gz`."""
+    return {name.removesuffix(".gz"): gzip.decompress(data) for name, data in files.items()}
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
 
 
 def assert_nothing_prepared(tmp_path: Path) -> None:

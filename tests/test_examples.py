@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, REPO
+from conftest import DUMMY_DATA, DUMMY_SPLITS, REPO, decompressed, dummy_files, write_files
 from PIL import Image
 
 from mnist_variants import BinarizedMnist, FashionMnist, testing
@@ -41,9 +40,7 @@ def prepared_data_dir(tmp_path_factory):
 
 def test_train_fashion_mnist_offline_from_a_manual_dir(tmp_path):
     manual = tmp_path / "manual"
-    manual.mkdir()
-    for path in (DUMMY_DATA / "fashion_mnist").iterdir():  # decompressed: no registered checksum to refuse them
-        (manual / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+    write_files(manual, decompressed(dummy_files("fashion_mnist")))  # decompressed: no registered checksum
     output = run_example(
         "train_fashion_mnist.py", "--manual_dir", str(manual), "--data_dir", str(tmp_path / "data"), "--epochs", "2",
         "--batch_size", "4",

@@ -10,7 +10,7 @@ import re
 import struct
 
 import pytest
-from conftest import DUMMY_DATA, assert_nothing_prepared
+from conftest import assert_nothing_prepared, dummy_files, write_files
 
 from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError, testing
 
@@ -25,8 +25,8 @@ def upstream(request, tmp_path_factory) -> dict[type, dict[str, bytes]]:
     """Each builder's intact upstream files, by name: the dummy data, or full-size ones."""
     if not request.config.getoption("--full-size"):
         return {
-            FashionMnist: {p.name: p.read_bytes() for p in (DUMMY_DATA / "fashion_mnist").iterdir()},
-            BinarizedMnist: {p.name: p.read_bytes() for p in (DUMMY_DATA / "binarized_mnist").iterdir()},
+            FashionMnist: dummy_files("fashion_mnist"),
+            BinarizedMnist: dummy_files("binarized_mnist"),
         }
     files = {}
     for builder_cls, counts in FULL_SIZE.items():
@@ -73,9 +73,7 @@ def test_damaged_file_fails_before_anything_is_written(case, upstream, tmp_path)
     files = dict(upstream[builder_cls])
     files[damaged] = damage(files)
     folder = tmp_path / "files"
-    folder.mkdir()
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
+    write_files(folder, files)
     with testing.downloads_from(folder), pytest.raises(MalformedFileError) as raised:
         builder_cls(data_dir=tmp_path / "data").download_and_prepare()
     message = str(raised.value)

@@ -6,13 +6,12 @@ dummy files' checksums are registered in place of upstream's for the test.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import shutil
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, assert_nothing_prepared
+from conftest import DUMMY_SPLITS, assert_nothing_prepared, decompressed, dummy_files, write_files
 from etils import epath
 from tensorflow_datasets.core.download.checksums import load_url_infos
 
@@ -25,8 +24,8 @@ from mnist_variants import (
     sources,
 )
 
-FASHION_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "fashion_mnist").iterdir()}
-BINARIZED_FILES = {path.name: path.read_bytes() for path in (DUMMY_DATA / "binarized_mnist").iterdir()}
+FASHION_FILES = dummy_files("fashion_mnist")
+BINARIZED_FILES = dummy_files("binarized_mnist")
 
 
 @pytest.fixture(autouse=True)
@@ -147,12 +146,6 @@ def test_user_mirror_is_tried_first(monkeypatch, tmp_path, file_server, capsys):
     assert f"from {file_server.url}/internal/" in capsys.readouterr().out
 
 
-def write_files(directory, files: dict[str, bytes]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-
-
 @pytest.mark.parametrize("layout", ["flat", "dataset_subfolder"])
 def test_manual_dir_needs_no_network(monkeypatch, tmp_path, file_server, layout):
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
@@ -165,7 +158,7 @@ def test_manual_dir_needs_no_network(monkeypatch, tmp_path, file_server, layout)
 def test_manual_dir_accepts_decompressed_idx_files(monkeypatch, tmp_path, file_server):
     serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
     manual = tmp_path / "manual"
-    write_files(manual, _decompressed(FASHION_FILES))
+    write_files(manual, decompressed(FASHION_FILES))
     builder = prepare(FashionMnist, tmp_path, manual_dir=manual)
     assert_prepared(builder, "fashion_mnist")
     assert file_server.requests == []
@@ -219,7 +212,7 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
     import sys
 
     manual = tmp_path / "manual"
-    write_files(manual, _decompressed(FASHION_FILES))
+    write_files(manual, decompressed(FASHION_FILES))
     tfds_cli = shutil.which("tfds", path=str(epath.Path(sys.executable).parent))
     assert tfds_cli, "the tfds command line is installed with the [cli] extra"
     result = subprocess.run(
@@ -243,10 +236,6 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
     assert_prepared(builder, "fashion_mnist")
 
 
-def _decompressed(files: dict[str, bytes]) -> dict[str, bytes]:
-    return {name.removesuffix(".gz"): gzip.decompress(data) for name, data in files.items()}
-
-
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
@@ -261,7 +250,7 @@ def _decompressed(files: dict[str, bytes]) -> dict[str, bytes]:
 )  # fmt: skip
 def test_malformed_file_fails_before_anything_is_written(monkeypatch, tmp_path, file_server, damage, problem):
     serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
-    files = _decompressed(FASHION_FILES)
+    files = decompressed(FASHION_FILES)
     damage(files)
     write_files(tmp_path / "manual", files)
     with pytest.raises(MalformedFileError, match=problem):
