@@ -26,6 +26,8 @@ setup(
         "promise",
         "requests",
         "urllib3>=2",
+        # One worker prepares a dataset, the others wait (mnist_variants/preparation.py).
+        "filelock>=3.12",
     ],
     extras_require={
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import png, sources
+from mnist_variants import png, preparation, sources
 
 
 def checksums_dir() -> epath.Path:
@@ -64,6 +64,39 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def upstream_filenames(cls) -> list[str]:
         """Every upstream file the builder reads, split by split."""
         return [name for files in cls.SPLIT_FILES.values() for name in files.values()]
+
+    def download_and_prepare(
+        self,
+        *,
+        download_dir: epath.PathLike | None = None,
+        download_config: tfds.download.DownloadConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """TFDS's `download_and_prepare`, safe when many workers call it at once (see preparation.py).
+
+        Exactly one worker downloads and prepares; the others wait for it, then read its dataset.
+        """
+        config = download_config or tfds.download.DownloadConfig()
+        mode = config.download_mode
+        reuse = not mode.overwrite_dataset and mode != tfds.download.GenerateMode.UPDATE_DATASET_INFO
+        if reuse and preparation.is_complete(self.data_path):  # prepared already: no lock, works read-only
+            return super().download_and_prepare(download_dir=download_dir, download_config=config, **kwargs)
+        with preparation.exclusive(self.data_path, f"{self.name} {self.version}") as locked:
+            if reuse and preparation.is_complete(self.data_path):  # another worker prepared it meanwhile
+                self.info.read_from_directory(self.data_path)
+                return None
+            if locked:
+                downloads = epath.Path(download_dir or self.data_dir_root / "downloads") / self.name
+                preparation.remove_abandoned(self.data_path, downloads)
+            try:
+                return super().download_and_prepare(download_dir=download_dir, download_config=config, **kwargs)
+            except OSError:
+                # Without locks, TFDS's final rename fails when another worker's dataset got there first.
+                if not (reuse and preparation.is_complete(self.data_path)):
+                    raise
+                print(f"Another process prepared {self.data_path} first; using its dataset", flush=True)
+                self.info.read_from_directory(self.data_path)
+                return None
 
     @abc.abstractmethod
     def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import gzip
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +39,8 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
 
 
 def assert_nothing_prepared(tmp_path: Path) -> None:
-    """No file at all under the test's data dir (TFDS may leave empty folders)."""
-    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
+    """No file under the test's data dir but the preparation lock (TFDS may leave empty folders)."""
+    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file() and path.suffix != ".lock"]
     assert not leftovers, leftovers
 
 
@@ -63,32 +66,93 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-class FileServer:
-    """A loopback HTTP server whose answer for each path a test sets: bytes, a status, a stall or a cut body."""
+@dataclasses.dataclass
+class Route:
+    """What the server answers for one path: `data` (or an error `status`), and faults to apply in turn.
 
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[str, bytes | int]] = {}
+    Each request takes the next fault from `faults` (none left: a clean answer):
+    "cut" sends the headers and half the body, then closes; "stall" sends half the body,
+    then nothing until the test ends; "silent" sends nothing at all; "html" answers 200
+    with an HTML page; "lie" answers a Range request with 206 and the file from byte 0.
+    """
+
+    data: bytes = b""
+    status: int = 200
+    faults: list[str] = dataclasses.field(default_factory=list)
+    honour_range: bool = True
+
+
+class FileServer:
+    """A loopback HTTP server whose answer for each path a test sets; it counts the bytes it sends."""
+
+    def __init__(self, bytes_per_second: float | None = None) -> None:
+        self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.sent: collections.Counter[str] = collections.Counter()
         self.release = threading.Event()
+        self.bytes_per_second = bytes_per_second
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 server.requests.append(self.path)
-                kind, payload = server.routes.get(self.path, ("status", 404))
-                if kind == "stall":
+                route = server.routes.get(self.path, Route(status=404))
+                fault = route.faults.pop(0) if route.faults else None
+                if fault == "silent":
                     server.release.wait(60)  # Say nothing until the test ends.
                     return
-                if kind == "status":
-                    self.send_error(payload)
+                if fault == "html":
+                    self._answer(200, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>", "text/html")
                     return
-                self.send_response(200)
+                if route.status != 200:
+                    self.send_error(route.status)
+                    return
+                start = self._range_start(route, len(route.data))
+                body = route.data if fault == "lie" else route.data[start:]
+                self.send_response(206 if start is not None else 200)
+                if start is not None:
+                    self.send_header("Content-Range", f"bytes {start}-{len(route.data) - 1}/{len(route.data)}")
+                self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(len(route.data) - (start or 0)))
                 self.end_headers()
-                # "cut": the promised length, then only half the body and a closed connection.
-                self.wfile.write(payload[: len(payload) // 2] if kind == "cut" else payload)
-                if kind == "cut":
+                if fault in ("cut", "stall"):
+                    self._send(body[: len(body) // 2])
+                    if fault == "stall":
+                        server.release.wait(60)
+                    self.close_connection = True
+                    return
+                self._send(body[: len(route.data) - (start or 0)])
+
+            def _range_start(self, route: Route, size: int) -> int | None:
+                header = self.headers.get("Range", "")
+                if not (route.honour_range and header.startswith("bytes=") and header.endswith("-")):
+                    return None
+                start = int(header[len("bytes=") : -1])
+                return start if 0 <= start < size else None
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self._send(body)
+
+            def _send(self, body: bytes) -> None:
+                step = 1 << 16
+                started = time.monotonic()
+                try:
+                    for offset in range(0, len(body), step):
+                        chunk = body[offset : offset + step]
+                        self.wfile.write(chunk)
+                        server.sent[self.path] += len(chunk)
+                        if server.bytes_per_second:
+                            ahead = (offset + len(chunk)) / server.bytes_per_second - (time.monotonic() - started)
+                            if ahead > 0:
+                                time.sleep(ahead)
+                except OSError:  # the client went away
                     self.close_connection = True
 
             def log_message(self, *args) -> None:
@@ -100,8 +164,13 @@ class FileServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
 
-    def serve(self, path: str, kind: str, payload: bytes | int = b"") -> None:
-        self.routes[path] = (kind, payload)
+    def serve(self, path: str, data: bytes = b"", *faults: str, status: int = 200, honour_range: bool = True) -> None:
+        self.routes[path] = Route(data, status, list(faults), honour_range)
+
+    def serve_files(self, folder: str, files: dict[str, bytes], *faults: str) -> None:
+        """Every file under /folder/, each with the same faults."""
+        for name, data in files.items():
+            self.serve(f"/{folder}/{name}", data, *faults)
 
     def stop(self) -> None:
         self.release.set()

@@ -70,7 +70,7 @@ def assert_prepared(builder, folder: str) -> None:
 def test_download_from_the_first_source(monkeypatch, tmp_path, file_server, capsys):
     (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     for name, data in BINARIZED_FILES.items():
-        file_server.serve(f"/upstream/{name}", "ok", data)
+        file_server.serve(f"/upstream/{name}", data)
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     assert f"Got binarized_mnist_train.amat from {base}binarized_mnist_train.amat" in capsys.readouterr().out
 
@@ -78,7 +78,7 @@ def test_download_from_the_first_source(monkeypatch, tmp_path, file_server, caps
 def test_primary_404_falls_back_to_the_mirror(monkeypatch, tmp_path, file_server, capsys):
     _, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
     for name, data in FASHION_FILES.items():
-        file_server.serve(f"/github/{name}", "ok", data)  # and 404 on /s3/
+        file_server.serve(f"/github/{name}", data)  # and 404 on /s3/
     assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
     assert f"Got train-images-idx3-ubyte.gz from {mirror}train-images-idx3-ubyte.gz" in capsys.readouterr().out
     assert "/s3/train-images-idx3-ubyte.gz" in file_server.requests
@@ -87,8 +87,8 @@ def test_primary_404_falls_back_to_the_mirror(monkeypatch, tmp_path, file_server
 def test_every_source_failing_lists_each_url_and_why(monkeypatch, tmp_path, file_server):
     primary, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
     for name in FASHION_FILES:
-        file_server.serve(f"/s3/{name}", "status", 403)
-        file_server.serve(f"/github/{name}", "status", 503)
+        file_server.serve(f"/s3/{name}", status=403)
+        file_server.serve(f"/github/{name}", status=503)
     with pytest.raises(DownloadFailedError) as raised:
         prepare(FashionMnist, tmp_path)
     message = str(raised.value)
@@ -101,7 +101,7 @@ def test_every_source_failing_lists_each_url_and_why(monkeypatch, tmp_path, file
 def test_corrupted_body_is_refused_by_the_checksum(monkeypatch, tmp_path, file_server):
     (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     for name, data in BINARIZED_FILES.items():
-        file_server.serve(f"/upstream/{name}", "ok", data[:-2] + b"1\n" if data[-2:] == b"0\n" else data[:-2] + b"0\n")
+        file_server.serve(f"/upstream/{name}", data[:-2] + b"1\n" if data[-2:] == b"0\n" else data[:-2] + b"0\n")
     with pytest.raises(DownloadFailedError, match="NonMatchingChecksumError") as raised:
         prepare(BinarizedMnist, tmp_path)
     assert f"{base}binarized_mnist_train.amat" in str(raised.value)
@@ -111,8 +111,8 @@ def test_corrupted_body_is_refused_by_the_checksum(monkeypatch, tmp_path, file_s
 def test_truncated_body_is_refused(monkeypatch, tmp_path, file_server):
     serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
     for name, data in FASHION_FILES.items():
-        file_server.serve(f"/s3/{name}", "cut", data)
-        file_server.serve(f"/github/{name}", "cut", data)
+        file_server.serve(f"/s3/{name}", data, *["cut"] * 9)
+        file_server.serve(f"/github/{name}", data, *["cut"] * 9)
     with pytest.raises(DownloadFailedError, match=r"(?i)incomplete|broken|checksum"):
         prepare(FashionMnist, tmp_path)
     assert_nothing_prepared(tmp_path)
@@ -121,8 +121,8 @@ def test_truncated_body_is_refused(monkeypatch, tmp_path, file_server):
 def test_stalled_server_times_out_and_the_mirror_is_used(monkeypatch, tmp_path, file_server, capsys):
     _, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "github")
     for name, data in FASHION_FILES.items():
-        file_server.serve(f"/s3/{name}", "stall")
-        file_server.serve(f"/github/{name}", "ok", data)
+        file_server.serve(f"/s3/{name}", data, *["silent"] * 9)
+        file_server.serve(f"/github/{name}", data)
     assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
     assert f"from {mirror}" in capsys.readouterr().out
 
@@ -130,7 +130,7 @@ def test_stalled_server_times_out_and_the_mirror_is_used(monkeypatch, tmp_path, 
 def test_stalled_server_without_mirror_fails_with_a_timeout(monkeypatch, tmp_path, file_server):
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     for name in BINARIZED_FILES:
-        file_server.serve(f"/upstream/{name}", "stall")
+        file_server.serve(f"/upstream/{name}", b"", *["silent"] * 9)
     with pytest.raises(DownloadFailedError, match=r"(?i)timed out"):
         prepare(BinarizedMnist, tmp_path)
     assert_nothing_prepared(tmp_path)
@@ -140,7 +140,7 @@ def test_user_mirror_is_tried_first(monkeypatch, tmp_path, file_server, capsys):
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     monkeypatch.setenv(sources.MIRROR_ENV, f"{file_server.url}/internal")
     for name, data in BINARIZED_FILES.items():
-        file_server.serve(f"/internal/{name}", "ok", data)
+        file_server.serve(f"/internal/{name}", data)
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     assert not any(path.startswith("/upstream/") for path in file_server.requests)
     assert f"from {file_server.url}/internal/" in capsys.readouterr().out
@@ -184,7 +184,7 @@ def test_manual_file_with_wrong_checksum_is_named(monkeypatch, tmp_path, file_se
 def test_manual_dir_missing_empty_or_unrelated_falls_back_to_download(monkeypatch, tmp_path, file_server, state):
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     for name, data in BINARIZED_FILES.items():
-        file_server.serve(f"/upstream/{name}", "ok", data)
+        file_server.serve(f"/upstream/{name}", data)
     manual = tmp_path / "manual"
     if state != "missing":
         manual.mkdir()

@@ -1,0 +1,95 @@
+"""How preparations of one dataset are serialised: one worker prepares, the others wait, then read.
+
+TFDS has no lock: every process that prepares a dataset into a shared data_dir does
+the whole work, and all but the first die at TFDS's final rename of
+`incomplete.XXXX_<version>/` (FileExistsError). Here a file lock beside the
+dataset's version folder (`<data_dir>/<name>/<version>.lock`) lets exactly one
+worker download and prepare; the others wait for it and then read what it wrote.
+The lock is `filelock`'s `flock`, which the kernel releases when its holder dies
+(SIGKILL, OOM, pre-emption), so a waiting worker then takes over; it works on local
+disks and NFS. On filesystems without locks (`gs://` and other remote data_dirs, or
+a mount without flock) workers prepare side by side, and one that finds a complete
+dataset where it was about to put its own keeps the existing one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+
+import filelock
+from etils import epath
+
+INCOMPLETE_PREFIX = "incomplete."  # TFDS's name for a folder being prepared: incomplete.XXXXXX_<version>
+TFDS_DOWNLOAD_TMP = ".tmp."  # TFDS downloads into <name>.tmp.<uuid>/ and renames when verified
+DATASET_INFO = "dataset_info.json"  # written last, inside the folder that TFDS renames into place
+
+
+def is_complete(data_path: epath.Path) -> bool:
+    """Whether a prepared dataset stands at `data_path` (TFDS renames it into place whole)."""
+    return (data_path / DATASET_INFO).exists()
+
+
+def lock_path(data_path: epath.Path) -> epath.Path:
+    """`<data_dir>/<name>/<version>.lock`: beside the version folder; TFDS ignores the name."""
+    return data_path.parent / f"{data_path.name}.lock"
+
+
+def supports_locking(data_path: epath.Path) -> bool:
+    """Local paths (and NFS mounts) take a file lock; remote filesystems (gs://, s3://, ...) do not."""
+    return "://" not in os.fspath(data_path)
+
+
+@contextlib.contextmanager
+def exclusive(data_path: epath.Path, description: str) -> Iterator[bool]:
+    """Holds the dataset's lock within; yields whether it is really held (False: no locks here).
+
+    A worker that has to wait says so once, in one line, naming the folder.
+    """
+    if not supports_locking(data_path):
+        yield False
+        return
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(os.fspath(lock_path(data_path)))
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            print(f"Waiting for another process preparing {description} in {data_path}", flush=True)
+            lock.acquire()
+    except NotImplementedError:  # filelock < 4 on a filesystem without flock
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def abandoned_folders(data_path: epath.Path, downloads: epath.Path) -> list[epath.Path]:
+    """What dead workers left: `incomplete.*_<version>` beside `data_path`, TFDS's `*.tmp.*` in `downloads`.
+
+    Call only while holding the lock: then no live worker is preparing this version,
+    so every such folder was left by one that died. `downloads` is TFDS's folder for
+    this dataset's downloads (`<download_dir>/<name>/`), which no other dataset uses.
+    """
+    version_suffix = f"_{data_path.name}"
+    candidates = [
+        *(path for path in _children(data_path.parent) if path.name.startswith(INCOMPLETE_PREFIX)
+          and path.name.endswith(version_suffix)),
+        *(path for path in _children(downloads) if TFDS_DOWNLOAD_TMP in path.name),
+    ]  # fmt: skip
+    return [path for path in candidates if path.is_dir()]
+
+
+def remove_abandoned(data_path: epath.Path, downloads: epath.Path) -> None:
+    """Removes what dead workers left of their preparation of this version (lock held)."""
+    for folder in abandoned_folders(data_path, downloads):
+        print(f"Removing {folder}, left by a preparation that did not finish", flush=True)
+        shutil.rmtree(os.fspath(folder), ignore_errors=True)
+
+
+def _children(folder: epath.Path) -> list[epath.Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
