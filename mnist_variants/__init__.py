@@ -8,7 +8,13 @@ Importing this package registers `mnist_variants_binarized_mnist` and
 from importlib import metadata
 
 from mnist_variants.binarized_mnist import BinarizedMnist
-from mnist_variants.errors import ChecksumMismatchError, DownloadFailedError, MalformedFileError, MnistVariantsError
+from mnist_variants.errors import (
+    ChecksumMismatchError,
+    DownloadFailedError,
+    MalformedFileError,
+    MnistVariantsError,
+    WrongFileError,
+)
 from mnist_variants.fashion_mnist import FashionMnist
 
 __version__ = metadata.version("mnist-variants")
@@ -20,4 +26,5 @@ __all__ = [
     "FashionMnist",
     "MalformedFileError",
     "MnistVariantsError",
+    "WrongFileError",
 ]

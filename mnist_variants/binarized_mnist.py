@@ -32,6 +32,7 @@ class BinarizedMnist(MnistVariantBuilder):
         "1.0.0": "Initial release: upstream .amat files, same examples and order as TFDS's binarized_mnist."
     }
 
+    TITLE = "Binarized MNIST"
     SOURCES = ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",)
     SPLIT_FILES = {
         tfds.Split.TRAIN: {"images": "binarized_mnist_train.amat"},

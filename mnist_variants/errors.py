@@ -9,8 +9,12 @@ class MalformedFileError(MnistVariantsError, ValueError):
     """A data file is not in the upstream format; the message names the file and the problem."""
 
 
-class ChecksumMismatchError(MnistVariantsError, ValueError):
-    """A local file's sha256 or size differs from the registered upstream file."""
+class WrongFileError(MnistVariantsError, ValueError):
+    """A file stands under an upstream name but is not that file: another dataset's, an HTML page, a Git LFS pointer."""
+
+
+class ChecksumMismatchError(WrongFileError):
+    """A local file's sha256 or size (or its decompressed content's) differs from the registered upstream file's."""
 
 
 class DownloadFailedError(MnistVariantsError, OSError):

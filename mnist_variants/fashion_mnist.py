@@ -45,14 +45,18 @@ class FashionMnist(MnistVariantBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: upstream IDX files, same examples and order as TFDS's fashion_mnist."}
 
+    TITLE = "Fashion-MNIST"
     SOURCES = (
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # where keras.datasets gets them
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     )
     SPLIT_FILES = {
         tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
         tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
     }
+    MANUAL_SUBFOLDERS = ("FashionMNIST/raw",)  # a torchvision root given as the manual dir
+    KERAS_CACHE_FOLDER = "datasets/fashion-mnist"  # keras.datasets.fashion_mnist.load_data() keeps them there
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

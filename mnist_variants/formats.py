@@ -72,6 +72,16 @@ class _ByteReader:
             raise self.fail(f"{len(self._inflater.unused_data)} bytes of trailing garbage after the gzip stream")
 
 
+def gunzip(data: bytes, source: Source = "<bytes>") -> bytes:
+    """The whole decompressed content of gzip `data`; a cut or corrupt stream is a MalformedFileError."""
+    reader = _ByteReader(data, source)
+    parts = []
+    while chunk := reader.read(1 << 24):
+        parts.append(chunk)
+    reader.check_end("the gzip stream")
+    return b"".join(parts)
+
+
 def _read_idx(data: bytes, source: Source, magic: int, item_shape: tuple[int, ...], what: str) -> np.ndarray:
     reader = _ByteReader(data, source)
     ndim = 1 + len(item_shape)

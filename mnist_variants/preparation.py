@@ -91,5 +91,12 @@ def remove_abandoned(data_path: epath.Path, downloads: epath.Path) -> None:
         shutil.rmtree(os.fspath(folder), ignore_errors=True)
 
 
+def remove_partial_downloads(downloads: epath.Path) -> None:
+    """Removes TFDS's `*.tmp.*` download folders of this dataset: a failed download leaves its bytes there."""
+    for folder in _children(downloads):
+        if TFDS_DOWNLOAD_TMP in folder.name and folder.is_dir():
+            shutil.rmtree(os.fspath(folder), ignore_errors=True)
+
+
 def _children(folder: epath.Path) -> list[epath.Path]:
     return list(folder.iterdir()) if folder.is_dir() else []

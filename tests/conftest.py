@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gzip
+import hashlib
 import http.server
+import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +39,38 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (directory / name).write_bytes(data)
+
+
+def write_registry(directory: Path, builder_cls, files: dict[str, bytes], base_url: str) -> Path:
+    """Checksums of `files` in TFDS's format, shaped as upstream's: the download's digest of every file,
+    and the decompressed content's digest of the label files only (the images' are not known upstream)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = {
+        files_of_split["labels"] for files_of_split in builder_cls.SPLIT_FILES.values() if "labels" in files_of_split
+    }
+
+    def line(name: str, data: bytes, filename: str) -> str:
+        return f"{base_url}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{filename}\n"
+
+    tsv = directory / f"{builder_cls.name}.tsv"
+    tsv.write_text("".join(line(name, data, name) for name, data in files.items()))
+    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels}
+    (directory / f"{builder_cls.name}.decompressed.tsv").write_text(
+        "".join(line(name, data, name.removesuffix(".gz")) for name, data in contents.items())
+    )
+    return tsv
+
+
+def worker_env(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: list[str]) -> dict[str, str]:
+    """The environment that makes worker processes (tests/workers) use `sources` and the checksums of `files`."""
+    tsv = write_registry(tmp_path / "registry", builder_cls, files, sources[0])
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({builder_cls.name: {"sources": sources, "checksums": str(tsv)}}))
+    return {
+        "MNIST_VARIANTS_TEST_REGISTRY": str(registry),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "workers"), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def assert_nothing_prepared(tmp_path: Path) -> None:

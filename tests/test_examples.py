@@ -10,19 +10,25 @@ import sys
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, REPO, decompressed, dummy_files, write_files
+from conftest import DUMMY_DATA, DUMMY_SPLITS, REPO, decompressed, dummy_files, worker_env, write_files
 from PIL import Image
 
 from mnist_variants import BinarizedMnist, FashionMnist, testing
 
+# Runs an example as its own __main__ after registering a test's checksums (tests/workers/registered_dummies.py).
+WITH_TEST_REGISTRY = (
+    "import registered_dummies, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
-def run_example(script: str, *args: str) -> str:
+
+def run_example(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    launcher = [sys.executable, "-c", WITH_TEST_REGISTRY] if env else [sys.executable]
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / script), *args],
+        [*launcher, str(REPO / "examples" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},  # with the only_loopback proxies
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},  # with the only_loopback proxies
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
@@ -40,10 +46,12 @@ def prepared_data_dir(tmp_path_factory):
 
 def test_train_fashion_mnist_offline_from_a_manual_dir(tmp_path):
     manual = tmp_path / "manual"
-    write_files(manual, decompressed(dummy_files("fashion_mnist")))  # decompressed: no registered checksum
+    files = dummy_files("fashion_mnist")
+    write_files(manual, decompressed(files))  # as keras and torchvision keep them
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     output = run_example(
         "train_fashion_mnist.py", "--manual_dir", str(manual), "--data_dir", str(tmp_path / "data"), "--epochs", "2",
-        "--batch_size", "4",
+        "--batch_size", "4", env=env,
     )  # fmt: skip
     epochs = re.findall(r"^epoch (\d+): loss ([\d.]+|nan|inf), accuracy ([\d.]+)$", output, re.MULTILINE)
     assert [int(epoch) for epoch, _, _ in epochs] == [1, 2], output

@@ -8,7 +8,6 @@ incomplete is left, and no worker prints a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,31 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DUMMY_SPLITS, REPO, FileServer, dummy_files
+from conftest import DUMMY_SPLITS, REPO, FileServer, dummy_files, worker_env
 
 from mnist_variants import BinarizedMnist, FashionMnist, testing
 
 WORKERS = REPO / "tests" / "workers"
 DEADLINE_SECONDS = 240  # for a whole group of workers; they normally take 10-30 s
 FASHION_COUNTS = {"train": 3000, "test": 600}  # small generated files: preparations overlap
-
-
-def register(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: list[str]) -> dict[str, str]:
-    """The environment that makes workers use `sources` and the checksums of `files`."""
-    tsv = tmp_path / f"{builder_cls.name}.tsv"
-    tsv.write_text(
-        "".join(
-            f"{sources[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{name}\n"
-            for name, data in files.items()
-        )
-    )
-    registry = tmp_path / "registry.json"
-    registry.write_text(json.dumps({builder_cls.name: {"sources": sources, "checksums": str(tsv)}}))
-    return {
-        "MNIST_VARIANTS_TEST_REGISTRY": str(registry),
-        "PYTHONPATH": os.pathsep.join([str(WORKERS), os.environ.get("PYTHONPATH", "")]),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
 
 
 class Worker:
@@ -115,7 +96,7 @@ def fashion_files(tmp_path: Path) -> dict[str, bytes]:
 
 def test_workers_sharing_a_data_dir_all_get_the_same_data_from_one_preparation(tmp_path):
     files = fashion_files(tmp_path)
-    env = register(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     data_dir, manual = tmp_path / "data", tmp_path / "generated"
     name = FashionMnist.name
     commands = [
@@ -133,7 +114,7 @@ def test_workers_sharing_a_data_dir_all_get_the_same_data_from_one_preparation(t
 
 def test_threads_of_one_process_share_one_preparation(tmp_path):
     files = fashion_files(tmp_path)
-    env = register(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     manual = str(tmp_path / "generated")
     worker = Worker(
         tmp_path, 0, worker_command(FashionMnist.name, tmp_path / "data", "--manual_dir", manual, "--threads", "4"), env
@@ -149,7 +130,7 @@ def test_workers_downloading_together_fetch_each_file_once(tmp_path):
     server = FileServer()
     try:
         server.serve_files("upstream", files)
-        env = register(tmp_path, BinarizedMnist, files, [f"{server.url}/upstream/"])
+        env = worker_env(tmp_path, BinarizedMnist, files, [f"{server.url}/upstream/"])
         commands = [
             worker_command(BinarizedMnist.name, tmp_path / "data", "--api", api) for api in ("load", "builder") * 2
         ]
@@ -179,7 +160,7 @@ def test_a_killed_preparer_is_replaced_by_a_waiting_worker(tmp_path):
         # The first request of the train file stalls: the victim is caught mid-preparation.
         server.serve_files("upstream", files)
         server.serve("/upstream/binarized_mnist_train.amat", files["binarized_mnist_train.amat"], "stall")
-        env = register(tmp_path, BinarizedMnist, files, [f"{server.url}/upstream/"])
+        env = worker_env(tmp_path, BinarizedMnist, files, [f"{server.url}/upstream/"])
         env["MNIST_VARIANTS_DOWNLOAD_TIMEOUT"] = "120"  # the victim waits on the stall until killed
         data_dir = tmp_path / "data"
         dataset_folder = data_dir / BinarizedMnist.name
@@ -203,7 +184,7 @@ def test_a_killed_preparer_is_replaced_by_a_waiting_worker(tmp_path):
 
 def test_a_preparation_left_by_a_dead_worker_is_removed_by_the_next_one(tmp_path):
     files = fashion_files(tmp_path)
-    env = register(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     data_dir = tmp_path / "data"
     left = data_dir / FashionMnist.name / "incomplete.ABC123_1.0.0"
     (left / "mnist_variants_fashion_mnist-train.tfrecord-00000-of-00001").parent.mkdir(parents=True)
@@ -221,7 +202,7 @@ def test_a_preparation_left_by_a_dead_worker_is_removed_by_the_next_one(tmp_path
 def test_without_file_locks_every_worker_still_succeeds(tmp_path):
     """As on gs:// data_dirs: workers prepare side by side; the first complete dataset is kept."""
     files = fashion_files(tmp_path)
-    env = register(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     data_dir, manual = tmp_path / "data", str(tmp_path / "generated")
     commands = [
         worker_command(FashionMnist.name, data_dir, "--manual_dir", manual, "--api", api, "--no_lock")

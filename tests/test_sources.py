@@ -7,11 +7,20 @@ dummy files' checksums are registered in place of upstream's for the test.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_SPLITS, assert_nothing_prepared, decompressed, dummy_files, write_files
+from conftest import (
+    DUMMY_SPLITS,
+    assert_nothing_prepared,
+    decompressed,
+    dummy_files,
+    worker_env,
+    write_files,
+    write_registry,
+)
 from etils import epath
 from tensorflow_datasets.core.download.checksums import load_url_infos
 
@@ -21,7 +30,8 @@ from mnist_variants import (
     DownloadFailedError,
     FashionMnist,
     MalformedFileError,
-    sources,
+    fetching,
+    http_transport,
 )
 
 FASHION_FILES = dummy_files("fashion_mnist")
@@ -30,19 +40,13 @@ BINARIZED_FILES = dummy_files("binarized_mnist")
 
 @pytest.fixture(autouse=True)
 def short_timeout(monkeypatch):
-    monkeypatch.setenv(sources.TIMEOUT_ENV, "1")
-    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+    monkeypatch.setenv(http_transport.TIMEOUT_ENV, "1")
+    monkeypatch.delenv(fetching.MIRROR_ENV, raising=False)
 
 
 def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:
-    """Registers the dummy files' sha256 and size in place of upstream's for this test."""
-    tsv = tmp_path / f"{builder_cls.name}.tsv"
-    tsv.write_text(
-        "".join(
-            f"{builder_cls.SOURCES[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{name}\n"
-            for name, data in files.items()
-        )
-    )
+    """Registers the dummy files' digests in place of upstream's for this test (labels' content too)."""
+    tsv = write_registry(tmp_path / "registry", builder_cls, files, builder_cls.SOURCES[0])
     monkeypatch.setattr(builder_cls, "_checksums_path", epath.Path(tsv))
 
 
@@ -138,7 +142,7 @@ def test_stalled_server_without_mirror_fails_with_a_timeout(monkeypatch, tmp_pat
 
 def test_user_mirror_is_tried_first(monkeypatch, tmp_path, file_server, capsys):
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
-    monkeypatch.setenv(sources.MIRROR_ENV, f"{file_server.url}/internal")
+    monkeypatch.setenv(fetching.MIRROR_ENV, f"{file_server.url}/internal")
     for name, data in BINARIZED_FILES.items():
         file_server.serve(f"/internal/{name}", data)
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
@@ -175,7 +179,8 @@ def test_manual_file_with_wrong_checksum_is_named(monkeypatch, tmp_path, file_se
     assert str(manual / "binarized_mnist_valid.amat") in message
     assert hashlib.sha256(BINARIZED_FILES["binarized_mnist_valid.amat"]).hexdigest() in message  # expected
     assert hashlib.sha256(BINARIZED_FILES["binarized_mnist_test.amat"]).hexdigest() in message  # actual
-    assert "Delete it" in message
+    assert "copied from any machine with network access" in message and f"move it out of {manual}" in message
+    assert "expected sha256" in message and "MiB bytes" not in message
     assert file_server.requests == []
     assert_nothing_prepared(tmp_path)
 
@@ -207,7 +212,7 @@ def test_checksums_file_registers_every_source_url_alike():
 
 
 def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
-    """`tfds build --manual_dir` with no network: decompressed IDX files have no registered checksum."""
+    """`tfds build --manual_dir` with no network, from decompressed IDX files: labels verified by content."""
     import subprocess
     import sys
 
@@ -215,13 +220,14 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
     write_files(manual, decompressed(FASHION_FILES))
     tfds_cli = shutil.which("tfds", path=str(epath.Path(sys.executable).parent))
     assert tfds_cli, "the tfds command line is installed with the [cli] extra"
+    env = worker_env(tmp_path, FashionMnist, FASHION_FILES, ["http://127.0.0.1:9/unused/"])
     result = subprocess.run(
         [
             tfds_cli,
             "build",
             FashionMnist.name,
             "--imports",
-            "mnist_variants",
+            "registered_dummies",
             "--manual_dir",
             str(manual),
             "--data_dir",
@@ -230,29 +236,36 @@ def test_cli_builds_from_a_manual_dir_of_decompressed_files(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "verified: upstream's content, decompressed" in result.stdout
+    assert f"WARNING: using {manual / 'train-images-idx3-ubyte'}" in result.stdout
     builder = tfds.builder(FashionMnist.name, data_dir=tmp_path / "data")
     assert_prepared(builder, "fashion_mnist")
 
 
 @pytest.mark.parametrize(
-    ("damage", "problem"),
+    ("damage", "error", "problem"),
     [
         (lambda files: files.update({"t10k-labels-idx1-ubyte": files["t10k-labels-idx1-ubyte"][:-1] + b"\x0a"}),
-         r"t10k-labels-idx1-ubyte: label 10 at index 4"),
+         ChecksumMismatchError, r"t10k-labels-idx1-ubyte is not Fashion-MNIST's t10k-labels-idx1-ubyte.gz"),
         (lambda files: files.update({"train-labels-idx1-ubyte": files["t10k-labels-idx1-ubyte"]}),
-         r"train-images-idx3-ubyte holds 12 images but .*train-labels-idx1-ubyte holds 5 labels"),
+         ChecksumMismatchError, r"train-labels-idx1-ubyte is not Fashion-MNIST's"),
         (lambda files: files.update({"train-images-idx3-ubyte": files["train-images-idx3-ubyte"][:-10]}),
-         r"train-images-idx3-ubyte: header promises 12 images"),
+         MalformedFileError, r"train-images-idx3-ubyte: header promises 12 images"),
     ],
-    ids=["label_out_of_range", "count_mismatch", "truncated"],
+    ids=["label_out_of_range", "other_labels", "truncated_images"],
 )  # fmt: skip
-def test_malformed_file_fails_before_anything_is_written(monkeypatch, tmp_path, file_server, damage, problem):
+def test_damaged_manual_file_fails_before_anything_is_written(
+    monkeypatch, tmp_path, file_server, damage, error, problem
+):
+    """Labels are verified by content (refused); unverifiable decompressed images are parsed strictly."""
     serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
     files = decompressed(FASHION_FILES)
     damage(files)
     write_files(tmp_path / "manual", files)
-    with pytest.raises(MalformedFileError, match=problem):
+    with pytest.raises(error, match=problem):
         prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
     assert_nothing_prepared(tmp_path)
+    assert file_server.requests == []

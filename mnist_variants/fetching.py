@@ -1,0 +1,207 @@
+"""Getting every upstream file of a builder: a verified local copy if there is one, else a download.
+
+Local copies are looked for in the manual dir and in other tools' caches (locations.py)
+and judged by their content (verification.py). Missing files download all at once, each
+from its own list of sources in turn, through TFDS's download manager, which caches them,
+checks them against the registered sha256 and size, and shows progress;
+http_transport.py carries the bytes. Splits are handed over as soon as all their files
+are here, so the builder parses one while a larger file still downloads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+
+from mnist_variants import http_transport, locations, verification
+from mnist_variants.errors import DownloadFailedError, WrongFileError
+
+if TYPE_CHECKING:
+    from mnist_variants.builder import MnistVariantBuilder
+
+MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
+
+
+def source_urls(bases: Sequence[str], filename: str) -> list[str]:
+    """The URLs to try for `filename`: the user's mirror (if set), then each base in order."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    prefixes = ([mirror.rstrip("/") + "/"] if mirror else []) + list(bases)
+    return [prefix + filename for prefix in prefixes]
+
+
+class _SourcesFailed(Exception):
+    """Every source of one file failed; the message lists each URL and why."""
+
+
+class _Cancelled(Exception):
+    """A download stopped because another file had failed."""
+
+
+class Fetch:
+    """The files of one builder's preparation: found locally or downloaded, handed over split by split."""
+
+    def __init__(self, builder: MnistVariantBuilder, dl_manager: tfds.download.DownloadManager) -> None:
+        self.builder = builder
+        self.dl_manager = dl_manager
+        self.registry = verification.load_registry(builder.url_infos, builder._checksums_path)
+        self.manual = locations.manual_dir(dl_manager, builder.name, builder.MANUAL_SUBFOLDERS)
+        self.keras_folders = locations.keras_cache(builder.KERAS_CACHE_FOLDER)
+        self.verdicts: dict[str, verification.Verdict] = {}  # of the local copies used
+        self.paths: dict[str, epath.Path] = {}
+
+    def urls(self, name: str) -> list[str]:
+        return source_urls(self.builder.SOURCES, name)
+
+    def splits(self) -> Iterator[tuple[str, dict[str, epath.Path]]]:
+        """(split, {role: path}) for every split, each as soon as all its files are here and checked."""
+        for name in self.builder.upstream_filenames():
+            if verdict := self._local_copy(name):
+                self.verdicts[name] = verdict
+                self.paths[name] = verdict.path
+        waiting = dict(self.builder.SPLIT_FILES)
+        yield from self._ready(waiting)
+        missing = [name for name in self.builder.upstream_filenames() if name not in self.paths]
+        if not missing:
+            return
+        with self._downloads(missing) as arrivals:
+            for name, path in arrivals:
+                self.paths[name] = path
+                yield from self._ready(waiting)
+
+    def _ready(self, waiting: dict[str, Mapping[str, str]]) -> Iterator[tuple[str, dict[str, epath.Path]]]:
+        for split, files in list(waiting.items()):
+            if all(name in self.paths for name in files.values()):
+                del waiting[split]
+                self._check_split(files.values())
+                yield split, {role: self.paths[name] for role, name in files.items()}
+
+    def _check_split(self, names: Iterator[str]) -> None:
+        """Downloads are verified by TFDS; an unverified local copy needs a verified file beside it."""
+        verdicts = [
+            self.verdicts.get(name) or verification.Verdict(self.paths[name], name, True, "downloaded")
+            for name in names
+        ]
+        verification.check_split(verdicts)
+        anchors = ", ".join(verdict.name for verdict in verdicts if verdict.verified)
+        for verdict in verdicts:
+            if not verdict.verified:
+                print(
+                    f"WARNING: using {verdict.path} for {verdict.name}, {verdict.how};"
+                    f" accepted because {anchors} of the same split verifies.",
+                    flush=True,
+                )
+
+    def _local_copy(self, name: str) -> verification.Verdict | None:
+        """The manual dir's copy (judged; refused loudly), else a verified copy from the keras cache."""
+        registered = self.registry[name]
+        title, url = self.builder.TITLE, self.urls(name)[-1]
+        for folder in self.manual.folders:
+            for path in locations.candidates(folder, name):
+                if path.is_file():
+                    verdict = verification.judge(path, name, registered, title, url)
+                    print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
+                    return verdict
+        for folder in self.keras_folders:
+            for path in locations.candidates(folder, name):
+                if not path.is_file():
+                    continue
+                try:
+                    verdict = verification.judge(path, name, registered, title, url)
+                except (WrongFileError, ValueError) as error:
+                    print(f"Not using {path} from the keras cache: {error}", flush=True)
+                    continue
+                if verdict.verified:
+                    print(f"Using {name} from the keras cache {folder} ({verdict.how})", flush=True)
+                    return verdict
+                print(f"Not using {path} from the keras cache: {verdict.how}", flush=True)
+        return None
+
+    @contextlib.contextmanager
+    def _downloads(self, names: list[str]) -> Iterator[Iterator[tuple[str, epath.Path]]]:
+        """Downloads `names` at once; yields an iterator over (name, path) in order of arrival."""
+        policy = http_transport.policy_from_env()
+        with (
+            http_transport.bounded_http(policy) as cancel,
+            _one_progress_display(self.dl_manager),
+            concurrent.futures.ThreadPoolExecutor(len(names), thread_name_prefix="download") as pool,
+        ):
+            futures = {pool.submit(self._download, name, cancel): name for name in names}
+            try:
+                yield self._arrivals(futures, cancel)
+            except BaseException:
+                cancel.set()  # the other files stop within a block, so the error comes out now
+                raise
+
+    def _arrivals(self, futures: dict[concurrent.futures.Future, str], cancel) -> Iterator[tuple[str, epath.Path]]:
+        """(name, path) as each download ends; at the first failure, the others are cancelled and
+        one error lists every file that failed for itself (not for being cancelled)."""
+        for done in concurrent.futures.as_completed(futures):
+            if done.exception() is None:
+                yield futures[done], done.result()
+                continue
+            cancel.set()
+            concurrent.futures.wait(futures)
+            failures = [future.exception() for future in futures if future.exception() is not None]
+            reports = [str(failure) for failure in failures if isinstance(failure, _SourcesFailed)]
+            if not reports:
+                raise done.exception()
+            raise DownloadFailedError("\n".join(reports) + "\n" + self._where_we_looked())
+
+    def _download(self, name: str, cancel) -> epath.Path:
+        """`name` from the first of its sources that delivers it intact."""
+        failures = []
+        for url in self.urls(name):
+            try:
+                # A one-entry dict: TFDS's test harness answers `download` with its whole dummy-file dict.
+                path = self.dl_manager.download({name: url})[name]
+            except Exception as error:  # noqa: BLE001 - any failure of a source means: try the next one.
+                if cancel.is_set():
+                    raise _Cancelled(name) from None
+                reason = f"{type(error).__name__}: {error}".strip()
+                logging.warning("Could not get %s from %s (%s)", name, url, reason)
+                failures.append(f"  {url}\n    {reason}")
+                continue
+            print(f"Got {name} from {url}", flush=True)
+            return epath.Path(path)
+        raise _SourcesFailed(f"Could not download {name} from any source:\n" + "\n".join(failures))
+
+    def _where_we_looked(self) -> str:
+        """Which files the manual dir held, which it lacked, and where we looked, for a failure's message."""
+        if self.manual.root is None:
+            where = f"No manual dir was usable ({self.manual.problem})" if self.manual.problem else "No manual dir"
+            return f"{where}. Offline: put the upstream files in a folder and pass it as the manual dir (README)."
+        found = [name for name, verdict in self.verdicts.items() if verdict.path.is_relative_to(self.manual.root)]
+        lacking = [name for name in self.builder.upstream_filenames() if name not in found]
+        looked = ", ".join(str(folder) for folder in (*self.manual.folders, *self.keras_folders))
+        return (
+            f"Manual dir {self.manual.root}: found {', '.join(found) or 'none of the files'};"
+            f" missing {', '.join(lacking)} (looked for each under its upstream name and decompressed,"
+            f" in {looked}). Copy the missing files there to prepare offline."
+        )
+
+
+@contextlib.contextmanager
+def _one_progress_display(dl_manager: tfds.download.DownloadManager) -> Iterator[None]:
+    """One pair of TFDS progress bars for all our per-file `download` calls.
+
+    TFDS opens a pair of bars per `download` call on its one shared downloader and points
+    the downloader at the newest pair; with calls running side by side, bytes would be
+    counted on a pair already closed. Here the first pair stays, and the calls reuse it.
+    """
+    downloader = getattr(dl_manager, "_downloader", None)
+    if downloader is None or not hasattr(downloader, "tqdm"):
+        yield
+        return
+    with downloader.tqdm():
+        downloader.tqdm = contextlib.nullcontext  # an instance attribute: the calls below keep the bars above
+        try:
+            yield
+        finally:
+            del downloader.tqdm
