@@ -25,7 +25,7 @@ setup(
         "etils[epath]",
         "promise",
         "requests",
-        "urllib3>=2",
+        "urllib3>=2.3",  # HTTPResponse.read1 (mnist_variants/http_transport.py)
         # One worker prepares a dataset, the others wait (mnist_variants/preparation.py).
         "filelock>=3.12",
     ],

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from mnist_variants import formats
-from mnist_variants.builder import MnistVariantBuilder
+from mnist_variants.builder import DatasetInfo, MnistVariantBuilder
 
 CITATION = """\
 @inproceedings{salakhutdinov2008quantitative,
@@ -41,7 +41,7 @@ class BinarizedMnist(MnistVariantBuilder):
     }
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return DatasetInfo(
             builder=self,
             description=(
                 "A fixed binarization of the MNIST digits, first used by Salakhutdinov & Murray"

@@ -33,6 +33,17 @@ def checksums_dir() -> epath.Path:
     raise ImportError("mnist_variants.checksums is missing: reinstall the package (pip install mnist-variants)")
 
 
+class DatasetInfo(tfds.core.DatasetInfo):
+    """TFDS's DatasetInfo, without the look-up of precomputed metadata in TFDS's GCS bucket.
+
+    The bucket holds nothing for these datasets. TFDS before 4.9.5 looks there whenever a
+    builder is made: a round trip online, and minutes of retries offline behind a proxy.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        return None
+
+
 class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A TFDS builder for one MNIST-format variant, declared as data by a subclass."""
 

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from mnist_variants import formats
-from mnist_variants.builder import MnistVariantBuilder
+from mnist_variants.builder import DatasetInfo, MnistVariantBuilder
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -59,7 +59,7 @@ class FashionMnist(MnistVariantBuilder):
     KERAS_CACHE_FOLDER = "datasets/fashion-mnist"  # keras.datasets.fashion_mnist.load_data() keeps them there
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return DatasetInfo(
             builder=self,
             description=(
                 "Fashion-MNIST is a dataset of Zalando's article images: a training set of 60,000"

@@ -148,10 +148,13 @@ class Fetch:
                 continue
             cancel.set()
             concurrent.futures.wait(futures)
-            failures = [future.exception() for future in futures if future.exception() is not None]
-            reports = [str(failure) for failure in failures if isinstance(failure, _SourcesFailed)]
+            failures = {futures[future]: future.exception() for future in futures if future.exception() is not None}
+            reports = [str(failure) for failure in failures.values() if isinstance(failure, _SourcesFailed)]
             if not reports:
                 raise done.exception()
+            stopped = [name for name, failure in failures.items() if isinstance(failure, _Cancelled)]
+            if stopped:
+                reports.append(f"Stopped the other downloads on the first failure: {', '.join(stopped)}.")
             raise DownloadFailedError("\n".join(reports) + "\n" + self._where_we_looked())
 
     def _download(self, name: str, cancel) -> epath.Path:

@@ -155,15 +155,19 @@ class _Transfer:
                 self._failed(error, progressed=self.position > mark)
 
     def _request(self) -> requests.Response:
-        headers = {}
-        if self.position or self.end is not None:
-            last = "" if self.end is None else str(self.end - 1)
-            headers["Range"] = f"bytes={self.position}-{last}"
+        headers = {"Accept-Encoding": "identity"}  # offsets in Range are the file's own bytes
+        whole = self.end is None or self.end == self.total  # up to the end of the file: an open range
+        if self.position or not whole:
+            headers["Range"] = f"bytes={self.position}-{'' if whole else self.end - 1}"
         response = self._session.get(
             self.url, headers=headers, stream=True, timeout=self.policy.timeout, verify=self.verify
         )
         try:
             self._skip = self._check(response, asked_range="Range" in headers)
+            if _encoded(response) and self.position:
+                raise TransferError(
+                    f"{self.url} sends an encoded body ({response.headers['Content-Encoding']}), not the file"
+                )
         except BaseException:
             response.close()
             raise
@@ -218,7 +222,7 @@ class _Transfer:
                 response = self.response if self.response is not None else self.open()
                 mark = self.position
                 try:
-                    for block in response.iter_content(BLOCK_BYTES):
+                    for block in _blocks_as_they_arrive(response):
                         if self.stop.is_set():
                             raise TransferError(f"{self.url}: cancelled")
                         if self._skip:
@@ -299,7 +303,7 @@ def open_url(url: str, policy: Policy, stop: threading.Event, verify: bool = Tru
     first = _Transfer(url, policy, _Stop(stop), verify)
     response = first.open()
     size = _content_length(response)
-    first.end = size
+    first.end = first.total = size
     done_with_parts = threading.Event()  # the file is read, failed, or goes over one connection
     later: list[_Part] = []
     if size and response.headers.get("Accept-Ranges", "").lower() == "bytes":
@@ -319,8 +323,23 @@ def open_url(url: str, policy: Policy, stop: threading.Event, verify: bool = Tru
         response.close()
 
 
+def _encoded(response: requests.Response) -> bool:
+    """Whether the body is encoded (gzip, ...) although we asked for the file's own bytes."""
+    return response.headers.get("Content-Encoding", "identity").lower() != "identity"
+
+
+def _blocks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
+    """The body in blocks of whatever has arrived (read1): on a cut, nothing received is lost.
+
+    requests' `iter_content(n)` waits to fill n bytes and drops them when the connection breaks.
+    """
+    if _encoded(response):
+        return response.iter_content(BLOCK_BYTES)
+    return iter(lambda: response.raw.read1(BLOCK_BYTES, decode_content=False), b"")
+
+
 def _content_length(response: requests.Response) -> int | None:
-    if response.headers.get("Content-Encoding", "identity") != "identity":
+    if _encoded(response):
         return None  # the length is of the encoded body, not of the file
     value = response.headers.get("Content-Length", "")
     return int(value) if value.isdigit() else None

@@ -9,12 +9,16 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core.utils import gcs_utils
 
 REPO = Path(__file__).resolve().parents[1]
 DUMMY_DATA = REPO / "dummy_data"
@@ -73,9 +77,42 @@ def worker_env(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: li
     }
 
 
+def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:
+    """Registers the files' digests in place of upstream's for this test (labels' content too)."""
+    tsv = write_registry(tmp_path / "registry", builder_cls, files, builder_cls.SOURCES[0])
+    monkeypatch.setattr(builder_cls, "_checksums_path", epath.Path(tsv))
+
+
+def serve_from(monkeypatch, tmp_path, server, builder_cls, files, *folders: str) -> list[str]:
+    """Points the builder's sources at `folders` of the server, registers `files`; returns the base URLs."""
+    bases = [f"{server.url}/{folder}/" for folder in folders]
+    monkeypatch.setattr(builder_cls, "SOURCES", tuple(bases))
+    register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files)
+    return bases
+
+
+def prepare(builder_cls, tmp_path, manual_dir=None) -> tfds.core.DatasetBuilder:
+    builder = builder_cls(data_dir=tmp_path / "data")
+    builder.download_and_prepare(
+        download_dir=tmp_path / "downloads",
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
+    )
+    return builder
+
+
+def assert_prepared(builder, folder: str) -> None:
+    assert {split: info.num_examples for split, info in builder.info.splits.items()} == DUMMY_SPLITS[folder]
+
+
 def assert_nothing_prepared(tmp_path: Path) -> None:
-    """No file under the test's data dir but the preparation lock (TFDS may leave empty folders)."""
-    leftovers = [path for path in (tmp_path / "data").rglob("*") if path.is_file() and path.suffix != ".lock"]
+    """No file under the test's data dir but the preparation lock (TFDS may leave empty folders),
+    and nothing half-downloaded in its downloads dir."""
+    leftovers = [
+        path
+        for folder in ("data", "downloads")
+        for path in (tmp_path / folder).rglob("*")
+        if path.is_file() and path.suffix != ".lock"
+    ]
     assert not leftovers, leftovers
 
 
@@ -84,9 +121,14 @@ CLOSED_LOOPBACK_PORT = "http://127.0.0.1:9"
 
 
 @pytest.fixture(autouse=True)
-def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+def only_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Whatever a test (or a process it starts) fetches over HTTP, it never leaves this machine:
-    loopback is reached directly, every other address through a proxy that refuses."""
+    loopback is reached directly, every other address through a proxy that refuses. The keras
+    cache is an empty folder of the test's, unless the test fills it."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    # TFDS's own builders look up metadata in its GCS bucket when made (before TFDS 4.9.5), which retries
+    # for minutes through the refusing proxy; TFDS 4.9.5+ has this switch off by default.
+    monkeypatch.setattr(gcs_utils, "_is_gcs_disabled", True)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(name, CLOSED_LOOPBACK_PORT)
     for name in ("NO_PROXY", "no_proxy"):
@@ -123,7 +165,10 @@ class FileServer:
     def __init__(self, bytes_per_second: float | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.range_requests: list[tuple[str, str | None]] = []  # (path, Range header) of every request
         self.sent: collections.Counter[str] = collections.Counter()
+        self.active = self.most_active = 0  # answers being sent at once, now and at the most
+        self._count_lock = threading.Lock()
         self.release = threading.Event()
         self.bytes_per_second = bytes_per_second
         server = self
@@ -132,7 +177,18 @@ class FileServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                with server._count_lock:
+                    server.active += 1
+                    server.most_active = max(server.most_active, server.active)
+                try:
+                    self._get()
+                finally:
+                    with server._count_lock:
+                        server.active -= 1
+
+            def _get(self) -> None:
                 server.requests.append(self.path)
+                server.range_requests.append((self.path, self.headers.get("Range")))
                 route = server.routes.get(self.path, Route(status=404))
                 fault = route.faults.pop(0) if route.faults else None
                 if fault == "silent":
@@ -144,14 +200,17 @@ class FileServer:
                 if route.status != 200:
                     self.send_error(route.status)
                     return
-                start = self._range_start(route, len(route.data))
-                body = route.data if fault == "lie" else route.data[start:]
-                self.send_response(206 if start is not None else 200)
-                if start is not None:
-                    self.send_header("Content-Range", f"bytes {start}-{len(route.data) - 1}/{len(route.data)}")
+                size = len(route.data)
+                start, end = self._range(route, size)
+                ranged = start is not None
+                start, end = start or 0, end or size
+                body = route.data[: end - start] if fault == "lie" else route.data[start:end]
+                self.send_response(206 if ranged else 200)
+                if ranged:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(route.data) - (start or 0)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if fault in ("cut", "stall"):
                     self._send(body[: len(body) // 2])
@@ -159,14 +218,14 @@ class FileServer:
                         server.release.wait(60)
                     self.close_connection = True
                     return
-                self._send(body[: len(route.data) - (start or 0)])
+                self._send(body)
 
-            def _range_start(self, route: Route, size: int) -> int | None:
-                header = self.headers.get("Range", "")
-                if not (route.honour_range and header.startswith("bytes=") and header.endswith("-")):
-                    return None
-                start = int(header[len("bytes=") : -1])
-                return start if 0 <= start < size else None
+            def _range(self, route: Route, size: int) -> tuple[int | None, int | None]:
+                """[start, end) asked by a Range header `bytes=a-` or `bytes=a-b` (if honoured), else (None, None)."""
+                found = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if not (route.honour_range and found and int(found[1]) < size):
+                    return None, None
+                return int(found[1]), min(int(found[2]) + 1, size) if found[2] else size
 
             def _answer(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)

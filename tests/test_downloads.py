@@ -1,0 +1,196 @@
+"""Downloads on bad networks, through the real download path, against loopback servers that misbehave.
+
+Parallel downloads, a cut or a stall resumed with Range from the last byte, a server that
+ignores Range (read again from zero), one whose Range answer lies (checksum error, next
+source), an HTML page with status 200, and large files fetched over several connections.
+Every test is bounded by the 1 s download timeout set here, and stops its server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import (
+    FileServer,
+    assert_nothing_prepared,
+    assert_prepared,
+    dummy_files,
+    prepare,
+    serve_from,
+)
+
+from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, fetching, http_transport, testing
+
+FASHION_FILES = dummy_files("fashion_mnist")
+BINARIZED_FILES = dummy_files("binarized_mnist")
+
+
+@pytest.fixture(autouse=True)
+def short_timeout(monkeypatch):
+    monkeypatch.setenv(http_transport.TIMEOUT_ENV, "1")
+    monkeypatch.delenv(fetching.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(http_transport.CONNECTIONS_ENV, raising=False)
+
+
+def total(files: dict[str, bytes]) -> int:
+    return sum(len(data) for data in files.values())
+
+
+def test_all_files_download_at_the_same_time(monkeypatch, tmp_path):
+    server = FileServer(bytes_per_second=20_000)  # each dummy file takes 0.3 s or more
+    try:
+        serve_from(monkeypatch, tmp_path, server, BinarizedMnist, BINARIZED_FILES, "upstream")
+        server.serve_files("upstream", BINARIZED_FILES)
+        assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+        assert server.most_active == len(BINARIZED_FILES)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+def test_a_cut_or_a_stall_is_resumed_from_the_last_byte(monkeypatch, tmp_path, file_server, capsys, fault):
+    (base,) = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
+    file_server.serve_files("s3", FASHION_FILES, fault)  # each file once, half-way
+    assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
+    assert sum(file_server.sent.values()) <= 1.3 * total(FASHION_FILES)
+    for name, data in FASHION_FILES.items():
+        half = len(data) // 2
+        assert file_server.range_requests.count((f"/s3/{name}", f"bytes={half}-")) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"Resuming train-images-idx3-ubyte.gz from byte {len(FASHION_FILES['train-images-idx3-ubyte.gz']) // 2:,}"
+        in out
+    )
+    assert f"Got train-images-idx3-ubyte.gz from {base}" in out
+
+
+def test_a_server_that_ignores_range_is_read_again_from_zero(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    for name, data in BINARIZED_FILES.items():
+        file_server.serve(f"/upstream/{name}", data, "cut", honour_range=False)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert sum(file_server.sent.values()) == total(BINARIZED_FILES) + sum(len(d) // 2 for d in BINARIZED_FILES.values())
+
+
+def test_a_lying_range_answer_ends_in_a_checksum_error_and_the_next_source(monkeypatch, tmp_path, file_server):
+    """Bytes that do not continue the file are never kept: TFDS's sha256 check refuses them."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "liar", "mirror")
+    file_server.serve_files("liar", BINARIZED_FILES, "cut", "lie")
+    file_server.serve_files("mirror", BINARIZED_FILES)
+    builder = prepare(BinarizedMnist, tmp_path)
+    assert_prepared(builder, "binarized_mnist")
+    assert all(file_server.sent[f"/mirror/{name}"] == len(data) for name, data in BINARIZED_FILES.items())
+    downloads = tmp_path / "downloads" / BinarizedMnist.name
+    assert not [path for path in downloads.rglob("*") if ".tmp." in str(path)]  # the refused bytes are gone
+
+
+def test_only_a_liar_fails_with_the_checksum_and_leaves_nothing(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "liar")
+    file_server.serve_files("liar", BINARIZED_FILES, "cut", "lie")
+    with pytest.raises(DownloadFailedError, match="NonMatchingChecksumError"):
+        prepare(BinarizedMnist, tmp_path)
+    assert_nothing_prepared(tmp_path)
+
+
+def test_an_html_page_with_status_200_is_called_an_html_page(monkeypatch, tmp_path, file_server, capsys):
+    _, mirror = serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", "keras")
+    file_server.serve_files("s3", FASHION_FILES, "html")
+    file_server.serve_files("keras", FASHION_FILES)
+    assert_prepared(prepare(FashionMnist, tmp_path), "fashion_mnist")
+    assert f"Got train-images-idx3-ubyte.gz from {mirror}" in capsys.readouterr().out
+
+
+def test_only_html_pages_fail_naming_them(monkeypatch, tmp_path, file_server):
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
+    file_server.serve_files("s3", FASHION_FILES, "html")
+    with pytest.raises(DownloadFailedError, match=r"answered with an HTML page \(status 200\), not the file"):
+        prepare(FashionMnist, tmp_path)
+    assert_nothing_prepared(tmp_path)
+
+
+def test_a_silent_source_gets_three_attempts_then_the_next_source(monkeypatch, tmp_path, file_server, capsys):
+    _, mirror = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "silent", "mirror")
+    file_server.serve_files("silent", BINARIZED_FILES, *["silent"] * 9)
+    file_server.serve_files("mirror", BINARIZED_FILES)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    policy = http_transport.Policy(timeout=1)
+    for name in BINARIZED_FILES:
+        assert file_server.requests.count(f"/silent/{name}") == policy.fruitless_attempts == 3
+    assert policy.worst_case_seconds() == 3 * 1 + 0.5 + 1
+    assert f"from {mirror}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def link() -> Iterator[FileServer]:
+    """A server sending 20 MB/s per connection, as a real link: little is in flight when a connection closes."""
+    server = FileServer(bytes_per_second=20e6)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def large_binarized_files(tmp_path) -> dict[str, bytes]:
+    """Binarized MNIST files large enough for several connections (train: 9.4 MB, 2 parts)."""
+    counts = {"train": 6000, "validation": 300, "test": 300}
+    paths = testing.write_upstream_files(BinarizedMnist, tmp_path / "large", counts, seed=5)
+    return {name: path.read_bytes() for name, path in paths.items()}
+
+
+def test_a_large_file_comes_over_several_connections_in_order(monkeypatch, tmp_path, link):
+    files = large_binarized_files(tmp_path)
+    serve_from(monkeypatch, tmp_path, link, BinarizedMnist, files, "upstream")
+    link.serve_files("upstream", files)
+    builder = prepare(BinarizedMnist, tmp_path)
+    assert builder.info.splits["train"].num_examples == 6000
+    train = "/upstream/binarized_mnist_train.amat"
+    size = len(files["binarized_mnist_train.amat"])
+    assert (train, f"bytes={size // 2}-{size - 1}") in link.range_requests
+    assert link.sent[train] <= 1.05 * size  # the first connection stops where the second part starts
+
+
+def test_a_part_cut_mid_way_is_resumed(monkeypatch, tmp_path, link, capsys):
+    files = large_binarized_files(tmp_path)
+    serve_from(monkeypatch, tmp_path, link, BinarizedMnist, files, "upstream")
+    link.serve_files("upstream", files)
+    train, data = "/upstream/binarized_mnist_train.amat", files["binarized_mnist_train.amat"]
+    link.serve(train, data, None, "cut")  # the first request is whole; the second (a part) is cut
+    builder = prepare(BinarizedMnist, tmp_path)
+    assert builder.info.splits["train"].num_examples == 6000
+    assert link.sent[train] <= 1.3 * len(data)
+    assert "Resuming binarized_mnist_train.amat from byte" in capsys.readouterr().out
+
+
+def test_a_server_that_ignores_range_gets_one_connection(monkeypatch, tmp_path, file_server):
+    files = large_binarized_files(tmp_path)
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, files, "upstream")
+    for name, data in files.items():
+        file_server.serve(f"/upstream/{name}", data, honour_range=False)
+    assert prepare(BinarizedMnist, tmp_path).info.splits["train"].num_examples == 6000
+    assert file_server.sent == {f"/upstream/{name}": len(data) for name, data in files.items()}
+
+
+def test_one_connection_per_file_when_asked(monkeypatch, tmp_path, file_server):
+    monkeypatch.setenv(http_transport.CONNECTIONS_ENV, "1")
+    files = large_binarized_files(tmp_path)
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, files, "upstream")
+    file_server.serve_files("upstream", files)
+    prepare(BinarizedMnist, tmp_path)
+    assert all(header is None for _, header in file_server.range_requests)
+
+
+def test_parts_of_a_file_are_as_planned():
+    mib = 1 << 20
+    assert http_transport.parts(3 * mib, 4) == [(0, 3 * mib)]
+    assert http_transport.parts(78_400_000, 4) == [(0, 19_600_000), (19_600_000, 39_200_000),
+                                                   (39_200_000, 58_800_000), (58_800_000, 78_400_000)]  # fmt: skip
+    assert http_transport.parts(9 * mib, 4) == [(0, 9 * mib // 2), (9 * mib // 2, 9 * mib)]
+    assert http_transport.parts(78_400_000, 1) == [(0, 78_400_000)]
+
+
+@pytest.mark.parametrize(("value", "problem"), [("soon", "is not a float"), ("0", "must be positive")])
+def test_a_bad_timeout_setting_is_named(monkeypatch, tmp_path, value, problem):
+    monkeypatch.setenv(http_transport.TIMEOUT_ENV, value)
+    with pytest.raises(ValueError, match=problem):
+        http_transport.policy_from_env()
