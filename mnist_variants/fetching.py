@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
+from tensorflow_datasets.core.download import resource as tfds_resource
 
 from mnist_variants import http_transport, locations, verification
 from mnist_variants.errors import DownloadFailedError, WrongFileError
@@ -34,6 +36,25 @@ def source_urls(bases: Sequence[str], filename: str) -> list[str]:
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     prefixes = ([mirror.rstrip("/") + "/"] if mirror else []) + list(bases)
     return [prefix + filename for prefix in prefixes]
+
+
+def partial_downloads(download_dir: epath.Path, dataset_name: str, urls: Sequence[str]) -> list[epath.Path]:
+    """TFDS's temporary folders of downloads of `urls`, where a failed download leaves its bytes.
+
+    TFDS downloads a URL into `<get_dl_fname(url, sha256(url))>.tmp.<uuid>/`, in the download dir
+    (TFDS < 4.9.5, shared by all datasets) or in its `<dataset name>/` subfolder, and renames the
+    file into place once verified.
+    """
+    prefixes = tuple(
+        f"{tfds_resource.get_dl_fname(url, hashlib.sha256(url.encode()).hexdigest())}.tmp." for url in urls
+    )
+    return [
+        path
+        for folder in (download_dir, download_dir / dataset_name)
+        if folder.is_dir()
+        for path in folder.iterdir()
+        if path.name.startswith(prefixes) and path.is_dir()
+    ]
 
 
 class _SourcesFailed(Exception):

@@ -23,7 +23,6 @@ import filelock
 from etils import epath
 
 INCOMPLETE_PREFIX = "incomplete."  # TFDS's name for a folder being prepared: incomplete.XXXXXX_<version>
-TFDS_DOWNLOAD_TMP = ".tmp."  # TFDS downloads into <name>.tmp.<uuid>/ and renames when verified
 DATASET_INFO = "dataset_info.json"  # written last, inside the folder that TFDS renames into place
 
 
@@ -68,35 +67,25 @@ def exclusive(data_path: epath.Path, description: str) -> Iterator[bool]:
         lock.release()
 
 
-def abandoned_folders(data_path: epath.Path, downloads: epath.Path) -> list[epath.Path]:
-    """What dead workers left: `incomplete.*_<version>` beside `data_path`, TFDS's `*.tmp.*` in `downloads`.
+def abandoned_folders(data_path: epath.Path) -> list[epath.Path]:
+    """The `incomplete.*_<version>` folders beside `data_path`.
 
     Call only while holding the lock: then no live worker is preparing this version,
-    so every such folder was left by one that died. `downloads` is TFDS's folder for
-    this dataset's downloads (`<download_dir>/<name>/`), which no other dataset uses.
+    so every such folder was left by one that died.
     """
-    version_suffix = f"_{data_path.name}"
-    candidates = [
-        *(path for path in _children(data_path.parent) if path.name.startswith(INCOMPLETE_PREFIX)
-          and path.name.endswith(version_suffix)),
-        *(path for path in _children(downloads) if TFDS_DOWNLOAD_TMP in path.name),
-    ]  # fmt: skip
-    return [path for path in candidates if path.is_dir()]
+    if not data_path.parent.is_dir():
+        return []
+    suffix = f"_{data_path.name}"
+    return [
+        path
+        for path in data_path.parent.iterdir()
+        if path.name.startswith(INCOMPLETE_PREFIX) and path.name.endswith(suffix) and path.is_dir()
+    ]
 
 
-def remove_abandoned(data_path: epath.Path, downloads: epath.Path) -> None:
-    """Removes what dead workers left of their preparation of this version (lock held)."""
-    for folder in abandoned_folders(data_path, downloads):
-        print(f"Removing {folder}, left by a preparation that did not finish", flush=True)
+def remove(folders: list[epath.Path], why: str = "") -> None:
+    """Removes `folders` (lock held), saying why when there is something to say."""
+    for folder in folders:
+        if why:
+            print(f"Removing {folder}, {why}", flush=True)
         shutil.rmtree(os.fspath(folder), ignore_errors=True)
-
-
-def remove_partial_downloads(downloads: epath.Path) -> None:
-    """Removes TFDS's `*.tmp.*` download folders of this dataset: a failed download leaves its bytes there."""
-    for folder in _children(downloads):
-        if TFDS_DOWNLOAD_TMP in folder.name and folder.is_dir():
-            shutil.rmtree(os.fspath(folder), ignore_errors=True)
-
-
-def _children(folder: epath.Path) -> list[epath.Path]:
-    return list(folder.iterdir()) if folder.is_dir() else []
