@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -102,7 +103,9 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
         Exactly one worker downloads and prepares; the others wait for it, then read its dataset.
         """
-        config = download_config or tfds.download.DownloadConfig()
+        # TFDS's GCS bucket hosts no prepared copy of these datasets; before TFDS 4.9.5 asking it was on
+        # by default, a round trip online and minutes of retries offline behind a proxy.
+        config = dataclasses.replace(download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
         # The one mode that keeps an existing dataset (the others rebuild it or rewrite its metadata).
         reuse = config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
         if reuse and preparation.is_complete(self.data_path):  # prepared already: no lock, works read-only

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 import filelock
 from etils import epath
 
-INCOMPLETE_PREFIX = "incomplete."  # TFDS's name for a folder being prepared: incomplete.XXXXXX_<version>
 DATASET_INFO = "dataset_info.json"  # written last, inside the folder that TFDS renames into place
 
 
@@ -67,19 +66,24 @@ def exclusive(data_path: epath.Path, description: str) -> Iterator[bool]:
         lock.release()
 
 
+def is_incomplete_folder(name: str, version: str) -> bool:
+    """Whether `name` is TFDS's folder for a preparation of `version` under way.
+
+    TFDS 4.9.5+ names it `incomplete.XXXXXX_<version>`, TFDS 4.9.4 `<version>.incompleteXXXXXX`.
+    """
+    return (name.startswith("incomplete.") and name.endswith(f"_{version}")) or name.startswith(f"{version}.incomplete")
+
+
 def abandoned_folders(data_path: epath.Path) -> list[epath.Path]:
-    """The `incomplete.*_<version>` folders beside `data_path`.
+    """The folders of unfinished preparations of `data_path`'s version, beside it.
 
     Call only while holding the lock: then no live worker is preparing this version,
     so every such folder was left by one that died.
     """
     if not data_path.parent.is_dir():
         return []
-    suffix = f"_{data_path.name}"
     return [
-        path
-        for path in data_path.parent.iterdir()
-        if path.name.startswith(INCOMPLETE_PREFIX) and path.name.endswith(suffix) and path.is_dir()
+        path for path in data_path.parent.iterdir() if is_incomplete_folder(path.name, data_path.name) and path.is_dir()
     ]
 
 

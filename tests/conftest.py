@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import gzip
 import hashlib
-import http.server
 import json
 import os
-import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import gcs_utils
+
+from mnist_variants.testing import FileServer
 
 REPO = Path(__file__).resolve().parents[1]
 DUMMY_DATA = REPO / "dummy_data"
@@ -141,136 +137,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also compare with TFDS's builders on full-size generated files (minutes)",
     )
-
-
-@dataclasses.dataclass
-class Route:
-    """What the server answers for one path: `data` (or an error `status`), and faults to apply in turn.
-
-    Each request takes the next fault from `faults` (none left: a clean answer):
-    "cut" sends the headers and half the body, then closes; "stall" sends half the body,
-    then nothing until the test ends; "silent" sends nothing at all; "html" answers 200
-    with an HTML page; "lie" answers a Range request with 206 and the file from byte 0.
-    """
-
-    data: bytes = b""
-    status: int = 200
-    faults: list[str] = dataclasses.field(default_factory=list)
-    honour_range: bool = True
-
-
-class FileServer:
-    """A loopback HTTP server whose answer for each path a test sets; it counts the bytes it sends."""
-
-    def __init__(self, bytes_per_second: float | None = None) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[str] = []
-        self.range_requests: list[tuple[str, str | None]] = []  # (path, Range header) of every request
-        self.sent: collections.Counter[str] = collections.Counter()
-        self.active = self.most_active = 0  # answers being sent at once, now and at the most
-        self._count_lock = threading.Lock()
-        self.release = threading.Event()
-        self.bytes_per_second = bytes_per_second
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with server._count_lock:
-                    server.active += 1
-                    server.most_active = max(server.most_active, server.active)
-                try:
-                    self._get()
-                finally:
-                    with server._count_lock:
-                        server.active -= 1
-
-            def _get(self) -> None:
-                server.requests.append(self.path)
-                server.range_requests.append((self.path, self.headers.get("Range")))
-                route = server.routes.get(self.path, Route(status=404))
-                fault = route.faults.pop(0) if route.faults else None
-                if fault == "silent":
-                    server.release.wait(60)  # Say nothing until the test ends.
-                    return
-                if fault == "html":
-                    self._answer(200, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>", "text/html")
-                    return
-                if route.status != 200:
-                    self.send_error(route.status)
-                    return
-                size = len(route.data)
-                start, end = self._range(route, size)
-                ranged = start is not None
-                start, end = start or 0, end or size
-                body = route.data[: end - start] if fault == "lie" else route.data[start:end]
-                self.send_response(206 if ranged else 200)
-                if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-                self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if fault in ("cut", "stall"):
-                    self._send(body[: len(body) // 2])
-                    if fault == "stall":
-                        server.release.wait(60)
-                    self.close_connection = True
-                    return
-                self._send(body)
-
-            def _range(self, route: Route, size: int) -> tuple[int | None, int | None]:
-                """[start, end) asked by a Range header `bytes=a-` or `bytes=a-b` (if honoured), else (None, None)."""
-                found = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-                if not (route.honour_range and found and int(found[1]) < size):
-                    return None, None
-                return int(found[1]), min(int(found[2]) + 1, size) if found[2] else size
-
-            def _answer(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self._send(body)
-
-            def _send(self, body: bytes) -> None:
-                step = 1 << 16
-                started = time.monotonic()
-                try:
-                    for offset in range(0, len(body), step):
-                        chunk = body[offset : offset + step]
-                        self.wfile.write(chunk)
-                        server.sent[self.path] += len(chunk)
-                        if server.bytes_per_second:
-                            ahead = (offset + len(chunk)) / server.bytes_per_second - (time.monotonic() - started)
-                            if ahead > 0:
-                                time.sleep(ahead)
-                except OSError:  # the client went away
-                    self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def serve(self, path: str, data: bytes = b"", *faults: str, status: int = 200, honour_range: bool = True) -> None:
-        self.routes[path] = Route(data, status, list(faults), honour_range)
-
-    def serve_files(self, folder: str, files: dict[str, bytes], *faults: str) -> None:
-        """Every file under /folder/, each with the same faults."""
-        for name, data in files.items():
-            self.serve(f"/{folder}/{name}", data, *faults)
-
-    def stop(self) -> None:
-        self.release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(10)
 
 
 @pytest.fixture

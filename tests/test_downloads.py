@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import (
-    FileServer,
     assert_nothing_prepared,
     assert_prepared,
     dummy_files,
@@ -21,6 +20,7 @@ from conftest import (
 )
 
 from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, fetching, http_transport, testing
+from mnist_variants.testing import FileServer
 
 FASHION_FILES = dummy_files("fashion_mnist")
 BINARIZED_FILES = dummy_files("binarized_mnist")

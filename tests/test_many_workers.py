@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DUMMY_SPLITS, REPO, FileServer, dummy_files, worker_env
+from conftest import DUMMY_SPLITS, REPO, dummy_files, worker_env
 
 from mnist_variants import BinarizedMnist, FashionMnist, testing
+from mnist_variants.testing import FileServer
 
 WORKERS = REPO / "tests" / "workers"
 DEADLINE_SECONDS = 240  # for a whole group of workers; they normally take 10-30 s
@@ -85,7 +86,7 @@ def assert_one_preparation(workers: list[Worker], marker: str) -> None:
 
 
 def assert_nothing_incomplete(data_dir: Path) -> None:
-    leftovers = [path for path in data_dir.rglob("*") if path.name.startswith("incomplete") or ".tmp." in path.name]
+    leftovers = [path for path in data_dir.rglob("*") if "incomplete" in path.name or ".tmp." in path.name]
     assert not leftovers, leftovers
 
 
@@ -166,7 +167,7 @@ def test_a_killed_preparer_is_replaced_by_a_waiting_worker(tmp_path):
         dataset_folder = data_dir / BinarizedMnist.name
         victim = Worker(tmp_path, 0, worker_command(BinarizedMnist.name, data_dir), env)
         wait_for(lambda: "/upstream/binarized_mnist_train.amat" in server.requests, "the victim's download")
-        abandoned = list(dataset_folder.glob("incomplete.*"))
+        abandoned = list(dataset_folder.glob("*incomplete*"))
         assert len(abandoned) == 1
         waiting = [Worker(tmp_path, number, worker_command(BinarizedMnist.name, data_dir), env) for number in (1, 2, 3)]
         wait_for(lambda: all("Waiting for another process" in w.out for w in waiting), "the workers to wait")
@@ -186,17 +187,21 @@ def test_a_preparation_left_by_a_dead_worker_is_removed_by_the_next_one(tmp_path
     files = fashion_files(tmp_path)
     env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
     data_dir = tmp_path / "data"
-    left = data_dir / FashionMnist.name / "incomplete.ABC123_1.0.0"
-    (left / "mnist_variants_fashion_mnist-train.tfrecord-00000-of-00001").parent.mkdir(parents=True)
-    other_version = data_dir / FashionMnist.name / "incomplete.XYZ789_0.9.0"
-    other_version.mkdir()
+    folder = data_dir / FashionMnist.name
+    left = [folder / "incomplete.ABC123_1.0.0", folder / "1.0.0.incompleteQWE456"]  # TFDS 4.9.5+, 4.9.4
+    for path in left:
+        (path / "mnist_variants_fashion_mnist-train.tfrecord-00000-of-00001").mkdir(parents=True)
+    other_version = [folder / "incomplete.XYZ789_0.9.0", folder / "0.9.0.incompleteZZZ999"]
+    for path in other_version:
+        path.mkdir()
     worker = Worker(
         tmp_path, 0, worker_command(FashionMnist.name, data_dir, "--manual_dir", str(tmp_path / "generated")), env
     )
     (result,) = run_all([worker])
     assert result["splits"] == FASHION_COUNTS
-    assert not left.exists() and f"Removing {left}" in worker.out
-    assert other_version.exists()  # another version's preparation is not this one's business
+    for path in left:
+        assert not path.exists() and f"Removing {path}" in worker.out
+    assert all(path.exists() for path in other_version)  # another version's preparation is not this one's business
 
 
 def test_without_file_locks_every_worker_still_succeeds(tmp_path):

@@ -1,0 +1,142 @@
+"""Times nothing-to-prepared-data through the real download path: ours against TFDS's built-in builders.
+
+    python benchmarks/download_benchmark.py [--rounds 3] [--rate 4] [--files DIR]
+
+Full-size files in the upstream formats (the same synthetic files as prepare_benchmark.py)
+are served by an HTTP server on 127.0.0.1 that throttles every connection to `--rate`
+MB/s (a slow upstream) and honours Range requests, as upstream servers do. Each round,
+for each dataset, ours and TFDS's built-in builder each download and prepare into a fresh
+data_dir in a fresh process, alternating who goes first. Both are pointed at the loopback
+server and have the synthetic files' checksums registered, so each verifies what it gets
+as it would upstream's. The figure is the whole process's wall time (start-up included,
+the same for both); ratios are taken round by round and their medians printed, with the
+bytes the server sent for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_benchmark import DATASETS, builder_class, generate
+
+CONTENDERS = ("ours", "builtin")
+
+
+def point_at(dataset: str, contender: str, base_url: str, files: Path, scratch: Path):
+    """The contender's builder class, downloading from `base_url` with the files' checksums registered."""
+    from etils import epath
+    from tensorflow_datasets.core.download import checksums
+
+    builder_cls = builder_class(dataset, contender)
+    names = builder_class(dataset, "ours").upstream_filenames()
+    infos = {}
+    for name in names:
+        data = (files / name).read_bytes()
+        infos[base_url + name] = checksums.UrlInfo(
+            size=len(data), checksum=hashlib.sha256(data).hexdigest(), filename=name
+        )
+    if contender == "ours":
+        tsv = scratch / f"{builder_cls.name}.tsv"
+        checksums.save_url_infos(epath.Path(tsv), infos)
+        builder_cls.SOURCES = (base_url,)
+        builder_cls._checksums_path = epath.Path(tsv)
+    elif dataset == "fashion_mnist":
+        builder_cls.URL = base_url
+        builder_cls.url_infos = infos
+    else:
+        sys.modules[builder_cls.__module__]._URL = base_url
+        builder_cls.url_infos = infos
+    return builder_cls
+
+
+def child(dataset: str, contender: str, base_url: str, files: str, data_dir: str) -> dict:
+    """In this (fresh) process: download and prepare once."""
+    builder_cls = point_at(dataset, contender, base_url, Path(files), Path(data_dir))
+    builder = builder_cls(data_dir=data_dir)
+    builder.download_and_prepare()
+    assert builder.info.splits["train"].num_examples == DATASETS[dataset][2]["train"]
+    return {"examples": {split: info.num_examples for split, info in builder.info.splits.items()}}
+
+
+def run(dataset: str, contender: str, server, files: Path) -> dict:
+    """One run in a fresh process; its wall time and the bytes the server sent for it."""
+    with tempfile.TemporaryDirectory(prefix="dl_bench_") as data_dir:
+        server.sent.clear()
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", dataset, contender, f"{server.url}/{dataset}/", str(files), data_dir],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+        )
+        seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{dataset} {contender} failed:\n{result.stderr[-5000:]}")
+    return {"seconds": seconds, "bytes": sum(server.sent.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=4.0, help="MB/s per connection (default 4)")
+    parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+
+    from mnist_variants.testing import FileServer
+
+    generate(args.files)
+    server = FileServer(bytes_per_second=args.rate * 1e6)
+    try:
+        for dataset in args.datasets:
+            folder = args.files / dataset
+            files = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "complete"}
+            server.serve_files(dataset, files)
+            size = sum(len(data) for data in files.values())
+            rounds = []
+            for number in range(args.rounds):
+                order = CONTENDERS if number % 2 == 0 else CONTENDERS[::-1]
+                figures = {contender: run(dataset, contender, server, folder) for contender in order}
+                rounds.append(figures)
+                print(
+                    f"  {dataset} round {number + 1}: "
+                    + ", ".join(
+                        f"{c} {figures[c]['seconds']:.1f} s ({figures[c]['bytes'] / size:.2f}x bytes)"
+                        for c in CONTENDERS
+                    ),
+                    flush=True,
+                )
+            report(dataset, rounds, size, args.rate)
+    finally:
+        server.stop()
+
+
+def report(dataset: str, rounds: list[dict], size: int, rate: float) -> None:
+    def median(contender: str, key: str) -> float:
+        return statistics.median(figures[contender][key] for figures in rounds)
+
+    ratio = statistics.median(figures["ours"]["seconds"] / figures["builtin"]["seconds"] for figures in rounds)
+    print(f"\n{dataset}: {size / 1e6:.1f} MB of files, {rate:g} MB/s per connection, {len(rounds)} rounds, medians")
+    print("| contender | nothing to prepared data | bytes sent / file bytes |")
+    print("|---|---|---|")
+    for contender in CONTENDERS:
+        print(f"| {contender} | {median(contender, 'seconds'):.1f} s | {median(contender, 'bytes') / size:.2f}x |")
+    print(f"ours / built-in time: {ratio:.2f}x\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
