@@ -15,7 +15,8 @@ setup(
     package_dir={"mnist_variants.checksums": "checksums"},
     package_data={"mnist_variants.checksums": ["*.tsv"]},
     install_requires=[
-        "tensorflow>=2.16",
+        # The lowest versions here are tested too: .ci/minimum-versions.txt (TF 2.16.1 is the first 2.16 release).
+        "tensorflow>=2.16.1",
         "tensorflow-datasets>=4.9.4,<5",
         "numpy>=1.24",
         # tensorflow-datasets needs these but does not declare them (measured in a fresh venv).
@@ -24,7 +25,7 @@ setup(
         "absl-py",
         "etils[epath]",
         "promise",
-        "requests",
+        "requests>=2.31",
         "urllib3>=2.3",  # HTTPResponse.read1 (mnist_variants/http_transport.py)
         # One worker prepares a dataset, the others wait (mnist_variants/preparation.py).
         "filelock>=3.12",

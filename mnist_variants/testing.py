@@ -128,7 +128,11 @@ def downloads_from(directory: epath.PathLike) -> Iterator[None]:
             raise FileNotFoundError(f"{url}: no {path.name} in {directory}")
         return promise.Promise.resolve(path)
 
-    with mock.patch.object(download_manager.DownloadManager, "_download_or_get_cache", local_file):
+    # TFDS's per-URL step (cache or download): `_download_or_get_cache` since TFDS 4.9.5, `_download` before.
+    per_url = (
+        "_download_or_get_cache" if hasattr(download_manager.DownloadManager, "_download_or_get_cache") else "_download"
+    )
+    with mock.patch.object(download_manager.DownloadManager, per_url, local_file):
         yield
 
 
