@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import gcs_utils
 
+from mnist_variants import fetching, http_transport
 from mnist_variants.testing import FileServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,10 @@ DUMMY_SPLITS = {
 def dummy_files(folder: str) -> dict[str, bytes]:
     """The dummy upstream files of one dataset, by file name."""
     return {path.name: path.read_bytes() for path in (DUMMY_DATA / folder).iterdir()}
+
+
+FASHION_FILES = dummy_files("fashion_mnist")
+BINARIZED_FILES = dummy_files("binarized_mnist")
 
 
 def decompressed(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -110,6 +115,14 @@ def assert_nothing_prepared(tmp_path: Path) -> None:
         if path.is_file() and path.suffix != ".lock"
     ]
     assert not leftovers, leftovers
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads give up on a silent loopback server after 1 s, from the builders' own sources only."""
+    monkeypatch.setenv(http_transport.TIMEOUT_ENV, "1")
+    monkeypatch.delenv(fetching.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(http_transport.CONNECTIONS_ENV, raising=False)
 
 
 # Port 9 on loopback: nothing listens there, so a connection is refused at once.

@@ -12,25 +12,18 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import (
+    BINARIZED_FILES,
+    FASHION_FILES,
     assert_nothing_prepared,
     assert_prepared,
-    dummy_files,
     prepare,
     serve_from,
 )
 
-from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, fetching, http_transport, testing
+from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, http_transport, testing
 from mnist_variants.testing import FileServer
 
-FASHION_FILES = dummy_files("fashion_mnist")
-BINARIZED_FILES = dummy_files("binarized_mnist")
-
-
-@pytest.fixture(autouse=True)
-def short_timeout(monkeypatch):
-    monkeypatch.setenv(http_transport.TIMEOUT_ENV, "1")
-    monkeypatch.delenv(fetching.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(http_transport.CONNECTIONS_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("short_timeout")
 
 
 def total(files: dict[str, bytes]) -> int:

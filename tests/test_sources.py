@@ -14,10 +14,11 @@ import shutil
 import pytest
 import tensorflow_datasets as tfds
 from conftest import (
+    BINARIZED_FILES,
+    FASHION_FILES,
     assert_nothing_prepared,
     assert_prepared,
     decompressed,
-    dummy_files,
     prepare,
     serve_from,
     worker_env,
@@ -33,17 +34,9 @@ from mnist_variants import (
     FashionMnist,
     MalformedFileError,
     fetching,
-    http_transport,
 )
 
-FASHION_FILES = dummy_files("fashion_mnist")
-BINARIZED_FILES = dummy_files("binarized_mnist")
-
-
-@pytest.fixture(autouse=True)
-def short_timeout(monkeypatch):
-    monkeypatch.setenv(http_transport.TIMEOUT_ENV, "1")
-    monkeypatch.delenv(fetching.MIRROR_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("short_timeout")
 
 
 def test_download_from_the_first_source(monkeypatch, tmp_path, file_server, capsys):

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import (
+    FASHION_FILES,
     REPO,
     assert_nothing_prepared,
     assert_prepared,
     decompressed,
-    dummy_files,
     prepare,
     serve_from,
     write_files,
@@ -35,7 +35,6 @@ from mnist_variants import (
 )
 from mnist_variants.verification import Verdict
 
-FASHION_FILES = dummy_files("fashion_mnist")
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84\nsize 26421880\n"  # noqa: E501
 
 
