@@ -100,7 +100,7 @@ def _positive(name: str, kind: type, default: float) -> float:
     try:
         number = kind(value) if value else default
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not a {kind.__name__}") from None
+        raise ValueError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
     if number <= 0:
         raise ValueError(f"{name}={value!r} must be positive")
     return number
@@ -244,7 +244,10 @@ class _Transfer:
                     response.close()
                     self.response = None
         finally:
-            self._session.close()
+            self.close()
+
+    def close(self) -> None:
+        self._session.close()
 
 
 class _Part:
@@ -262,6 +265,7 @@ class _Part:
             self.transfer.open()
         except BaseException as error:  # noqa: BLE001 - any failure to start: the file goes over one connection
             self.refused = error
+            self.transfer.close()
             self.started.set()
             return
         self.started.set()

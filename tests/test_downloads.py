@@ -182,7 +182,7 @@ def test_parts_of_a_file_are_as_planned():
     assert http_transport.parts(78_400_000, 1) == [(0, 78_400_000)]
 
 
-@pytest.mark.parametrize(("value", "problem"), [("soon", "is not a float"), ("0", "must be positive")])
+@pytest.mark.parametrize(("value", "problem"), [("soon", "is not a number"), ("0", "must be positive")])
 def test_a_bad_timeout_setting_is_named(monkeypatch, tmp_path, value, problem):
     monkeypatch.setenv(http_transport.TIMEOUT_ENV, value)
     with pytest.raises(ValueError, match=problem):
