@@ -16,18 +16,6 @@ from etils import epath
 
 
 @dataclasses.dataclass(frozen=True)
-class Place:
-    """A folder that may hold upstream files, and what kind of place it is."""
-
-    folder: epath.Path
-    kind: str  # "manual dir" or "keras cache"
-
-    @property
-    def chosen_by_user(self) -> bool:
-        return self.kind == "manual dir"
-
-
-@dataclasses.dataclass(frozen=True)
 class ManualDir:
     """The manual dir as TFDS resolved it, and the folders inside it that may hold the files."""
 
