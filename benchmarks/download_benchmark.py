@@ -1,6 +1,6 @@
 """Times nothing-to-prepared-data through the real download path: ours against TFDS's built-in builders.
 
-    python benchmarks/download_benchmark.py [--rounds 3] [--rate 4] [--files DIR]
+    python benchmarks/download_benchmark.py [--rounds 3] [--rate 4] [--files DIR] [--fault cut|stall]
 
 Full-size files in the upstream formats (the same synthetic files as prepare_benchmark.py)
 are served by an HTTP server on 127.0.0.1 that throttles every connection to `--rate`
@@ -11,6 +11,11 @@ server and have the synthetic files' checksums registered, so each verifies what
 as it would upstream's. The figure is the whole process's wall time (start-up included,
 the same for both); ratios are taken round by round and their medians printed, with the
 bytes the server sent for each run.
+
+With `--fault cut` (or `stall`) the first transfer of every file is cut (or goes silent)
+half-way, as a reset connection or a stuck proxy would; only ours runs then (TFDS's built-in
+builders neither retry a cut nor time out a stall), with a 5 s download timeout and one
+connection per file, so that each file's transfer meets the fault.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def child(dataset: str, contender: str, base_url: str, files: str, data_dir: str
     return {"examples": {split: info.num_examples for split, info in builder.info.splits.items()}}
 
 
-def run(dataset: str, contender: str, server, files: Path) -> dict:
+def run(dataset: str, contender: str, server, files: Path, env: dict[str, str]) -> dict:
     """One run in a fresh process; its wall time and the bytes the server sent for it."""
     with tempfile.TemporaryDirectory(prefix="dl_bench_") as data_dir:
         server.sent.clear()
@@ -77,7 +82,7 @@ def run(dataset: str, contender: str, server, files: Path) -> dict:
             [sys.executable, __file__, "--child", dataset, contender, f"{server.url}/{dataset}/", str(files), data_dir],
             capture_output=True,
             text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", **env},
         )
         seconds = time.perf_counter() - started
     if result.returncode != 0:
@@ -91,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="MB/s per connection (default 4)")
     parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--fault", choices=("cut", "stall"), help="cut or stall each file's first transfer half-way")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -107,35 +113,41 @@ def main() -> None:
             files = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "complete"}
             server.serve_files(dataset, files)
             size = sum(len(data) for data in files.values())
+            contenders = ("ours",) if args.fault else CONTENDERS
+            # One connection per file, so that each file's one transfer meets the fault half-way.
+            env = {"MNIST_VARIANTS_DOWNLOAD_TIMEOUT": "5", "MNIST_VARIANTS_CONNECTIONS": "1"} if args.fault else {}
             rounds = []
             for number in range(args.rounds):
-                order = CONTENDERS if number % 2 == 0 else CONTENDERS[::-1]
-                figures = {contender: run(dataset, contender, server, folder) for contender in order}
+                if args.fault:
+                    server.serve_files(dataset, files, args.fault)  # each file's next first request
+                order = contenders if number % 2 == 0 else contenders[::-1]
+                figures = {contender: run(dataset, contender, server, folder, env) for contender in order}
                 rounds.append(figures)
                 print(
                     f"  {dataset} round {number + 1}: "
                     + ", ".join(
-                        f"{c} {figures[c]['seconds']:.1f} s ({figures[c]['bytes'] / size:.2f}x bytes)"
-                        for c in CONTENDERS
+                        f"{c} {figures[c]['seconds']:.1f} s ({figures[c]['bytes'] / size:.2f}x bytes)" for c in order
                     ),
                     flush=True,
                 )
-            report(dataset, rounds, size, args.rate)
+            report(dataset, rounds, size, args.rate, contenders)
     finally:
         server.stop()
 
 
-def report(dataset: str, rounds: list[dict], size: int, rate: float) -> None:
+def report(dataset: str, rounds: list[dict], size: int, rate: float, contenders: tuple[str, ...]) -> None:
     def median(contender: str, key: str) -> float:
         return statistics.median(figures[contender][key] for figures in rounds)
 
-    ratio = statistics.median(figures["ours"]["seconds"] / figures["builtin"]["seconds"] for figures in rounds)
     print(f"\n{dataset}: {size / 1e6:.1f} MB of files, {rate:g} MB/s per connection, {len(rounds)} rounds, medians")
     print("| contender | nothing to prepared data | bytes sent / file bytes |")
     print("|---|---|---|")
-    for contender in CONTENDERS:
+    for contender in contenders:
         print(f"| {contender} | {median(contender, 'seconds'):.1f} s | {median(contender, 'bytes') / size:.2f}x |")
-    print(f"ours / built-in time: {ratio:.2f}x\n", flush=True)
+    if "builtin" in contenders:
+        ratio = statistics.median(figures["ours"]["seconds"] / figures["builtin"]["seconds"] for figures in rounds)
+        print(f"ours / built-in time: {ratio:.2f}x")
+    print(flush=True)
 
 
 if __name__ == "__main__":
