@@ -8,9 +8,11 @@ Every test is bounded by the 1 s download timeout set here, and stops its server
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
+import tensorflow_datasets as tfds
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -187,3 +189,32 @@ def test_a_bad_timeout_setting_is_named(monkeypatch, tmp_path, value, problem):
     monkeypatch.setenv(http_transport.TIMEOUT_ENV, value)
     with pytest.raises(ValueError, match=problem):
         http_transport.policy_from_env()
+
+
+def test_a_split_is_parsed_while_a_larger_file_still_downloads(monkeypatch, tmp_path, file_server, capsys):
+    """The train file stalls (resumed after the 1 s timeout); validation and test are parsed meanwhile,
+    and the prepared data is what it is without the stall."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    train = "binarized_mnist_train.amat"
+    file_server.serve(f"/upstream/{train}", BINARIZED_FILES[train], "stall")
+    read_split = BinarizedMnist._read_split
+
+    def reporting_read_split(self, files):
+        print(f"Parsing {', '.join(path.name for path in files.values())}", flush=True)
+        return read_split(self, files)
+
+    monkeypatch.setattr(BinarizedMnist, "_read_split", reporting_read_split)
+    builder = prepare(BinarizedMnist, tmp_path)
+    assert_prepared(builder, "binarized_mnist")
+    out = capsys.readouterr().out
+    arrived = out.index(f"Got {train} from")
+    parsed = {part: re.search(rf"Parsing \S*mnist_{part}\S*\.amat", out).start() for part in ("valid", "test", "train")}
+    assert parsed["valid"] < arrived and parsed["test"] < arrived < parsed["train"], out
+    reference = tmp_path / "reference"
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    unstalled = prepare(BinarizedMnist, reference)
+    for split in builder.info.splits:
+        ours = tfds.as_numpy(builder.as_dataset(split, batch_size=-1, shuffle_files=False))["image"]
+        theirs = tfds.as_numpy(unstalled.as_dataset(split, batch_size=-1, shuffle_files=False))["image"]
+        assert (ours == theirs).all()
