@@ -85,10 +85,10 @@ def judge(path: epath.Path, name: str, registered: Registered, dataset: str, url
     if not name.endswith(".gz"):  # no other form of it exists
         raise ChecksumMismatchError(_mismatch(path, name, registered.download, actual, url))
     form = "recompressed" if compressed else "decompressed"
-    content = _info(formats.gunzip(data, path) if compressed else data)
-    if registered.content is None:
+    if registered.content is None:  # nothing to compare its content with; the parser checks its form
         how = f"NOT verified against upstream: a {form} copy, and no digest of its content is registered"
         return Verdict(path, name, False, how)
+    content = _info(formats.gunzip(data, path) if compressed else data)
     if _same(content, registered.content):
         return Verdict(path, name, True, f"verified: upstream's content, {form}")
     raise ChecksumMismatchError(
