@@ -14,7 +14,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import tensorflow_datasets as tfds
@@ -23,7 +23,7 @@ from etils import epath
 from tensorflow_datasets.core.download import resource as tfds_resource
 
 from mnist_variants import http_transport, locations, verification
-from mnist_variants.errors import DownloadFailedError, WrongFileError
+from mnist_variants.errors import DownloadFailedError
 
 if TYPE_CHECKING:
     from mnist_variants.builder import MnistVariantBuilder
@@ -103,7 +103,7 @@ class Fetch:
                 self._check_split(files.values())
                 yield split, {role: self.paths[name] for role, name in files.items()}
 
-    def _check_split(self, names: Iterator[str]) -> None:
+    def _check_split(self, names: Iterable[str]) -> None:
         """Downloads are verified by TFDS; an unverified local copy needs a verified file beside it."""
         verdicts = [
             self.verdicts.get(name) or verification.Verdict(self.paths[name], name, True, "downloaded")
@@ -122,7 +122,7 @@ class Fetch:
     def _local_copy(self, name: str) -> verification.Verdict | None:
         """The manual dir's copy (judged; refused loudly), else a verified copy from the keras cache."""
         registered = self.registry[name]
-        title, url = self.builder.TITLE, self.urls(name)[-1]
+        title, url = self.builder.TITLE, self.urls(name)[-1]  # the last source: the one people can browse
         for folder in self.manual.folders:
             for path in locations.candidates(folder, name):
                 if path.is_file():
@@ -135,7 +135,7 @@ class Fetch:
                     continue
                 try:
                     verdict = verification.judge(path, name, registered, title, url)
-                except (WrongFileError, ValueError) as error:
+                except ValueError as error:  # WrongFileError or MalformedFileError: skip it, and say so
                     print(f"Not using {path} from the keras cache: {error}", flush=True)
                     continue
                 if verdict.verified:
