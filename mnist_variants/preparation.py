@@ -21,13 +21,12 @@ from collections.abc import Iterator
 
 import filelock
 from etils import epath
-
-DATASET_INFO = "dataset_info.json"  # written last, inside the folder that TFDS renames into place
+from tensorflow_datasets.core import constants as tfds_constants
 
 
 def is_complete(data_path: epath.Path) -> bool:
-    """Whether a prepared dataset stands at `data_path` (TFDS renames it into place whole)."""
-    return (data_path / DATASET_INFO).exists()
+    """Whether a prepared dataset stands at `data_path` (TFDS writes its info last and renames the folder whole)."""
+    return (data_path / tfds_constants.DATASET_INFO_FILENAME).exists()
 
 
 def lock_path(data_path: epath.Path) -> epath.Path:

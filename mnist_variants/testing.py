@@ -157,7 +157,6 @@ class FileServer:
 
     def __init__(self, bytes_per_second: float | None = None) -> None:
         self.routes: dict[str, Route] = {}
-        self.requests: list[str] = []
         self.range_requests: list[tuple[str, str | None]] = []  # (path, Range header) of every request
         self.sent: collections.Counter[str] = collections.Counter()
         self.active = self.most_active = 0  # answers being sent at once, now and at the most
@@ -180,7 +179,6 @@ class FileServer:
                         server.active -= 1
 
             def _get(self) -> None:
-                server.requests.append(self.path)
                 server.range_requests.append((self.path, self.headers.get("Range")))
                 route = server.routes.get(self.path, Route(status=404))
                 fault = route.faults.pop(0) if route.faults else None
@@ -250,6 +248,11 @@ class FileServer:
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    @property
+    def requests(self) -> list[str]:
+        """The path of every request, in order."""
+        return [path for path, _ in self.range_requests]
 
     def serve(self, path: str, data: bytes = b"", *faults: str, status: int = 200, honour_range: bool = True) -> None:
         self.routes[path] = Route(data, status, list(faults), honour_range)
