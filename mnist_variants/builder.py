@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import fetching, png, preparation
+from mnist_variants import fetching, png, preparation, verification
 
 
 def checksums_dir() -> epath.Path:
@@ -135,13 +135,26 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
         """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8."""
 
+    @classmethod
+    def wanted(cls) -> fetching.Wanted:
+        """The builder's declaration, as the fetching machinery needs it."""
+        return fetching.Wanted(
+            name=cls.name,
+            title=cls.TITLE,
+            sources=cls.SOURCES,
+            split_files=cls.SPLIT_FILES,
+            registry=verification.load_registry(cls.url_infos, cls._checksums_path),
+            manual_subfolders=cls.MANUAL_SUBFOLDERS,
+            keras_cache_folder=cls.KERAS_CACHE_FOLDER,
+        )
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         encoder = png.PngEncoder()  # boots on another core while the files are fetched
         arrays, pngs = {}, {}
         try:
             # Each split is parsed as soon as its files are here, while larger files still download;
             # every split is parsed before TFDS writes anything, so a bad file fails in seconds.
-            with contextlib.closing(fetching.Fetch(self, dl_manager).splits()) as arrivals:
+            with contextlib.closing(fetching.Fetch(self.wanted(), dl_manager).splits()) as arrivals:
                 for split, files in arrivals:
                     arrays[split] = self._read_split(files)
                     # Encoding runs ahead of TFDS's writer, which takes the PNGs as they come.

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 from tensorflow_datasets.core.download import resource as tfds_resource
 
-from mnist_variants import http_transport, locations, verification
+from mnist_variants import http_transport, local_copies, locations, verification
 from mnist_variants.errors import DownloadFailedError
-
-if TYPE_CHECKING:
-    from mnist_variants.builder import MnistVariantBuilder
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
 
@@ -65,30 +62,49 @@ class _Cancelled(Exception):
     """A download stopped because another file had failed."""
 
 
-class Fetch:
-    """The files of one builder's preparation: found locally or downloaded, handed over split by split."""
+@dataclasses.dataclass(frozen=True)
+class Wanted:
+    """What a preparation needs fetched: a variant's declaration, as data (fetching knows no builder)."""
 
-    def __init__(self, builder: MnistVariantBuilder, dl_manager: tfds.download.DownloadManager) -> None:
-        self.builder = builder
+    name: str  # the registered dataset name
+    title: str  # the dataset's name for people, in messages
+    sources: Sequence[str]  # base URLs, tried in order
+    split_files: Mapping[str, Mapping[str, str]]  # split -> role -> upstream file name
+    registry: Mapping[str, verification.Registered]  # upstream file name -> its registered digests
+    manual_subfolders: Sequence[str] = ()
+    keras_cache_folder: str | None = None
+
+    def filenames(self) -> list[str]:
+        return [name for files in self.split_files.values() for name in files.values()]
+
+
+class Fetch:
+    """The files of one preparation: found locally or downloaded, handed over split by split."""
+
+    def __init__(self, wanted: Wanted, dl_manager: tfds.download.DownloadManager) -> None:
+        self.wanted = wanted
         self.dl_manager = dl_manager
-        self.registry = verification.load_registry(builder.url_infos, builder._checksums_path)
-        self.manual = locations.manual_dir(dl_manager, builder.name, builder.MANUAL_SUBFOLDERS)
-        self.keras_folders = locations.keras_cache(builder.KERAS_CACHE_FOLDER)
+        self.local = local_copies.LocalCopies(
+            wanted.title,
+            wanted.registry,
+            locations.manual_dir(dl_manager, wanted.name, wanted.manual_subfolders),
+            locations.keras_cache(wanted.keras_cache_folder),
+        )
         self.verdicts: dict[str, verification.Verdict] = {}  # of the local copies used
         self.paths: dict[str, epath.Path] = {}
 
     def urls(self, name: str) -> list[str]:
-        return source_urls(self.builder.SOURCES, name)
+        return source_urls(self.wanted.sources, name)
 
     def splits(self) -> Iterator[tuple[str, dict[str, epath.Path]]]:
         """(split, {role: path}) for every split, each as soon as all its files are here and checked."""
-        for name in self.builder.upstream_filenames():
-            if verdict := self._local_copy(name):
+        for name in self.wanted.filenames():
+            if verdict := self.local.find(name, self.urls(name)[-1]):  # the last source: one people can browse
                 self.verdicts[name] = verdict
                 self.paths[name] = verdict.path
-        waiting = dict(self.builder.SPLIT_FILES)
+        waiting = dict(self.wanted.split_files)
         yield from self._ready(waiting)
-        missing = [name for name in self.builder.upstream_filenames() if name not in self.paths]
+        missing = [name for name in self.wanted.filenames() if name not in self.paths]
         if not missing:
             return
         with self._downloads(missing) as arrivals:
@@ -118,31 +134,6 @@ class Fetch:
                     f" accepted because {anchors} of the same split verifies.",
                     flush=True,
                 )
-
-    def _local_copy(self, name: str) -> verification.Verdict | None:
-        """The manual dir's copy (judged; refused loudly), else a verified copy from the keras cache."""
-        registered = self.registry[name]
-        title, url = self.builder.TITLE, self.urls(name)[-1]  # the last source: the one people can browse
-        for folder in self.manual.folders:
-            for path in locations.candidates(folder, name):
-                if path.is_file():
-                    verdict = verification.judge(path, name, registered, title, url)
-                    print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
-                    return verdict
-        for folder in self.keras_folders:
-            for path in locations.candidates(folder, name):
-                if not path.is_file():
-                    continue
-                try:
-                    verdict = verification.judge(path, name, registered, title, url)
-                except ValueError as error:  # WrongFileError or MalformedFileError: skip it, and say so
-                    print(f"Not using {path} from the keras cache: {error}", flush=True)
-                    continue
-                if verdict.verified:
-                    print(f"Using {name} from the keras cache {folder} ({verdict.how})", flush=True)
-                    return verdict
-                print(f"Not using {path} from the keras cache: {verdict.how}", flush=True)
-        return None
 
     @contextlib.contextmanager
     def _downloads(self, names: list[str]) -> Iterator[Iterator[tuple[str, epath.Path]]]:
@@ -176,7 +167,7 @@ class Fetch:
             stopped = [name for name, failure in failures.items() if isinstance(failure, _Cancelled)]
             if stopped:
                 reports.append(f"Stopped the other downloads on the first failure: {', '.join(stopped)}.")
-            raise DownloadFailedError("\n".join(reports) + "\n" + self._where_we_looked())
+            raise DownloadFailedError("\n".join(reports) + "\n" + self.local.where_we_looked(self.wanted.filenames()))
 
     def _download(self, name: str, cancel) -> epath.Path:
         """`name` from the first of its sources that delivers it intact."""
@@ -195,20 +186,6 @@ class Fetch:
             print(f"Got {name} from {url}", flush=True)
             return epath.Path(path)
         raise _SourcesFailed(f"Could not download {name} from any source:\n" + "\n".join(failures))
-
-    def _where_we_looked(self) -> str:
-        """Which files the manual dir held, which it lacked, and where we looked, for a failure's message."""
-        if self.manual.root is None:
-            where = f"No manual dir was usable ({self.manual.problem})" if self.manual.problem else "No manual dir"
-            return f"{where}. Offline: put the upstream files in a folder and pass it as the manual dir (README)."
-        found = [name for name, verdict in self.verdicts.items() if verdict.path.is_relative_to(self.manual.root)]
-        lacking = [name for name in self.builder.upstream_filenames() if name not in found]
-        looked = ", ".join(str(folder) for folder in (*self.manual.folders, *self.keras_folders))
-        return (
-            f"Manual dir {self.manual.root}: found {', '.join(found) or 'none of the files'};"
-            f" missing {', '.join(lacking)} (looked for each under its upstream name and decompressed,"
-            f" in {looked}). Copy the missing files there to prepare offline."
-        )
 
 
 @contextlib.contextmanager

@@ -19,9 +19,10 @@ import os
 import shutil
 from collections.abc import Iterator
 
-import filelock
 from etils import epath
 from tensorflow_datasets.core import constants as tfds_constants
+
+from mnist_variants import locking
 
 
 def is_complete(data_path: epath.Path) -> bool:
@@ -34,35 +35,18 @@ def lock_path(data_path: epath.Path) -> epath.Path:
     return data_path.parent / f"{data_path.name}.lock"
 
 
-def supports_locking(data_path: epath.Path) -> bool:
-    """Local paths (and NFS mounts) take a file lock; remote filesystems (gs://, s3://, ...) do not."""
-    return "://" not in os.fspath(data_path)
-
-
 @contextlib.contextmanager
 def exclusive(data_path: epath.Path, description: str) -> Iterator[bool]:
     """Holds the dataset's lock within; yields whether it is really held (False: no locks here).
 
     A worker that has to wait says so once, in one line, naming the folder.
     """
-    if not supports_locking(data_path):
-        yield False
-        return
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(os.fspath(lock_path(data_path)))
-    try:
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            print(f"Waiting for another process preparing {description} in {data_path}", flush=True)
-            lock.acquire()
-    except NotImplementedError:  # filelock < 4 on a filesystem without flock
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
+    if locking.supports_locking(data_path):
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+    with locking.hold(
+        lock_path(data_path), f"Waiting for another process preparing {description} in {data_path}"
+    ) as held:
+        yield held
 
 
 def is_incomplete_folder(name: str, version: str) -> bool:

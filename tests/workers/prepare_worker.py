@@ -17,7 +17,7 @@ import numpy as np
 import registered_dummies  # noqa: F401 - the test's sources and checksums
 import tensorflow_datasets as tfds
 
-from mnist_variants import preparation
+from mnist_variants import locking
 
 
 def digest(splits: dict[str, dict[str, np.ndarray]]) -> str:
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--no_lock", action="store_true", help="behave as on a filesystem without locks")
     args = parser.parse_args()
     if args.no_lock:
-        preparation.supports_locking = lambda data_path: False
+        locking.supports_locking = lambda path: False
     results: list[dict] = []
     errors: list[BaseException] = []
 
