@@ -34,7 +34,7 @@ setup(
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.
         "cli": ["apache-beam", "mlcroissant"],
         # dill: tfds.testing imports it without declaring it.
-        "test": ["pytest>=8", "hypothesis>=6", "pillow", "ruff", "dill"],
+        "test": ["pytest==9.2.0", "hypothesis>=6", "pillow", "ruff==0.17.6", "dill"],
         # examples/show.py draws its grid with matplotlib.
         "examples": ["matplotlib"],
     },

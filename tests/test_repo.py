@@ -2,23 +2,80 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from conftest import DUMMY_DATA, REPO
 
 
+def readme_test_command() -> list[str]:
+    """The steps of the README's test command (its `## Tests` section), in order."""
+    tests_section = (REPO / "README.md").read_text().split("\n## Tests\n", 1)[1]
+    command = re.search(r"^python3 -m venv \.venv && .*$", tests_section, re.MULTILINE)[0]
+    return command.split(" && ")
+
+
 def test_ci_runs_the_readme_test_command():
-    ci_commands = [
-        line for line in (REPO / ".ci/run").read_text().splitlines() if line.startswith("python3 -m venv .venv ")
-    ]
+    """.ci/run runs the README's test command one step a line, in order; the README's install line is its start."""
+    steps = readme_test_command()
+    ci_lines = (REPO / ".ci/run").read_text().splitlines()
+    start = ci_lines.index(steps[0])
+    assert ci_lines[start : start + len(steps)] == steps
+    install = " && ".join(steps[:-1])
     readme = (REPO / "README.md").read_text()
-    assert len(ci_commands) == 1 and f"\n{ci_commands[0]}\n" in readme
-    install = ci_commands[0].rsplit(" && ", 1)[0]
     assert f"\n{install} && .venv/bin/tfds build mnist_variants_fashion_mnist --imports mnist_variants\n" in readme
+
+
+# Stands in for python3 (first on PATH) and for the pip, pytest and python of the venvs it "creates":
+# records each call as the script wrote it, fails the one named in CI_FAIL, installs nothing.
+FAKE_TOOL = """#!/bin/bash
+case "$0" in */fakebin/*) name=$(basename "$0") ;; *) name=$0 ;; esac
+call="$name${*:+ $*}"
+echo "$call" >> "$CI_LOG"
+cat > /dev/null  # a here-document, if any
+if [ "$call" = "$CI_FAIL" ]; then exit 3; fi
+if [ "$1 $2" = "-m venv" ]; then
+    mkdir -p "$3/bin"
+    for tool in pip pytest python; do cp "$0" "$3/bin/$tool"; done
+fi
+"""
+
+
+def run_ci_copy(tmp_path: Path, fail: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Runs a copy of .ci/run with stand-in tools; returns the result and the calls made, in order."""
+    copy = tmp_path / f"repo{len(list(tmp_path.iterdir()))}"
+    (copy / ".ci").mkdir(parents=True)
+    shutil.copy(REPO / ".ci/run", copy / ".ci/run")
+    fakebin = tmp_path / "fakebin"
+    if not fakebin.exists():
+        fakebin.mkdir()
+        (fakebin / "python3").write_text(FAKE_TOOL)
+        (fakebin / "python3").chmod(0o755)
+    log = copy / "calls.log"
+    env = {"PATH": f"{fakebin}{os.pathsep}{os.environ['PATH']}", "CI_LOG": str(log), "CI_FAIL": fail, "CI": "true"}
+    result = subprocess.run(
+        ["bash", str(copy / ".ci/run")], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+def test_every_failing_step_of_ci_fails_ci(tmp_path):
+    """Each step of .ci/run, made to fail in turn, stops the script with a non-zero exit; nothing after it runs."""
+    result, steps = run_ci_copy(tmp_path, fail="")
+    assert result.returncode == 0, result.stderr
+    readme_steps = [step.replace("'", "") for step in readme_test_command()]
+    assert steps[: len(readme_steps)] == readme_steps  # the README's test command comes first
+    assert any("--full-size" in step for step in steps)  # full-size files at the newest versions
+    assert steps[-1].startswith(".venv-minimum/bin/pytest")  # and the minimum-versions run last
+    for number, step in enumerate(steps):
+        result, calls = run_ci_copy(tmp_path, fail=step)
+        assert result.returncode != 0, f"CI passed although `{step}` failed"
+        assert calls == steps[: number + 1], f"CI went on after `{step}` failed"
 
 
 def test_dummy_data_is_what_the_script_writes(tmp_path):
@@ -47,6 +104,15 @@ def test_minimum_versions_are_the_declared_lower_bounds():
     for name in ("tensorflow", "tensorflow-datasets", "numpy", "filelock", "urllib3", "requests"):
         lower = re.search(rf'"{re.escape(name)}>=([\d.]+)', setup)[1]
         assert pins[name].split(".")[: len(lower.split("."))] == lower.split("."), (name, pins[name], lower)
+
+
+def test_tools_that_decide_pass_or_fail_are_pinned():
+    """ruff and pytest are pinned exactly in the test extra (README, Tests), and those versions are installed."""
+    extra = re.search(r'"test": \[([^]]*)\]', (REPO / "setup.py").read_text())[1]
+    for tool in ("ruff", "pytest"):
+        pinned = re.search(rf'"{tool}==([^"]+)"', extra)
+        assert pinned, f"{tool} is not pinned exactly in setup.py's test extra"
+        assert metadata.version(tool) == pinned[1], (tool, metadata.version(tool), pinned[1])
 
 
 def test_ruff_is_clean():
