@@ -30,6 +30,14 @@ AMAT_LINE_BYTES = 2 * AMAT_VALUES_PER_LINE  # "v v ... v\n": each value followed
 Source = str | os.PathLike
 
 
+class ContentTooLargeError(MalformedFileError):
+    """A gzip stream decompresses to more than the caller's limit; inflating stopped there."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class _ByteReader:
     """Sequential reads from raw or gzip-compressed bytes, inflating no more than asked for."""
 
@@ -72,9 +80,19 @@ class _ByteReader:
             raise self.fail(f"{len(self._inflater.unused_data)} bytes of trailing garbage after the gzip stream")
 
 
-def gunzip(data: bytes, source: Source = "<bytes>") -> bytes:
-    """The whole decompressed content of gzip `data`; a cut or corrupt stream is a MalformedFileError."""
+def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) -> bytes:
+    """The whole decompressed content of gzip `data`; a cut or corrupt stream is a MalformedFileError.
+
+    With `limit`, inflating stops as soon as the content passes `limit` bytes (ContentTooLargeError):
+    a small file that expands to gigabytes costs `limit` bytes of memory, not gigabytes.
+    """
     reader = _ByteReader(data, source)
+    if limit is not None:
+        content = reader.read(limit + 1)
+        if len(content) > limit:
+            raise ContentTooLargeError(f"{reader.source}: decompresses to more than {limit:,} bytes", limit)
+        reader.check_end("the gzip stream")
+        return bytes(content)
     parts = []
     while chunk := reader.read(1 << 24):
         parts.append(chunk)
