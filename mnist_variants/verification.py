@@ -8,19 +8,27 @@ decompresses to upstream's content where that content's digest is registered
 (the decompressed image files) is "unverified": the builder uses it only beside a file of
 its split that does verify, and says so. Anything else is refused with an error naming
 the file, what it is, and what to do.
+
+A copy is read once, and the bytes that are verified are the bytes handed on to be parsed
+(`Verdict.data`): a file swapped after its check never reaches the prepared data. Reading
+takes no more memory than the largest acceptable copy: a larger file, or a gzip stream that
+inflates past the registered content, is refused as soon as that shows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Mapping
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
 from mnist_variants import formats, traps
-from mnist_variants.errors import ChecksumMismatchError, WrongFileError
+from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
 
@@ -33,14 +41,23 @@ class Registered:
     content: UrlInfo | None = None
 
 
+class UnreadableCopyError(MnistVariantsError, OSError):
+    """A local copy cannot be read (permission, I/O error, a directory or a pipe under the file's name)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """A local copy judged: the upstream file it stands for, whether it verified, and how."""
+    """A local copy judged: the upstream file it stands for, whether it verified, and how.
+
+    `data` holds exactly the bytes that were read once and judged, as stored (gzipped or not):
+    parse these, never `path` again (it names the copy in messages).
+    """
 
     path: epath.Path
     name: str
     verified: bool
     how: str
+    data: bytes = dataclasses.field(default=b"", repr=False)
 
 
 def content_checksums_path(checksums_path: epath.Path) -> epath.Path:
@@ -72,31 +89,111 @@ def _same(actual: UrlInfo, expected: UrlInfo) -> bool:
     return (actual.size, actual.checksum) == (expected.size, expected.checksum)
 
 
-def judge(path: epath.Path, name: str, registered: Registered, dataset: str, url: str) -> Verdict:
-    """Verifies the local copy at `path` of upstream file `name`; raises WrongFileError if it is not one."""
-    data = path.read_bytes()
+def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) -> int | None:
+    """The most bytes any usable copy of `name` can have; None where nothing bounds it.
+
+    Only the upstream file itself is usable where no other form exists (no `.gz`), or where no
+    content digest is registered and an unverified copy would not be used (a cache). A copy
+    verified by content is at most its content gzipped with stored blocks (5 bytes per 16 KiB
+    block, plus a header whose name field has no set length: 64 KiB is room enough).
+    """
+    if not name.endswith(".gz") or (registered.content is None and not unverified_ok):
+        return registered.download.size
+    if registered.content is None:  # an unverified copy: the parser checks it against its IDX header
+        return None
+    content = registered.content.size
+    return max(registered.download.size, content + 5 * (content // 16_383 + 1) + (64 << 10))
+
+
+def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
+    """The bytes of the regular file at `path`, read once, at most `limit` + 1 of them.
+
+    Raises FileNotFoundError where there is nothing (or a folder of the path is a file), and
+    UnreadableCopyError where something cannot be read as a file: a pipe or device (opened
+    without blocking, and refused: a pipe would wait for a writer forever), a directory, a
+    permission or I/O error. Remote paths (`gs://`) are read through epath.
+    """
+    size = -1 if limit is None else limit + 1
+    try:
+        if "://" in os.fspath(path):
+            with path.open("rb") as remote:
+                return remote.read(size)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(descriptor, "rb") as file:
+            mode = os.fstat(descriptor).st_mode
+            if stat.S_ISDIR(mode):
+                raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
+            if not stat.S_ISREG(mode):
+                raise UnreadableCopyError(
+                    errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path)
+                )
+            return file.read(size)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
+    except UnreadableCopyError:
+        raise
+    except OSError as error:  # permission, I/O error, a file vanishing into a directory
+        raise UnreadableCopyError(error.errno, error.strerror or str(error), os.fspath(path)) from None
+
+
+def judge(
+    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, unverified_ok: bool = True
+) -> Verdict:
+    """Verifies the local copy at `path` of upstream file `name`; raises WrongFileError if it is not one.
+
+    The copy is read once (FileNotFoundError if it is not there, UnreadableCopyError if it cannot be
+    read); the Verdict carries those bytes. With `unverified_ok` false (a cache, where only verified
+    copies are used), a copy that could at best be unverified is not read past the upstream file's size.
+    """
+    limit = largest_copy(name, registered, unverified_ok)
+    data = read_copy(path, limit)
     trap = traps.recognise(data[: traps.SNIFF_BYTES])
     if trap:
         raise WrongFileError(f"{path} is {trap}, not the file {name}. {traps.advice(trap, url)}")
+    if limit is not None and len(data) > limit:
+        return _too_large(path, name, registered, dataset, url, limit, data)
     actual = _info(data)
     if _same(actual, registered.download):
-        return Verdict(path, name, True, "verified: the upstream file")
+        return Verdict(path, name, True, "verified: the upstream file", data)
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists
         raise ChecksumMismatchError(_mismatch(path, name, registered.download, actual, url))
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
-        how = f"NOT verified against upstream: a {form} copy, and no digest of its content is registered"
-        return Verdict(path, name, False, how)
-    content = _info(formats.gunzip(data, path) if compressed else data)
+        return Verdict(path, name, False, _unverified(form), data)
+    try:
+        content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
+    except formats.ContentTooLargeError:
+        raise ChecksumMismatchError(
+            f"{path} is not {dataset}'s {name}: it decompresses to more than upstream's"
+            f" {plain_size(registered.content.size)} (inflating stopped there). {_replace_advice(path, url)}"
+        ) from None
     if _same(content, registered.content):
-        return Verdict(path, name, True, f"verified: upstream's content, {form}")
+        return Verdict(path, name, True, f"verified: upstream's content, {form}", data)
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: its content has sha256 {content.checksum}"
         f" ({plain_size(content.size)}), upstream's has sha256 {registered.content.checksum}"
         f" ({plain_size(registered.content.size)}). Other datasets (MNIST, Kuzushiji-MNIST) use the same file"
         f" names. {_replace_advice(path, url)}"
     )
+
+
+def _too_large(
+    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, limit: int, start: bytes
+) -> Verdict:
+    """A copy larger than any usable copy of `name` (`limit`): refused having read only `start` of it."""
+    if name.endswith(".gz") and registered.content is None:  # a cache's unverifiable copy: passed over
+        return Verdict(
+            path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
+        )
+    raise ChecksumMismatchError(
+        f"{path} is not {dataset}'s {name}: it is larger than {plain_size(limit)},"
+        f" more than any copy of upstream's file can be. {_replace_advice(path, url)}"
+    )
+
+
+def _unverified(form: str) -> str:
+    return f"NOT verified against upstream: a {form} copy, and no digest of its content is registered"
 
 
 def _mismatch(path: epath.Path, name: str, expected: UrlInfo, actual: UrlInfo, url: str) -> str:
