@@ -2,12 +2,16 @@
 
 A manual dir's copy is judged and used, or refused loudly (the user put it there). A
 cache's copy is only used when it verifies; anything else there is passed over with a
-line saying why. Where to look is locations.py's business, how to judge verification.py's.
+line saying why. A copy that cannot be read at all (permission, I/O error, a directory
+under the file's name) is passed over wherever it is: the file can still come from
+elsewhere, and if nothing is left, the failure lists each copy passed over and why.
+Where to look is locations.py's business, how to judge verification.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 
 from etils import epath
@@ -24,9 +28,13 @@ class LocalCopies:
     manual: locations.ManualDir
     cache_folders: Sequence[epath.Path]
     found: dict[str, verification.Verdict] = dataclasses.field(default_factory=dict)
+    passed_over: list[str] = dataclasses.field(default_factory=list)  # "Not using PATH: why", one per copy
 
     def find(self, name: str, browse_url: str) -> verification.Verdict | None:
-        """The manual dir's copy of `name` (judged; refused loudly), else a verified copy from a cache."""
+        """The manual dir's copy of `name` (judged; refused loudly), else a verified copy from a cache.
+
+        The verdict carries the bytes that were verified (`data`): parse those, not the path.
+        """
         verdict = self._in_manual_dir(name, browse_url) or self._in_cache(name, browse_url)
         if verdict:
             self.found[name] = verdict
@@ -36,39 +44,59 @@ class LocalCopies:
         registered = self.registry[name]
         for folder in self.manual.folders:
             for path in locations.candidates(folder, name):
-                if path.is_file():
+                try:
                     verdict = verification.judge(path, name, registered, self.title, browse_url)
-                    print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
-                    return verdict
+                except FileNotFoundError:
+                    continue
+                except verification.UnreadableCopyError as error:
+                    self._pass_over(f"Not using {path}: {error.strerror}")
+                    continue
+                print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
+                return verdict
         return None
 
     def _in_cache(self, name: str, browse_url: str) -> verification.Verdict | None:
         registered = self.registry[name]
         for folder in self.cache_folders:
             for path in locations.candidates(folder, name):
-                if not path.is_file():
-                    continue
                 try:
-                    verdict = verification.judge(path, name, registered, self.title, browse_url)
+                    verdict = verification.judge(path, name, registered, self.title, browse_url, unverified_ok=False)
+                except FileNotFoundError:
+                    continue
+                except verification.UnreadableCopyError as error:
+                    self._pass_over(f"Not using {path} from the keras cache: {error.strerror}")
+                    continue
                 except ValueError as error:  # WrongFileError or MalformedFileError: skip it, and say so
-                    print(f"Not using {path} from the keras cache: {error}", flush=True)
+                    self._pass_over(f"Not using {path} from the keras cache: {error}")
                     continue
                 if verdict.verified:
                     print(f"Using {name} from the keras cache {folder} ({verdict.how})", flush=True)
                     return verdict
-                print(f"Not using {path} from the keras cache: {verdict.how}", flush=True)
+                self._pass_over(f"Not using {path} from the keras cache: {verdict.how}")
         return None
 
+    def _pass_over(self, note: str) -> None:
+        """Says now why a copy is not used, and keeps it for the message if nothing else delivers the file."""
+        note = re.sub(r"\s*\n\s*", " ", note)  # one line each, whatever the error's layout
+        print(note, flush=True)
+        self.passed_over.append(note)
+
     def where_we_looked(self, all_names: Sequence[str]) -> str:
-        """Which files the manual dir held, which it lacked, and where we looked, for a failure's message."""
+        """Which files the manual dir held, which it lacked, where we looked, and each copy passed over and why."""
+        caches = ", ".join(str(folder) for folder in self.cache_folders)
         if self.manual.root is None:
-            where = f"No manual dir was usable ({self.manual.problem})" if self.manual.problem else "No manual dir"
-            return f"{where}. Offline: put the upstream files in a folder and pass it as the manual dir (README)."
-        found = [name for name, verdict in self.found.items() if verdict.path.is_relative_to(self.manual.root)]
-        lacking = [name for name in all_names if name not in found]
-        looked = ", ".join(str(folder) for folder in (*self.manual.folders, *self.cache_folders))
-        return (
-            f"Manual dir {self.manual.root}: found {', '.join(found) or 'none of the files'};"
-            f" missing {', '.join(lacking)} (looked for each under its upstream name and decompressed,"
-            f" in {looked}). Copy the missing files there to prepare offline."
-        )
+            where = f"No manual dir: {self.manual.problem}" if self.manual.problem else "No manual dir"
+            summary = (
+                f"{where}. Keras cache: {caches or 'none'}. Offline: put the upstream files in a folder and"
+                " pass it as the manual dir (README)."
+            )
+        else:
+            found = [name for name, verdict in self.found.items() if verdict.path.is_relative_to(self.manual.root)]
+            lacking = [name for name in all_names if name not in found]
+            looked = ", ".join(str(folder) for folder in (*self.manual.folders, *self.cache_folders))
+            summary = (
+                f"Manual dir {self.manual.root}: found {', '.join(found) or 'none of the files'};"
+                f" missing {', '.join(lacking)} (looked for each under its upstream name and decompressed,"
+                f" in {looked}). Copy the missing files there to prepare offline."
+            )
+        return "\n".join([summary, *self.passed_over])
