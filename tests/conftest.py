@@ -66,16 +66,19 @@ def write_registry(directory: Path, builder_cls, files: dict[str, bytes], base_u
     return tsv
 
 
+def child_env() -> dict[str, str]:
+    """What a process started by a test needs to import tests/workers: that folder on its path, and nothing else
+    added (an empty entry would put the working directory, maybe the checkout, before the installed package)."""
+    inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    return {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "workers"), *inherited]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def worker_env(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: list[str]) -> dict[str, str]:
     """The environment that makes worker processes (tests/workers) use `sources` and the checksums of `files`."""
     tsv = write_registry(tmp_path / "registry", builder_cls, files, sources[0])
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({builder_cls.name: {"sources": sources, "checksums": str(tsv)}}))
-    return {
-        "MNIST_VARIANTS_TEST_REGISTRY": str(registry),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "workers"), os.environ.get("PYTHONPATH", "")]),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    return {"MNIST_VARIANTS_TEST_REGISTRY": str(registry), **child_env()}
 
 
 def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:
@@ -127,6 +130,13 @@ def short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # Port 9 on loopback: nothing listens there, so a connection is refused at once.
 CLOSED_LOOPBACK_PORT = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def outside_the_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test, and every process it starts, runs in the test's own folder: `python -c` and `-m` put the
+    working directory first on the path, and the checkout's `mnist_variants` must not shadow the installed one."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

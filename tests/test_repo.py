@@ -7,10 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
-from conftest import DUMMY_DATA, REPO
+from conftest import DUMMY_DATA, REPO, child_env
 
 
 def readme_test_command() -> list[str]:
@@ -120,3 +121,26 @@ def test_ruff_is_clean():
     assert ruff, "ruff comes with the [test] extra"
     result = subprocess.run([ruff, "check", str(REPO)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+WHERE_FROM = """
+import os, registered_dummies, mnist_variants
+from mnist_variants import builder
+print(mnist_variants.__file__, builder.checksums_dir(), os.getcwd(), registered_dummies.installed_editable(), sep="\\n")
+"""
+
+
+def test_processes_started_by_tests_run_the_installed_package_outside_the_checkout():
+    """As CI installs it (not editable), the package and its checksums come from site-packages, not the checkout."""
+    env = {**os.environ, **child_env()}
+    result = subprocess.run([sys.executable, "-c", WHERE_FROM], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    package, checksums, cwd, editable = result.stdout.splitlines()[-4:]
+    assert not Path(cwd).resolve().is_relative_to(REPO)
+    assert (Path(checksums) / "mnist_variants_fashion_mnist.tsv").is_file()
+    if editable == "True":  # a developer's `pip install -e`: the installed package is the checkout
+        assert Path(package).resolve().is_relative_to(REPO)
+        return
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    for path in (package, checksums):
+        assert Path(path).resolve().is_relative_to(site_packages) and not Path(path).resolve().is_relative_to(REPO)
