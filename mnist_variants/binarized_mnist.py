@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from mnist_variants import formats
 from mnist_variants.builder import DatasetInfo, MnistVariantBuilder
+from mnist_variants.verification import Verdict
 
 CITATION = """\
 @inproceedings{salakhutdinov2008quantitative,
@@ -59,5 +59,5 @@ class BinarizedMnist(MnistVariantBuilder):
             citation=CITATION,
         )
 
-    def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
-        return {"image": formats.read_amat(files["images"].read_bytes(), files["images"])}
+    def _read_split(self, files: Mapping[str, Verdict]) -> dict[str, np.ndarray]:
+        return {"image": formats.read_amat(files["images"].data, files["images"].path)}

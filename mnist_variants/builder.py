@@ -82,11 +82,6 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 registered.setdefault(url, info)
         return registered
 
-    def _partial_downloads(self, download_dir: epath.Path) -> list[epath.Path]:
-        """TFDS's temporary folders of downloads of this dataset's URLs (every source's)."""
-        urls = [url for name in self.upstream_filenames() for url in fetching.source_urls(self.SOURCES, name)]
-        return fetching.partial_downloads(download_dir, self.name, urls)
-
     @classmethod
     def upstream_filenames(cls) -> list[str]:
         """Every upstream file the builder reads, split by split."""
@@ -114,10 +109,10 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             if reuse and preparation.is_complete(self.data_path):  # another worker prepared it meanwhile
                 self.info.read_from_directory(self.data_path)
                 return None
-            downloads = epath.Path(download_dir or self.data_dir_root / "downloads")
-            if locked:
-                left = preparation.abandoned_folders(self.data_path) + self._partial_downloads(downloads)
-                preparation.remove(left, "left by a preparation that did not finish")
+            if locked:  # partial downloads are not among them: the next download resumes them (fetching.py)
+                preparation.remove(
+                    preparation.abandoned_folders(self.data_path), "left by a preparation that did not finish"
+                )
             try:
                 return super().download_and_prepare(download_dir=download_dir, download_config=config, **kwargs)
             except OSError:
@@ -127,13 +122,13 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 print(f"Another process prepared {self.data_path} first; using its dataset", flush=True)
                 self.info.read_from_directory(self.data_path)
                 return None
-            finally:
-                if locked:  # what failed attempts left half-downloaded (TFDS keeps it); nobody else writes there
-                    preparation.remove(self._partial_downloads(downloads))
 
     @abc.abstractmethod
-    def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
-        """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8."""
+    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray]:
+        """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8.
+
+        Each file's `data` holds the very bytes that were verified; `path` names it in messages.
+        """
 
     @classmethod
     def wanted(cls) -> fetching.Wanted:

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from mnist_variants import formats
 from mnist_variants.builder import DatasetInfo, MnistVariantBuilder
+from mnist_variants.verification import Verdict
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -80,8 +80,8 @@ class FashionMnist(MnistVariantBuilder):
             license="MIT",
         )
 
-    def _read_split(self, files: Mapping[str, epath.Path]) -> dict[str, np.ndarray]:
-        images = formats.read_idx_images(files["images"].read_bytes(), files["images"])
-        labels = formats.read_idx_labels(files["labels"].read_bytes(), files["labels"], len(CLASS_NAMES))
-        formats.check_same_count(images, files["images"], labels, files["labels"])
+    def _read_split(self, files: Mapping[str, Verdict]) -> dict[str, np.ndarray]:
+        images = formats.read_idx_images(files["images"].data, files["images"].path)
+        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(CLASS_NAMES))
+        formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}

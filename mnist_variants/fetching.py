@@ -1,11 +1,18 @@
-"""Getting every upstream file of a builder: a verified local copy if there is one, else a download.
+"""Getting every upstream file of a preparation: a verified local copy if there is one, else a download.
 
-Local copies are looked for in the manual dir and in other tools' caches (locations.py)
-and judged by their content (verification.py). Missing files download all at once, each
-from its own list of sources in turn, through TFDS's download manager, which caches them,
-checks them against the registered sha256 and size, and shows progress;
-http_transport.py carries the bytes. Splits are handed over as soon as all their files
-are here, so the builder parses one while a larger file still downloads.
+Local copies are looked for in the manual dir and in other tools' caches (local_copies.py)
+and judged by their content (verification.py). Missing files download all at once, each from
+its own list of sources in turn, into the download dir's `<dataset name>/` folder:
+http_transport.py carries the bytes into a partial download (partials.py) that a later process
+resumes if this one dies. A download is read once, verified against the registered sha256 and
+size, and those very bytes are handed on; only then does the file take its final name. Splits
+are handed over as soon as all their files are here, so the builder parses one while a larger
+file still downloads.
+
+Why not TFDS's DownloadManager: it has no time limit and no resume, keeps nothing of a killed
+download, and can only be extended through private functions (its `_open_url`, its progress
+bars, its temporary folder names), which the package used to swap for the whole process. Here
+it is asked only for its public `download_dir` and `manual_dir`.
 """
 
 from __future__ import annotations
@@ -15,14 +22,19 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-from tensorflow_datasets.core.download import resource as tfds_resource
 
-from mnist_variants import http_transport, local_copies, locations, verification
+# tqdm_utils: TFDS's own progress bars, so that `tfds.display_progress_bar(False)` silences ours too.
+from tensorflow_datasets.core.utils import tqdm_utils
+
+from mnist_variants import http_transport, local_copies, locations, locking, partials, verification
 from mnist_variants.errors import DownloadFailedError
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
@@ -33,25 +45,6 @@ def source_urls(bases: Sequence[str], filename: str) -> list[str]:
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     prefixes = ([mirror.rstrip("/") + "/"] if mirror else []) + list(bases)
     return [prefix + filename for prefix in prefixes]
-
-
-def partial_downloads(download_dir: epath.Path, dataset_name: str, urls: Sequence[str]) -> list[epath.Path]:
-    """TFDS's temporary folders of downloads of `urls`, where a failed download leaves its bytes.
-
-    TFDS downloads a URL into `<get_dl_fname(url, sha256(url))>.tmp.<uuid>/`, in the download dir
-    (TFDS < 4.9.5, shared by all datasets) or in its `<dataset name>/` subfolder, and renames the
-    file into place once verified.
-    """
-    prefixes = tuple(
-        f"{tfds_resource.get_dl_fname(url, hashlib.sha256(url.encode()).hexdigest())}.tmp." for url in urls
-    )
-    return [
-        path
-        for folder in (download_dir, download_dir / dataset_name)
-        if folder.is_dir()
-        for path in folder.iterdir()
-        if path.name.startswith(prefixes) and path.is_dir()
-    ]
 
 
 class _SourcesFailed(Exception):
@@ -79,52 +72,48 @@ class Wanted:
 
 
 class Fetch:
-    """The files of one preparation: found locally or downloaded, handed over split by split."""
+    """The files of one preparation: found locally or downloaded, handed over split by split as verified bytes."""
 
     def __init__(self, wanted: Wanted, dl_manager: tfds.download.DownloadManager) -> None:
         self.wanted = wanted
-        self.dl_manager = dl_manager
+        self.download_dir = epath.Path(dl_manager.download_dir)
         self.local = local_copies.LocalCopies(
             wanted.title,
             wanted.registry,
             locations.manual_dir(dl_manager, wanted.name, wanted.manual_subfolders),
             locations.keras_cache(wanted.keras_cache_folder),
         )
-        self.verdicts: dict[str, verification.Verdict] = {}  # of the local copies used
-        self.paths: dict[str, epath.Path] = {}
+        self.verdicts: dict[str, verification.Verdict] = {}  # every file here, local or downloaded
 
     def urls(self, name: str) -> list[str]:
         return source_urls(self.wanted.sources, name)
 
-    def splits(self) -> Iterator[tuple[str, dict[str, epath.Path]]]:
-        """(split, {role: path}) for every split, each as soon as all its files are here and checked."""
+    def splits(self) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
+        """(split, {role: verdict}) for every split, each as soon as all its files are here and checked;
+        each verdict carries the bytes that were verified."""
         for name in self.wanted.filenames():
             if verdict := self.local.find(name, self.urls(name)[-1]):  # the last source: one people can browse
                 self.verdicts[name] = verdict
-                self.paths[name] = verdict.path
         waiting = dict(self.wanted.split_files)
         yield from self._ready(waiting)
-        missing = [name for name in self.wanted.filenames() if name not in self.paths]
+        missing = [name for name in self.wanted.filenames() if name not in self.verdicts]
         if not missing:
             return
         with self._downloads(missing) as arrivals:
-            for name, path in arrivals:
-                self.paths[name] = path
+            for name, verdict in arrivals:
+                self.verdicts[name] = verdict
                 yield from self._ready(waiting)
 
-    def _ready(self, waiting: dict[str, Mapping[str, str]]) -> Iterator[tuple[str, dict[str, epath.Path]]]:
+    def _ready(self, waiting: dict[str, Mapping[str, str]]) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
         for split, files in list(waiting.items()):
-            if all(name in self.paths for name in files.values()):
+            if all(name in self.verdicts for name in files.values()):
                 del waiting[split]
                 self._check_split(files.values())
-                yield split, {role: self.paths[name] for role, name in files.items()}
+                yield split, {role: self.verdicts[name] for role, name in files.items()}
 
     def _check_split(self, names: Iterable[str]) -> None:
-        """Downloads are verified by TFDS; an unverified local copy needs a verified file beside it."""
-        verdicts = [
-            self.verdicts.get(name) or verification.Verdict(self.paths[name], name, True, "downloaded")
-            for name in names
-        ]
+        """An unverified local copy needs a verified file beside it (downloads always verify)."""
+        verdicts = [self.verdicts[name] for name in names]
         verification.check_split(verdicts)
         anchors = ", ".join(verdict.name for verdict in verdicts if verdict.verified)
         for verdict in verdicts:
@@ -136,23 +125,26 @@ class Fetch:
                 )
 
     @contextlib.contextmanager
-    def _downloads(self, names: list[str]) -> Iterator[Iterator[tuple[str, epath.Path]]]:
-        """Downloads `names` at once; yields an iterator over (name, path) in order of arrival."""
+    def _downloads(self, names: list[str]) -> Iterator[Iterator[tuple[str, verification.Verdict]]]:
+        """Downloads `names` at once; yields an iterator over (name, verdict) in order of arrival."""
         policy = http_transport.policy_from_env()
+        cancel = http_transport.Cancel()
+        total = sum(int(self.wanted.registry[name].download.size) for name in names)
         with (
-            http_transport.bounded_http(policy) as cancel,
-            _one_progress_display(self.dl_manager),
+            _progress_bar(total, len(names)) as progress,
             concurrent.futures.ThreadPoolExecutor(len(names), thread_name_prefix="download") as pool,
         ):
-            futures = {pool.submit(self._download, name, cancel): name for name in names}
+            downloads = {pool.submit(Download(self, name, policy, cancel, progress).run): name for name in names}
             try:
-                yield self._arrivals(futures, cancel)
+                yield self._arrivals(downloads, cancel)
             except BaseException:
-                cancel.set()  # the other files stop within a block, so the error comes out now
+                cancel.set()  # the other downloads stop now (their sockets are shut down); progress is kept
                 raise
 
-    def _arrivals(self, futures: dict[concurrent.futures.Future, str], cancel) -> Iterator[tuple[str, epath.Path]]:
-        """(name, path) as each download ends; at the first failure, the others are cancelled and
+    def _arrivals(
+        self, futures: dict[concurrent.futures.Future, str], cancel: http_transport.Cancel
+    ) -> Iterator[tuple[str, verification.Verdict]]:
+        """(name, verdict) as each download ends; at the first failure, the others are cancelled and
         one error lists every file that failed for itself (not for being cancelled)."""
         for done in concurrent.futures.as_completed(futures):
             if done.exception() is None:
@@ -169,40 +161,138 @@ class Fetch:
                 reports.append(f"Stopped the other downloads on the first failure: {', '.join(stopped)}.")
             raise DownloadFailedError("\n".join(reports) + "\n" + self.local.where_we_looked(self.wanted.filenames()))
 
-    def _download(self, name: str, cancel) -> epath.Path:
-        """`name` from the first of its sources that delivers it intact."""
-        failures = []
-        for url in self.urls(name):
-            try:
-                # A one-entry dict: TFDS's test harness answers `download` with its whole dummy-file dict.
-                path = self.dl_manager.download({name: url})[name]
-            except Exception as error:  # noqa: BLE001 - any failure of a source means: try the next one.
-                if cancel.is_set():
-                    raise _Cancelled(name) from None
-                reason = f"{type(error).__name__}: {error}".strip()
-                logging.warning("Could not get %s from %s (%s)", name, url, reason)
-                failures.append(f"  {url}\n    {reason}")
-                continue
-            print(f"Got {name} from {url}", flush=True)
-            return epath.Path(path)
-        raise _SourcesFailed(f"Could not download {name} from any source:\n" + "\n".join(failures))
+
+class Download:
+    """One file into `<download dir>/<dataset name>/`, from the first of its sources that delivers it intact."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        name: str,
+        policy: http_transport.Policy,
+        cancel: http_transport.Cancel,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
+        self.registered = fetch.wanted.registry[name].download
+        self.folder = fetch.download_dir / fetch.wanted.name
+        self.final = self.folder / name
+
+    def run(self) -> verification.Verdict:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        waiting = f"Waiting for another process downloading {self.name} into {self.folder}"
+        with locking.hold(self.folder / f"{self.name}.lock", waiting) as held:
+            if verdict := self._earlier_download():
+                return verdict
+            failures = []
+            for url in self.urls:
+                try:
+                    data = self._from_source(url, held)
+                except http_transport.Cancelled:
+                    raise _Cancelled(self.name) from None
+                except (http_transport.TransferError, OSError) as error:
+                    if self.cancel.is_set():
+                        raise _Cancelled(self.name) from None
+                    reason = f"{type(error).__name__}: {error}".strip()
+                    logging.warning("Could not get %s from %s (%s)", self.name, url, reason)
+                    failures.append(f"  {url}\n    {reason}")
+                    continue
+                print(f"Got {self.name} from {url}", flush=True)
+                return verification.Verdict(
+                    path=self.final, name=self.name, verified=True, how=f"downloaded from {url}", data=data
+                )
+        raise _SourcesFailed(f"Could not download {self.name} from any source:\n" + "\n".join(failures))
+
+    def _earlier_download(self) -> verification.Verdict | None:
+        """The file an earlier run downloaded and verified, if it still verifies (read once, here)."""
+        try:
+            data = self.final.read_bytes()
+        except FileNotFoundError:
+            return None
+        if self._verifies(data):
+            print(f"Using {self.name} downloaded earlier: {self.final}", flush=True)
+            return verification.Verdict(
+                path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data
+            )
+        print(f"Removing {self.final}: {self._mismatch(data)}", flush=True)
+        self.final.unlink(missing_ok=True)
+        return None
+
+    def _from_source(self, url: str, locked: bool) -> bytes:
+        """The file's verified bytes from `url`, resuming what an earlier attempt or process left of it.
+
+        Bytes that do not verify are thrown away; if they were pieced together (resumed, or
+        several parts), the file is fetched once more from zero, over one connection, before
+        the source is given up.
+        """
+        identity = partials.Identity(
+            url, int(self.registered.size), self.registered.checksum
+        )  # TFDS's Size prints "15.3 KiB"
+        with self._partial(identity, locked) as partial:
+            for last_try in (False, True):
+                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress)
+                data = partial.read_all()
+                if self._verifies(data):
+                    self._keep(partial, data)
+                    return data
+                pieced = partial.inherited or partial.responses > 1
+                partial.discard()
+                if last_try or not pieced:
+                    raise http_transport.TransferError(f"checksum mismatch: {url} sent {self._mismatch(data)}")
+                print(f"{self.name} from {url} does not verify ({self._mismatch(data)}); fetching it once more from"
+                      " zero", flush=True)  # fmt: skip
+                partial.plan([(0, identity.size)])
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _partial(self, identity: partials.Identity, locked: bool) -> Iterator[partials.Partial]:
+        """This file's partial download: the shared one, resumed, where the lock is held; else a private one."""
+        if locked:
+            partial, note = partials.Partial.resume_or_start(Path(self.folder / f"{self.name}.partial"), identity)
+            if note:
+                print(f"Removing {partial.path}: {note}", flush=True)
+            if partial.inherited:
+                print(f"Resuming {self.name} from byte {partial.inherited:,} (left by an earlier run)", flush=True)
+                self.progress(partial.inherited)
+        else:  # no locks here: nobody else may write into it, so nobody resumes it either
+            local = locking.supports_locking(self.folder)
+            private = Path(self.folder) if local else Path(tempfile.mkdtemp(prefix="mnist_variants-"))
+            partial = partials.Partial.private(private, self.name, identity)
+        try:
+            yield partial
+        finally:
+            if locked and partial.received:
+                partial.close()  # kept for a later attempt or process to resume
+            else:
+                partial.discard()
+
+    def _keep(self, partial: partials.Partial, data: bytes) -> None:
+        """The verified file takes its final name (copied where the download dir is remote)."""
+        if locking.supports_locking(self.folder):
+            partial.finish(Path(self.final))
+        else:
+            self.final.write_bytes(data)
+            partial.discard()
+
+    def _verifies(self, data: bytes) -> bool:
+        return len(data) == self.registered.size and hashlib.sha256(data).hexdigest() == self.registered.checksum
+
+    def _mismatch(self, data: bytes) -> str:
+        return (
+            f"sha256 {hashlib.sha256(data).hexdigest()} ({verification.plain_size(len(data))}), registered"
+            f" {self.registered.checksum} ({verification.plain_size(self.registered.size)})"
+        )
 
 
 @contextlib.contextmanager
-def _one_progress_display(dl_manager: tfds.download.DownloadManager) -> Iterator[None]:
-    """One pair of TFDS progress bars for all our per-file `download` calls.
+def _progress_bar(total: int, files: int) -> Iterator[Callable[[int], None]]:
+    """One bar for the bytes of all files, as TFDS shows; the count is updated from every connection."""
+    lock = threading.Lock()
+    with tqdm_utils.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Dl {files} files") as bar:
 
-    TFDS opens a pair of bars per `download` call on its one shared downloader and points
-    the downloader at the newest pair; with calls running side by side, bytes would be
-    counted on a pair already closed. Here the first pair stays, and the calls reuse it.
-    """
-    downloader = getattr(dl_manager, "_downloader", None)
-    if downloader is None or not hasattr(downloader, "tqdm"):
-        yield
-        return
-    with downloader.tqdm():
-        downloader.tqdm = contextlib.nullcontext  # an instance attribute: the calls below keep the bars above
-        try:
-            yield
-        finally:
-            del downloader.tqdm
+        def advance(count: int) -> None:
+            if count:
+                with lock:
+                    bar.update(count)
+
+        yield advance

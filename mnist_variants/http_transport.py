@@ -1,50 +1,51 @@
-"""How bytes travel over HTTP: TFDS's transport, with time limits, resumed transfers and parallel ranges.
+"""How bytes travel over HTTP: one file from one source into its partial download, within stated limits.
 
-TFDS's downloader writes, hashes and counts (for its progress bars) whatever
-`downloader._open_url(url)` yields: a context manager giving (response, iterator over
-the body's blocks). Its own transport has no timeout, so a silent server hangs it
-forever; it retries a refused connection for minutes; and a body cut mid-way costs the
-whole file. While our files download, `bounded_http()` swaps in `open_url` below. It
-keeps that contract, so TFDS still verifies every file against the registered sha256 and
-size, caches it and shows progress, and it adds:
+`fetch(url, partial, ...)` fills what the partial (partials.py) still lacks. Everything it
+relies on comes from the registry, never from the server: the file's size fixes the parts and
+every range; a Content-Length or Content-Range that disagrees ends the source at once. Each
+connection asks for a closed range, so no server sends more than that part, and writes what it
+receives at the part's offset in the partial file, so memory stays at one block per connection
+whatever a server sends or how unevenly the parts arrive.
 
-- time limits: an attempt gives up after `timeout` seconds without a byte (connecting included);
-- resume: a transfer cut, or silent for the timeout, goes on from its last byte with a Range
-  request to the same URL; a server that ignores Range (200, not 206) is read again from
-  zero, the bytes already delivered skipped; a 206 for other bytes than asked is an error;
-- parallel ranges: a large file from a server that accepts ranges comes over up to
-  `connections` connections, each a contiguous part, delivered in order (as AWS's CLI and
-  huggingface's hf_transfer do), since one connection is often capped well below the link;
-- traps: an HTML page answered with status 200 is called an HTML page.
+- Time limits (the README states them in one sentence): an attempt waits at most `timeout`
+  seconds for the next byte, and gives up when it brought less than `MIN_BYTES_PER_TIMEOUT`
+  in `timeout` seconds (a trickle); a source is given up after `fruitless_attempts` attempts
+  in a row that brought no byte or trickled, or after `max_resumes` resumes of one part.
+- Resume: a cut or stalled part goes on from its last byte. With the server's validator
+  (a strong ETag, else Last-Modified) sent back as `If-Range`, a file that changed behind the
+  same URL comes whole (200) and is read from zero instead of being spliced.
+- A server that ignores Range answers 200 with the whole file: the first connection then
+  reads it all from zero; a later part that gets the whole file keeps only its own bytes.
+- Cancelling (another file failed, Ctrl-C) shuts the sockets down, so a blocked read ends now.
 
-Why our own code: requests and urllib3 retry only until a body starts; resuming a body is
-the caller's job (huggingface_hub's `http_get` does it the same way, with `resume_size`).
+Why our own code: requests and urllib3 retry only until a body starts; resuming a body, and
+ranges in parallel, are the caller's job (huggingface_hub's `http_get` resumes the same way).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import os
-import queue
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import requests
-import tensorflow_datasets as tfds
 import urllib3
-from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from mnist_variants import traps
+from mnist_variants.partials import Partial, Span
+from mnist_variants.verification import plain_size
 
 TIMEOUT_ENV = "MNIST_VARIANTS_DOWNLOAD_TIMEOUT"
 CONNECTIONS_ENV = "MNIST_VARIANTS_CONNECTIONS"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_CONNECTIONS = 4
 MIN_PART_BYTES = 4 << 20  # a file gets one connection per 4 MiB, up to `connections`
+MIN_BYTES_PER_TIMEOUT = 1 << 10  # an attempt that brings less in `timeout` seconds trickles
 BLOCK_BYTES = 1 << 16
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # What a cut or a stall looks like from requests and urllib3 (a read timeout mid-body is a ConnectionError).
@@ -53,19 +54,24 @@ INTERRUPTIONS = (
     requests.exceptions.Timeout,
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.HTTPError,
+    OSError,  # a socket shut down by a cancellation, or reset by the peer
 )
 
 
-class TransferError(tfds.download.DownloadError):
+class TransferError(Exception):
     """This source cannot deliver the file: the next source is tried."""
+
+
+class Cancelled(TransferError):
+    """The download was stopped from outside (another file failed, or the user interrupted)."""
 
 
 class _Interrupted(Exception):
     """The body ended before its last byte, or the server asked us to come back: worth another attempt."""
 
 
-class _RangesRefused(Exception):
-    """The server does not serve parts of the file: it is read over one connection."""
+class _Trickle(_Interrupted):
+    """Bytes came, but too few to ever finish: counts as an attempt that brought nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +79,22 @@ class Policy:
     """How long and how often a source is tried; the README states it in one sentence."""
 
     timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds an attempt waits for a byte
-    fruitless_attempts: int = 3  # attempts in a row that bring no byte before the source is given up
-    max_resumes: int = 8  # resumes, per transfer, after attempts that did bring bytes
+    fruitless_attempts: int = 3  # attempts in a row that bring no byte (or trickle) before the source is given up
+    max_resumes: int = 8  # resumes, per part, after attempts that did bring bytes
     connections: int = DEFAULT_CONNECTIONS  # per file
 
     def pause(self, fruitless: int) -> float:
         """Seconds before the next attempt: 0.5 after progress or a first failure, 1 after a second."""
         return min(0.5 * 2 ** max(fruitless - 1, 0), 4.0)
 
-    def worst_case_seconds(self) -> float:
-        """The longest a silent source is tried before the next one."""
+    def silent_source_seconds(self) -> float:
+        """The longest a source that sends nothing is tried before the next one (3 x timeout + 1.5 s)."""
         pauses = sum(self.pause(n) for n in range(1, self.fruitless_attempts))
         return self.fruitless_attempts * self.timeout + pauses
+
+    def trickling_source_seconds(self) -> float:
+        """The longest a source that trickles is tried: each attempt ends within 2 x timeout."""
+        return self.silent_source_seconds() + self.fruitless_attempts * self.timeout
 
 
 def policy_from_env() -> Policy:
@@ -106,37 +116,83 @@ def _positive(name: str, kind: type, default: float) -> float:
     return number
 
 
-class _Stop:
-    """Set when any of its events is: the whole download is cancelled, or just this file's parts."""
+def parts(size: int, connections: int) -> list[tuple[int, int]]:
+    """[start, end) of each part: one per MIN_PART_BYTES, at most `connections`, the first from byte 0."""
+    count = max(1, min(connections, size // MIN_PART_BYTES))
+    bounds = [size * index // count for index in range(count + 1)]
+    return list(itertools.pairwise(bounds))
 
-    def __init__(self, *events: threading.Event) -> None:
-        self.events = events
+
+class Cancel:
+    """Stops transfers from outside: set, it shuts down every open response so blocked reads end now."""
+
+    def __init__(self, parent: Cancel | None = None) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[requests.Response] = set()
+        self._children: list[Cancel] = []
+        if parent is not None:
+            parent._adopt(self)
 
     def is_set(self) -> bool:
-        return any(event.is_set() for event in self.events)
+        return self._event.is_set()
 
     def wait(self, seconds: float) -> bool:
-        """Sleeps up to `seconds`; True as soon as it is set."""
-        return self.events[0].wait(seconds) if len(self.events) == 1 else self._poll(seconds)
+        return self._event.wait(seconds)
 
-    def _poll(self, seconds: float) -> bool:
-        for _ in range(max(1, round(seconds / 0.05))):
-            if self.is_set() or self.events[0].wait(0.05):
-                return True
-        return self.is_set()
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            responses, children = list(self._open), list(self._children)
+        for response in responses:
+            _shut_down(response)
+        for child in children:
+            child.set()
+
+    def _adopt(self, child: Cancel) -> None:
+        with self._lock:
+            self._children.append(child)
+            cancelled = self._event.is_set()
+        if cancelled:
+            child.set()
+
+    @contextlib.contextmanager
+    def watching(self, response: requests.Response) -> Iterator[None]:
+        with self._lock:
+            self._open.add(response)
+            cancelled = self._event.is_set()
+        try:
+            if cancelled:
+                _shut_down(response)
+            yield
+        finally:
+            with self._lock:
+                self._open.discard(response)
 
 
-class _Transfer:
-    """Bytes [start, end) of one URL over one connection at a time, resumed after cuts and stalls."""
+def _shut_down(response: requests.Response) -> None:
+    with contextlib.suppress(Exception):  # already closed or released: nothing is blocked on it
+        response.raw.shutdown()
+
+
+class _Connection:
+    """One part of the file over one connection at a time, resumed after cuts and stalls."""
 
     def __init__(
-        self, url: str, policy: Policy, stop: _Stop, verify: bool, start: int = 0, end: int | None = None
+        self,
+        url: str,
+        partial: Partial,
+        span: Span,
+        policy: Policy,
+        cancel: Cancel,
+        progress: Callable[[int], None],
+        first: bool,
     ) -> None:
-        self.url, self.policy, self.stop, self.verify = url, policy, stop, verify
-        self.start, self.position, self.end = start, start, end
-        self.total: int | None = None  # the whole file's size, once known
-        self.response: requests.Response | None = None
-        self._skip = 0  # bytes to drop: a server that ignored Range sends the file from byte 0
+        self.url, self.partial, self.span, self.policy = url, partial, span, policy
+        self.cancel, self.progress, self.first = cancel, progress, first
+        self.whole_file = False  # the server answered the first request with the whole file (200)
+        self.may_restart = first  # until the other parts start, a whole-file answer may restart the partial
+        self._skip = 0  # bytes of a whole-file answer before this part
         self._fruitless = self._resumes = 0
         self._session = requests.Session()  # no urllib3 retries: attempts are counted here
 
@@ -145,56 +201,80 @@ class _Transfer:
         return self.url.rsplit("/", 1)[-1]
 
     def open(self) -> requests.Response:
-        """Asks for the bytes from `position` on, again and again while failures may pass."""
+        """Asks for the part's missing bytes, again while failures may pass; raises TransferError when not."""
         while True:
-            mark = self.position
             try:
-                self.response = self._request()
-                return self.response
+                return self._request()
             except (_Interrupted, *INTERRUPTIONS) as error:
-                self._failed(error, progressed=self.position > mark)
+                if self.cancel.is_set():
+                    raise Cancelled(f"{self.url}: cancelled") from None
+                self._failed(error, progressed=False)
 
     def _request(self) -> requests.Response:
-        headers = {"Accept-Encoding": "identity"}  # offsets in Range are the file's own bytes
-        whole = self.end is None or self.end == self.total  # up to the end of the file: an open range
-        if self.position or not whole:
-            headers["Range"] = f"bytes={self.position}-{'' if whole else self.end - 1}"
-        response = self._session.get(
-            self.url, headers=headers, stream=True, timeout=self.policy.timeout, verify=self.verify
-        )
+        span, size = self.span, self.partial.identity.size
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={span.position}-{span.end - 1}"}
+        if self.partial.validator:
+            headers["If-Range"] = self.partial.validator
+        response = self._session.get(self.url, headers=headers, stream=True, timeout=self.policy.timeout)
         try:
-            self._skip = self._check(response, asked_range="Range" in headers)
-            if _encoded(response) and self.position:
-                raise TransferError(
-                    f"{self.url} sends an encoded body ({response.headers['Content-Encoding']}), not the file"
-                )
+            self._check(response, size)
         except BaseException:
             response.close()
             raise
         return response
 
-    def _check(self, response: requests.Response, asked_range: bool) -> int:
-        """Bytes to skip at the start of `response`; raises unless it carries what was asked."""
-        status = response.status_code
+    def _check(self, response: requests.Response, size: int) -> None:
+        """Raises unless `response` carries this part, or the whole file, of the registered size."""
+        status, span = response.status_code, self.span
         if status in RETRY_STATUSES:
             raise _Interrupted(f"HTTP {status} {response.reason}")
-        if status not in (200, 206) or (status == 206 and not asked_range):
+        if status not in (200, 206):
             raise TransferError(f"HTTP {status} {response.reason} for {self.url}")
         if "text/html" in response.headers.get("Content-Type", "").lower():
             raise TransferError(f"{self.url} answered with an HTML page (status {status}), not the file")
-        if status == 200:
-            if asked_range and self.start > 0:
-                raise _RangesRefused(f"{self.url} answered a request for a part with the whole file")
-            return self.position  # read again from zero, skipping what was delivered
-        found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
-        if not found or int(found[1]) != self.position:
+        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
             raise TransferError(
-                f"{self.url} answered a request for bytes {self.position}- with"
-                f" {response.headers.get('Content-Range', 'no Content-Range')!r}"
+                f"{self.url} sends an encoded body ({response.headers['Content-Encoding']}), not the file"
             )
-        if found[3] != "*":
-            self.total = int(found[3])
-        return 0
+        length = response.headers.get("Content-Length")
+        if status == 200:
+            if length is not None and length.strip() != str(size):
+                raise TransferError(f"{self.url} claims {_bytes(length)} for the file; registered: {plain_size(size)}")
+            self._take_whole_file()
+        else:
+            found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+            if found and found[3].isdigit() and int(found[3]) != size:
+                raise TransferError(
+                    f"{self.url} says the file has {plain_size(int(found[3]))}; registered: {plain_size(size)}"
+                )
+            if not found or found[3] != str(size):
+                raise TransferError(
+                    f"{self.url} answered a request for bytes {span.position}-{span.end - 1} of"
+                    f" {plain_size(size)} with Content-Range {response.headers.get('Content-Range', '(none)')!r}"
+                )
+            first, last = int(found[1]), int(found[2])
+            if first != span.position or last >= span.end or last < first:
+                raise TransferError(
+                    f"{self.url} answered a request for bytes {span.position}-{span.end - 1} with bytes {first}-{last}"
+                )
+            if length is not None and length.strip() != str(last - first + 1):
+                raise TransferError(f"{self.url} claims {_bytes(length)} for bytes {first}-{last}")
+            self._skip = 0
+        if self.partial.validator is None:
+            self.partial.set_validator(_validator(response))
+
+    def _take_whole_file(self) -> None:
+        """A 200 answer: before the other parts start, the file is read from zero over this connection;
+        once they run, this part keeps its own bytes of the body and drops the rest."""
+        if not self.may_restart:
+            self._skip = self.span.position
+            return
+        self.whole_file, self._skip = True, 0
+        if self.partial.received or len(self.partial.spans) > 1:
+            changed = "changed since the partial was started" if self.partial.validator else "ignores ranges"
+            print(f"{self.url} sent the whole file ({changed}): reading {self.name} from zero", flush=True)
+            self.span = self.partial.restart_whole()
+            self.partial.validator = None  # the new answer's, taken below
 
     def _failed(self, error: BaseException, progressed: bool) -> None:
         """Counts a failed attempt, pauses, and says what comes next; raises when the source is done."""
@@ -204,132 +284,126 @@ class _Transfer:
             self._fruitless += 1
         reason = f"{type(error).__name__}: {error}"
         if self._fruitless >= self.policy.fruitless_attempts:
-            raise TransferError(f"{self.url}: {self._fruitless} attempts in a row brought no data ({reason})")
+            raise TransferError(f"{self.url}: {self._fruitless} attempts in a row brought no data ({_short(reason)})")
         if self._resumes > self.policy.max_resumes:
-            raise TransferError(f"{self.url}: interrupted {self._resumes} times ({reason})")
-        if self.stop.wait(self.policy.pause(self._fruitless)):
-            raise TransferError(f"{self.url}: cancelled")
-        if self.position > 0:
-            of = f" of {self.end or self.total:,}" if (self.end or self.total) else ""
-            print(f"Resuming {self.name} from byte {self.position:,}{of} ({_short(reason)})", flush=True)
+            raise TransferError(f"{self.url}: interrupted {self._resumes} times ({_short(reason)})")
+        if self.cancel.wait(self.policy.pause(self._fruitless)):
+            raise Cancelled(f"{self.url}: cancelled")
+        span = self.span
+        if span.position > span.start:  # only where bytes were really received
+            print(f"Resuming {self.name} from byte {span.position:,} of {span.end:,} ({_short(reason)})", flush=True)
         else:
-            print(f"Retrying {self.url} ({_short(reason)})", flush=True)
+            print(f"Retrying {self.url} from byte {span.position:,} ({_short(reason)})", flush=True)
 
-    def blocks(self) -> Iterator[bytes]:
-        """The bytes, block by block, each exactly once and in order, whatever happened on the way."""
+    def run(self, response: requests.Response | None = None) -> None:
+        """Receives the part into the partial, whatever happens on the way; raises TransferError if it cannot."""
         try:
-            while self.end is None or self.position < self.end:
-                response = self.response if self.response is not None else self.open()
-                mark = self.position
+            while not self.span.done:
+                if response is None:
+                    response = self.open()
+                self.partial.responses += 1
+                mark = self.span.position
                 try:
-                    for block in _blocks_as_they_arrive(response):
-                        if self.stop.is_set():
-                            raise TransferError(f"{self.url}: cancelled")
-                        if self._skip:
-                            dropped = min(self._skip, len(block))
-                            block, self._skip = block[dropped:], self._skip - dropped
-                        if self.end is not None:
-                            block = block[: self.end - self.position]
-                        if block:
-                            self.position += len(block)
-                            yield block
-                        if self.end is not None and self.position >= self.end:
-                            return
-                    if self.end is None:
-                        return  # length unknown: the server's end of body is the end
-                    raise _Interrupted(f"connection closed after byte {self.position:,} of {self.end:,}")
+                    with self.cancel.watching(response):
+                        self._receive(response)
+                    if not self.span.done:
+                        raise _Interrupted(f"connection closed after byte {self.span.position:,}")
                 except (_Interrupted, *INTERRUPTIONS) as error:
-                    self._failed(error, progressed=self.position > mark)
+                    if self.cancel.is_set():
+                        raise Cancelled(f"{self.url}: cancelled") from None
+                    self._failed(error, progressed=self.span.position > mark and not isinstance(error, _Trickle))
                 finally:
                     response.close()
-                    self.response = None
+                    response = None
         finally:
-            self.close()
+            self._session.close()
 
-    def close(self) -> None:
-        self._session.close()
+    def _receive(self, response: requests.Response) -> None:
+        """Writes the body's blocks at the span's position until the span is done or the body ends."""
+        window_start, window_bytes = time.monotonic(), 0
+        for block in _blocks_as_they_arrive(response):
+            if self.cancel.is_set():
+                raise Cancelled(f"{self.url}: cancelled")
+            if self._skip:
+                dropped = min(self._skip, len(block))
+                block, self._skip = block[dropped:], self._skip - dropped
+            if self.span.position == 0 and block:
+                _refuse_trap(block, self.url)
+            before = self.span.position
+            self.partial.write(self.span, block)
+            self.progress(self.span.position - before)
+            if self.span.done:
+                return
+            window_bytes += len(block)
+            now = time.monotonic()
+            if now - window_start >= self.policy.timeout:
+                if window_bytes < MIN_BYTES_PER_TIMEOUT:
+                    raise _Trickle(f"{window_bytes} bytes in {now - window_start:.0f} s")
+                window_start, window_bytes = now, 0
 
 
-class _Part:
-    """One later part of a file, fetched on its own connection in a thread, queued for in-order delivery."""
+def fetch(url: str, partial: Partial, policy: Policy, cancel: Cancel, progress: Callable[[int], None]) -> None:
+    """Fills the partial's missing bytes from `url`; raises TransferError (or Cancelled) if this source cannot.
 
-    def __init__(self, url: str, policy: Policy, stop: _Stop, verify: bool, start: int, end: int) -> None:
-        self.transfer = _Transfer(url, policy, stop, verify, start, end)
-        self.started = threading.Event()
-        self.refused: BaseException | None = None  # why this part could not start
-        self._blocks: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
-        threading.Thread(target=self._run, daemon=True, name=f"range-{start}").start()
+    The first missing part is asked for first; once the server has answered it with that part
+    (206), the other parts start, each on its own connection.
+    """
+    if not partial.spans:
+        partial.plan(parts(partial.identity.size, policy.connections))
+    missing = partial.missing()
+    if not missing:
+        return
+    this_source = Cancel(cancel)
+    first = _Connection(url, partial, missing[0], policy, this_source, progress, first=True)
+    response = first.open()
+    if first.whole_file or len(missing) == 1:
+        first.run(response)
+        return
+    first.may_restart = False
+    failures: list[BaseException] = []
 
-    def _run(self) -> None:
+    def run(connection: _Connection, response: requests.Response | None = None) -> None:
         try:
-            self.transfer.open()
-        except BaseException as error:  # noqa: BLE001 - any failure to start: the file goes over one connection
-            self.refused = error
-            self.transfer.close()
-            self.started.set()
-            return
-        self.started.set()
-        try:
-            for block in self.transfer.blocks():
-                self._blocks.put(block)
-            self._blocks.put(None)
-        except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it
-            self._blocks.put(error)
+            connection.run(response)
+        except BaseException as error:  # noqa: BLE001 - any failure of a part fails the source; reported below
+            failures.append(error)
+            this_source.set()  # the other parts stop now
 
-    def blocks(self) -> Iterator[bytes]:
-        while (block := self._blocks.get()) is not None:
-            if isinstance(block, BaseException):
-                raise block
-            yield block
+    threads = [
+        threading.Thread(
+            target=run,
+            args=(_Connection(url, partial, span, policy, this_source, progress, first=False),),
+            name=f"part-{span.start}",
+            daemon=True,
+        )
+        for span in missing[1:]
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        run(first, response)
+    finally:
+        for thread in threads:
+            thread.join()
+        partial.save()
+    if failures:
+        real = [failure for failure in failures if not isinstance(failure, Cancelled)]
+        raise (real or failures)[0]
 
 
-def parts(size: int, connections: int) -> list[tuple[int, int]]:
-    """[start, end) of each part: one per MIN_PART_BYTES, at most `connections`, the first from byte 0."""
-    count = max(1, min(connections, size // MIN_PART_BYTES))
-    bounds = [size * index // count for index in range(count + 1)]
-    return list(itertools.pairwise(bounds))
-
-
-def _sniffed(blocks: Iterator[bytes], url: str) -> Iterator[bytes]:
-    """The blocks, after checking that the first is not an HTML page or a Git LFS pointer."""
-    first = next(blocks, b"")
-    trap = traps.recognise(first[: traps.SNIFF_BYTES])
+def _refuse_trap(block: bytes, url: str) -> None:
+    """The file's first bytes must not be an HTML page or a Git LFS pointer (served with status 200)."""
+    trap = traps.recognise(block[: traps.SNIFF_BYTES])
     if trap:
         raise TransferError(f"{url} answered with {trap} (status 200), not the file")
-    if first:
-        yield first
-    yield from blocks
 
 
-@contextlib.contextmanager
-def open_url(url: str, policy: Policy, stop: threading.Event, verify: bool = True):
-    """Same contract as TFDS's `downloader._open_url`: yields (response, iterator over the body's blocks)."""
-    first = _Transfer(url, policy, _Stop(stop), verify)
-    response = first.open()
-    size = _content_length(response)
-    first.end = first.total = size
-    done_with_parts = threading.Event()  # the file is read, failed, or goes over one connection
-    later: list[_Part] = []
-    if size and response.headers.get("Accept-Ranges", "").lower() == "bytes":
-        spans = parts(size, policy.connections)
-        later = [_Part(url, policy, _Stop(stop, done_with_parts), verify, *span) for span in spans[1:]]
-        for part in later:
-            part.started.wait()
-        if any(part.refused for part in later):  # parts are an optimisation: in any doubt, one connection
-            done_with_parts.set()
-            later = []
-        elif later:
-            first.end = spans[0][1]
-    try:
-        yield response, _sniffed(itertools.chain(first.blocks(), *(part.blocks() for part in later)), url)
-    finally:
-        done_with_parts.set()
-        response.close()
-
-
-def _encoded(response: requests.Response) -> bool:
-    """Whether the body is encoded (gzip, ...) although we asked for the file's own bytes."""
-    return response.headers.get("Content-Encoding", "identity").lower() != "identity"
+def _validator(response: requests.Response) -> str | None:
+    """What If-Range may carry: a strong ETag (a weak one, W/..., is not allowed there), else Last-Modified."""
+    etag = response.headers.get("ETag", "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified") or None
 
 
 def _blocks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
@@ -337,40 +411,12 @@ def _blocks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
 
     requests' `iter_content(n)` waits to fill n bytes and drops them when the connection breaks.
     """
-    if _encoded(response):
-        return response.iter_content(BLOCK_BYTES)
     return iter(lambda: response.raw.read1(BLOCK_BYTES, decode_content=False), b"")
 
 
-def _content_length(response: requests.Response) -> int | None:
-    if _encoded(response):
-        return None  # the length is of the encoded body, not of the file
-    value = response.headers.get("Content-Length", "")
-    return int(value) if value.isdigit() else None
+def _bytes(length: str) -> str:
+    return plain_size(int(length)) if length.strip().isdigit() else repr(length)
 
 
 def _short(reason: str, limit: int = 160) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
-_transport_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def bounded_http(policy: Policy) -> Iterator[threading.Event]:
-    """While active, TFDS's downloader fetches http(s) URLs with `open_url`; set the event to cancel them all."""
-    original_open_url = tfds_downloader._open_url
-    stop = threading.Event()
-
-    def open_any_url(url: str, **kwargs):
-        if url.startswith(("http://", "https://")):
-            return open_url(url, policy, stop, **kwargs)
-        return original_open_url(url, **kwargs)
-
-    with _transport_lock:
-        tfds_downloader._open_url = functools.wraps(original_open_url)(open_any_url)
-        try:
-            yield stop
-        finally:
-            stop.set()  # a part still running after its file failed stops now
-            tfds_downloader._open_url = original_open_url

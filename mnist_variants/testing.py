@@ -11,6 +11,7 @@ import collections
 import contextlib
 import dataclasses
 import gzip
+import hashlib
 import http.server
 import re
 import struct
@@ -140,16 +141,25 @@ def downloads_from(directory: epath.PathLike) -> Iterator[None]:
 class Route:
     """What the server answers for one path: `data` (or an error `status`), and faults to apply in turn.
 
-    Each request takes the next fault from `faults` (none left: a clean answer):
-    "cut" sends the headers and half the body, then closes; "stall" sends half the body,
-    then nothing until the test ends; "silent" sends nothing at all; "html" answers 200
-    with an HTML page; "lie" answers a Range request with 206 and the file from byte 0.
+    Each request takes the next fault from `faults` (none left, or None: a clean answer):
+    "cut" sends the headers and half the body, then closes; "stall" sends half the body, then
+    nothing until the test ends; "silent" sends nothing at all; "headers" sends the headers, then
+    nothing; "trickle" sends the headers, then a byte every 0.3 s; "slow" sends at 64 KB/s;
+    "html" answers 200 with an HTML page; "lie" answers a Range request with 206 and the file
+    from byte 0; "claim" announces a 64 GiB file (Content-Length, or Content-Range's total).
+    The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
+    gets the whole file, as HTTP says.
     """
 
     data: bytes = b""
     status: int = 200
-    faults: list[str] = dataclasses.field(default_factory=list)
+    faults: list[str | None] = dataclasses.field(default_factory=list)
     honour_range: bool = True
+    etag: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.etag is None:
+            self.etag = f'"{hashlib.sha256(self.data).hexdigest()[:16]}"'
 
 
 class FileServer:
@@ -158,6 +168,8 @@ class FileServer:
     def __init__(self, bytes_per_second: float | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.range_requests: list[tuple[str, str | None]] = []  # (path, Range header) of every request
+        self.if_ranges: list[str | None] = []  # the If-Range header of every request
+        self.request_times: list[float] = []  # time.monotonic() at every request
         self.sent: collections.Counter[str] = collections.Counter()
         self.active = self.most_active = 0  # answers being sent at once, now and at the most
         self._count_lock = threading.Lock()
@@ -179,9 +191,12 @@ class FileServer:
                         server.active -= 1
 
             def _get(self) -> None:
-                server.range_requests.append((self.path, self.headers.get("Range")))
-                route = server.routes.get(self.path, Route(status=404))
-                fault = route.faults.pop(0) if route.faults else None
+                with server._count_lock:
+                    server.range_requests.append((self.path, self.headers.get("Range")))
+                    server.if_ranges.append(self.headers.get("If-Range"))
+                    server.request_times.append(time.monotonic())
+                    route = server.routes.get(self.path, Route(status=404))
+                    fault = route.faults.pop(0) if route.faults else None
                 if fault == "silent":
                     server.release.wait(60)  # Say nothing until the test ends.
                     return
@@ -196,25 +211,39 @@ class FileServer:
                 ranged = start is not None
                 start, end = start or 0, end or size
                 body = route.data[: end - start] if fault == "lie" else route.data[start:end]
+                claimed = 1 << 36 if fault == "claim" else None
                 self.send_response(206 if ranged else 200)
                 if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{claimed or size}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
+                self.send_header("ETag", route.etag)
                 self.end_headers()
+                if fault == "headers":
+                    server.release.wait(60)
+                    self.close_connection = True
+                    return
+                if fault == "trickle":
+                    for byte in range(min(len(body), 200)):
+                        if server.release.wait(0.3):
+                            break
+                        self._send(body[byte : byte + 1])
+                    self.close_connection = True
+                    return
                 if fault in ("cut", "stall"):
                     self._send(body[: len(body) // 2])
                     if fault == "stall":
                         server.release.wait(60)
                     self.close_connection = True
                     return
-                self._send(body)
+                self._send(body, 64_000 if fault == "slow" else server.bytes_per_second)
 
             def _range(self, route: Route, size: int) -> tuple[int | None, int | None]:
                 """[start, end) asked by a Range header `bytes=a-` or `bytes=a-b` (if honoured), else (None, None)."""
                 found = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-                if not (route.honour_range and found and int(found[1]) < size):
+                if_range = self.headers.get("If-Range")
+                if not (route.honour_range and found and int(found[1]) < size) or if_range not in (None, route.etag):
                     return None, None
                 return int(found[1]), min(int(found[2]) + 1, size) if found[2] else size
 
@@ -225,18 +254,19 @@ class FileServer:
                 self.end_headers()
                 self._send(body)
 
-            def _send(self, body: bytes) -> None:
-                step = 1 << 16
+            def _send(self, body: bytes, bytes_per_second: float | None = None) -> None:
+                step = 1 << 16 if not bytes_per_second or bytes_per_second > 1e6 else 1 << 12
                 started = time.monotonic()
                 try:
                     for offset in range(0, len(body), step):
                         chunk = body[offset : offset + step]
                         self.wfile.write(chunk)
-                        server.sent[self.path] += len(chunk)
-                        if server.bytes_per_second:
-                            ahead = (offset + len(chunk)) / server.bytes_per_second - (time.monotonic() - started)
-                            if ahead > 0:
-                                time.sleep(ahead)
+                        with server._count_lock:
+                            server.sent[self.path] += len(chunk)
+                        if bytes_per_second:
+                            ahead = (offset + len(chunk)) / bytes_per_second - (time.monotonic() - started)
+                            if ahead > 0 and server.release.wait(ahead):
+                                break
                 except OSError:  # the client went away
                     self.close_connection = True
 
@@ -254,7 +284,9 @@ class FileServer:
         """The path of every request, in order."""
         return [path for path, _ in self.range_requests]
 
-    def serve(self, path: str, data: bytes = b"", *faults: str, status: int = 200, honour_range: bool = True) -> None:
+    def serve(
+        self, path: str, data: bytes = b"", *faults: str | None, status: int = 200, honour_range: bool = True
+    ) -> None:
         self.routes[path] = Route(data, status, list(faults), honour_range)
 
     def serve_files(self, folder: str, files: dict[str, bytes], *faults: str) -> None:
