@@ -43,7 +43,7 @@ def manual_dir(dl_manager: tfds.download.DownloadManager, dataset_name: str, sub
         default = folder == epath.Path(dl_manager.download_dir) / "manual"
         return ManualDir(None, (), why_unusable(folder) + (" (TFDS's default; none was given)" if default else ""))
     except OSError as error:  # TFDS lists it: a file under its name, or a folder that cannot be read
-        return ManualDir(None, (), f"{error.filename or 'it'} cannot be read ({error.strerror or error})")
+        return ManualDir(None, (), why_unusable(epath.Path(error.filename)) if error.filename else f"{error}")
     return ManualDir(root, (root, root / dataset_name, *(root / sub for sub in subfolders)))
 
 
@@ -54,8 +54,8 @@ def why_unusable(folder: epath.Path) -> str:
             return f"{folder} does not exist"
         if not folder.is_dir():
             return f"{folder} is not a folder"
-        return f"{folder} is empty" if not any(folder.iterdir()) else f"{folder} is missing or empty"
-    except OSError as error:
+        return f"{folder} is empty" if not any(folder.iterdir()) else f"{folder} could not be listed"
+    except OSError as error:  # a folder we may not list
         return f"{folder} cannot be read ({error.strerror or error})"
 
 

@@ -119,7 +119,7 @@ def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
             with path.open("rb") as remote:
                 return remote.read(size)
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with open(descriptor, "rb") as file:
+        try:
             mode = os.fstat(descriptor).st_mode
             if stat.S_ISDIR(mode):
                 raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
@@ -127,13 +127,17 @@ def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
                 raise UnreadableCopyError(
                     errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path)
                 )
-            return file.read(size)
+            with open(descriptor, "rb", closefd=False) as file:
+                return file.read(size)
+        finally:
+            os.close(descriptor)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
     except UnreadableCopyError:
         raise
     except OSError as error:  # permission, I/O error, a file vanishing into a directory
-        raise UnreadableCopyError(error.errno, error.strerror or str(error), os.fspath(path)) from None
+        why = f"cannot be read ({error.strerror or error})"
+        raise UnreadableCopyError(error.errno, why, os.fspath(path)) from None
 
 
 def judge(

@@ -168,3 +168,14 @@ def test_amat_tolerates_nothing_float_like():
 
 def test_gzip_magic_alone_is_not_mistaken_for_idx():
     expect("cut short|corrupt", formats.read_idx_labels, gzip.compress(LABELS_IDX)[:2])
+
+
+def test_gunzip_stops_as_soon_as_the_content_passes_the_limit():
+    data = testing.gzip_bytes(bytes(100_000))
+    assert formats.gunzip(data, "x.gz", limit=100_000) == bytes(100_000)
+    with pytest.raises(
+        formats.ContentTooLargeError, match=r"^x\.gz: decompresses to more than 99,999 bytes$"
+    ) as raised:
+        formats.gunzip(data, "x.gz", limit=99_999)
+    assert isinstance(raised.value, MalformedFileError) and raised.value.limit == 99_999
+    expect("gzip stream is cut short", lambda data, source: formats.gunzip(data, source, limit=10**6), data[:-20])
