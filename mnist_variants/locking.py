@@ -3,15 +3,49 @@
 Everything that must not be done twice at once (preparing one dataset version, writing one
 partial download) takes `hold(lock file)`. It yields True while the lock is really held,
 False where the filesystem offers no lock (the caller then works so that nothing is shared).
+
+Across processes the lock is `filelock`'s `flock`, which the kernel (on NFS, the server)
+releases when its holder dies, so a waiter never waits for a dead one. Where `flock`
+fails (NFS without a lock daemon: ENOLCK; Lustre without `-o flock`: ENOSYS; some FUSE
+and SMB mounts: EOPNOTSUPP) nobody waits at all: `hold` yields False and warns once per
+folder. We do not fall back to a lock file that only its holder removes (filelock 4's
+soft lock): a holder killed on another host would leave it behind for ever.
+
+Across threads of one process a lock per path comes first: Linux's NFS client turns
+`flock` into POSIX locks, which do not exclude two threads of one process, and which any
+`close` of the file by the process drops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import inspect
 import os
+import threading
+import warnings
 from collections.abc import Iterator
 
 import filelock
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock locks with msvcrt, which has no such failure
+    fcntl = None
+
+# What `flock` answers on a filesystem without it.
+NO_LOCK_ERRNOS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+# What it answers when another holder has the lock: the filesystem has locks.
+_BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+class NoLocksWarning(UserWarning):
+    """The filesystem of a lock file refuses `flock`: workers there prepare side by side."""
+
+
+_registry_lock = threading.Lock()
+_thread_locks: dict[str, threading.Lock] = {}  # one per lock path, for the life of the process
+_warned: set[str] = set()  # folders already warned about
 
 
 def supports_locking(path: os.PathLike | str) -> bool:
@@ -19,26 +53,110 @@ def supports_locking(path: os.PathLike | str) -> bool:
     return "://" not in os.fspath(path)
 
 
+def _thread_lock(key: str) -> threading.Lock:
+    with _registry_lock:
+        return _thread_locks.setdefault(key, threading.Lock())
+
+
+def _flock_refused(lock_file: str) -> OSError | None:
+    """The error `flock` gives on `lock_file`'s filesystem if it has no locks, else None.
+
+    Our own probe, because filelock's answer depends on its version: 3.x polls for ever on
+    ENOLCK or EOPNOTSUPP and raises NotImplementedError on ENOSYS; 4.x raises on ENOLCK and
+    turns ENOSYS into a soft lock. Called with the thread lock held, so no other thread of this
+    process holds a lock on the file that closing the probe could drop.
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in NO_LOCK_ERRNOS:
+            return error
+        if error.errno not in _BUSY_ERRNOS:
+            raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return None
+
+
+# filelock 4 falls back to a soft lock unless told not to; older versions have no such option (nor fallback).
+_NO_SOFT_FALLBACK = (
+    {"fallback_to_soft": False}
+    if "fallback_to_soft" in inspect.signature(filelock.BaseFileLock.__init__).parameters
+    else {}
+)
+
+
+def _file_lock(lock_file: str) -> filelock.BaseFileLock:
+    return filelock.FileLock(lock_file, **_NO_SOFT_FALLBACK)
+
+
+def _warn_no_locks(lock_file: str, error: BaseException) -> None:
+    folder = os.path.dirname(lock_file)
+    with _registry_lock:
+        if folder in _warned:
+            return
+        _warned.add(folder)
+    warnings.warn(
+        NoLocksWarning(
+            f"{folder} has no file locks ({error}); workers sharing it prepare side by side, "
+            "and one that finds a complete dataset where it was about to put its own uses that one"
+        ),
+        stacklevel=5,  # the caller of `with hold(...)`
+    )
+
+
 @contextlib.contextmanager
 def hold(lock_file: os.PathLike | str, waiting_message: str) -> Iterator[bool]:
     """Holds the lock at `lock_file` within; yields whether it is really held (False: no locks here).
 
-    A caller that has to wait prints `waiting_message` once.
+    Threads of this process and other processes (on this host or, through NFS, others) take
+    turns; a caller that has to wait prints `waiting_message` once.
     """
-    if not supports_locking(lock_file):
-        yield False
-        return
-    lock = filelock.FileLock(os.fspath(lock_file))
+    path = os.fspath(lock_file)
+    local = supports_locking(path)
+    if local:
+        path = os.path.abspath(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    turn = _thread_lock(os.path.realpath(path) if local else path)
+    told = not turn.acquire(blocking=False)
+    if told:
+        print(waiting_message, flush=True)
+        turn.acquire()
+    try:
+        lock = _acquire(path, waiting_message, told) if local else None
+        try:
+            yield lock is not None
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        turn.release()
+
+
+def _acquire(path: str, waiting_message: str, told: bool) -> filelock.BaseFileLock | None:
+    """The file lock at `path`, held; None (after one warning) where the filesystem refuses `flock`."""
+    if refused := _flock_refused(path):
+        _warn_no_locks(path, refused)
+        return None
+    lock = _file_lock(path)
     try:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            print(waiting_message, flush=True)
+            if not told:
+                print(waiting_message, flush=True)
             lock.acquire()
-    except NotImplementedError:  # filelock < 4 on a filesystem without flock
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
+    except NotImplementedError as error:  # filelock 3 on ENOSYS, should the probe have missed it
+        _warn_no_locks(path, error)
+        return None
+    except OSError as error:
+        if error.errno not in NO_LOCK_ERRNOS:
+            raise
+        _warn_no_locks(path, error)
+        return None
+    return lock

@@ -7,20 +7,40 @@ the tests prove it.
 
 Why a process: TFDS's writer keeps this process's GIL busy while it ingests examples,
 and threads that call zlib then wait for the GIL after every image. Measured on a
-full-size Fashion-MNIST prepare, same encoder settings, two runs each: a thread pool
-took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
-The helper is a plain `python -c` running this file, fed raw pixels on stdin, so it
-imports neither TFDS nor the caller's `__main__`. If it cannot start, encoding
-happens in this process instead: slower, same bytes.
+full-size Fashion-MNIST prepare, same encoder settings, two runs each (2026-11-22): a thread
+pool took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
+
+Simpler designs and what they cost: threads (or `concurrent.futures.ThreadPoolExecutor`)
+fight TFDS's writer for the GIL, the figure above. `multiprocessing` or a
+`ProcessPoolExecutor` with the parent's import state needs `fork` (unsafe once TensorFlow's
+threads run) or `spawn`/`forkserver`, which import the caller's `__main__` again: a user's
+training script without an `if __name__ == "__main__"` guard would start training in the
+child; it also pickles every batch both ways. So the helper is a plain interpreter
+(`sys.executable -I -c`) that is handed this module's source and the parent's `sys.path`
+(its own working directory last, so a `queue.py` there shadows nothing), fed raw pixels
+on stdin. It imports neither TFDS nor the caller's `__main__`.
+
+What can go wrong with it, and what happens then:
+- It cannot start (frozen application, no interpreter, numpy not found, anything that
+  ends it before its greeting): encoding happens in this process, same bytes, slower.
+- It dies or stalls later (SIGKILL, out of memory, exit): every split still waiting
+  raises `EncoderError`, naming the helper and its exit status, within seconds.
+- It writes too little, too much or garbage: every message is framed (magic, count,
+  length, CRC-32 of the body and of the source pixels) and every PNG is checked to
+  decode to its source pixels before it is handed on; a broken promise is an `EncoderError`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import os
 import queue
+import select
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -36,8 +56,25 @@ _IEND_CHUNK = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IE
 COMPRESSION_LEVEL = 1
 _STRATEGY = zlib.Z_RLE
 _BATCH = 1024  # images per message from the helper
-_HEADER = struct.Struct("<III")  # count, height, width of a submission
+
+# The protocol. Parent -> helper: the module's source (its length is argv[1]), then submissions,
+# each a header and count * height * width pixels. Helper -> parent: a greeting once booted, then
+# one message per batch of up to _BATCH images, in submission order: a header, then each PNG as
+# length + bytes. Every field is checked on arrival (see PngEncoder._read_messages).
+_SUBMISSION = struct.Struct("<4sIII")  # magic, count, height, width
+_SUBMISSION_MAGIC = b"MVPs"
+_GREETING = b"MVPNG-1\n"
+_MESSAGE = struct.Struct("<4sIIII")  # magic, count of PNGs, body length, CRC-32 of the body, CRC-32 of the pixels
+_MESSAGE_MAGIC = b"MVPm"
 _LENGTH = struct.Struct("<I")
+# A helper that sends nothing for this long while it owes PNGs is killed: encoding a batch takes
+# milliseconds, so only a stopped or hung helper (or a starved machine) gets near it.
+STALL_SECONDS = 60.0
+_EXIT_SECONDS = 10.0  # how long a helper that closed its output may take to exit
+
+
+class EncoderError(RuntimeError):
+    """The PNG helper process died, stalled or broke the protocol; the message names it and its exit status."""
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -60,14 +97,19 @@ def as_grayscale_batch(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def encode_batch(images: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[bytes]:
-    """PNGs of a (n, h, w) uint8 batch; every scanline gets filter type 0 (None)."""
+def _scanlines(images: np.ndarray) -> np.ndarray:
+    """(n, h, w + 1): every row prefixed with filter type 0 (None), as the IDAT stream holds it."""
     count, height, width = images.shape
     scanlines = np.zeros((count, height, width + 1), dtype=np.uint8)
     scanlines[:, :, 1:] = images
-    header = _header(height, width)
+    return scanlines
+
+
+def encode_batch(images: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[bytes]:
+    """PNGs of a (n, h, w) uint8 batch; every scanline gets filter type 0 (None)."""
+    header = _header(*images.shape[1:])
     encoded = []
-    for raw in scanlines:
+    for raw in _scanlines(images):
         deflate = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, _STRATEGY)
         idat = deflate.compress(raw) + deflate.flush()
         crc = zlib.crc32(idat, _IDAT_CRC)
@@ -82,107 +124,332 @@ def encode_png(image: np.ndarray, level: int = COMPRESSION_LEVEL) -> bytes:
     return encode_batch(as_grayscale_batch(image[np.newaxis]), level)[0]
 
 
+def _encode_here(images: np.ndarray) -> Iterator[bytes]:
+    for start in range(0, len(images), _BATCH):
+        yield from encode_batch(images[start : start + _BATCH])
+
+
+def decodes_to(pngs: list[bytes], images: np.ndarray) -> int | None:
+    """The index of the first PNG that is not this module's encoding of its image, None if all are.
+
+    Checked: signature and IHDR (size, grayscale, 8 bits), one IDAT whose CRC holds and whose
+    zlib stream (its own checksum included) inflates to exactly the image's scanlines, IEND last.
+    """
+    header = _header(*images.shape[1:])
+    data_at = len(header) + 8
+    raw = _scanlines(images).reshape(len(images), -1)
+    for index, png in enumerate(pngs):
+        length = int.from_bytes(png[len(header) : len(header) + 4], "big")
+        end = data_at + length
+        try:
+            if not (
+                png.startswith(header)
+                and png.startswith(b"IDAT", len(header) + 4)
+                and len(png) == end + 4 + len(_IEND_CHUNK)
+                and png.endswith(_IEND_CHUNK)
+                and zlib.crc32(memoryview(png)[data_at:end], _IDAT_CRC) == int.from_bytes(png[end : end + 4], "big")
+                and zlib.decompress(memoryview(png)[data_at:end]) == raw[index].data
+            ):
+                return index
+        except zlib.error:
+            return index
+    return None
+
+
+def _helper_command(source_length: int) -> list[str] | None:
+    """The helper's command line, or None where no separate interpreter can run it (frozen applications)."""
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return None
+    # The parent's import path, so numpy is found wherever this process found it (pip --target, pex,
+    # Bazel runfiles); the working directory last, so modules there cannot shadow the standard library.
+    here = {"", os.getcwd()}
+    path = [entry for entry in sys.path if entry not in here] + [entry for entry in sys.path if entry in here]
+    bootstrap = (
+        f"import sys; sys.path[:] = {path!r}; source = sys.stdin.buffer.read(int(sys.argv[1])); "
+        "namespace = {'__name__': '_mnist_variants_png_helper'}; "
+        f"exec(compile(source, {__file__!r}, 'exec'), namespace); namespace['serve']()"
+    )
+    # -I: no PYTHON* variables, no user site, no working directory on the path before ours is set.
+    return [sys.executable, "-I", "-c", bootstrap, str(source_length)]
+
+
+def _own_source() -> bytes | None:
+    """This module's source, also from a zipapp or pex (through its loader)."""
+    loader = globals().get("__loader__")
+    try:
+        source = loader.get_source(__name__) if loader is not None else None
+    except (ImportError, OSError):
+        source = None
+    return source.encode() if source else None
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'exit status 3', 'killed by SIGKILL' or 'still running'."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class _Broken(Exception):
+    """The helper broke its promise; the message says how."""
+
+
+class _Submission:
+    """One submitted image array and what has come back for it."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        self.received = 0
+        self.batches: queue.SimpleQueue[list[bytes] | BaseException | None] = queue.SimpleQueue()
+
+
+_ENCODE_HERE = None  # put in a submission's queue: encode the rest in this process
+
+
 class PngEncoder:
-    """Encodes submitted image arrays to PNGs in a helper process, in submission order.
+    """Encodes submitted image arrays to PNGs in a helper process, each submission in order.
 
     Start it early (it takes a moment to boot), submit each split's images as soon as
-    they are parsed, and iterate over what `submit` returns while TFDS writes.
+    they are parsed, call `close` when all are submitted, and iterate over what `submit`
+    returns, in any order: every iterator either yields all its PNGs, each checked to decode
+    to its image, or raises `EncoderError` within seconds of the helper's failure.
     """
 
-    def __init__(self) -> None:
-        loader = (
-            "import importlib.util as u;"
-            f"s = u.spec_from_file_location('_mnist_variants_png', {__file__!r});"
-            "m = u.module_from_spec(s); s.loader.exec_module(m); m.serve()"
-        )
+    def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
+        self._stall_seconds = stall_seconds
+        self._lock = threading.Lock()  # guards the four fields below
+        self._unanswered: collections.deque[_Submission] = collections.deque()
+        self._failure: str | None = None  # set once the helper failed after its start
+        self._here = False  # set when the helper never started: encode in this process
+        self._closed = False
+        self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
+        self._helper: subprocess.Popen | None = None
+        source = _own_source()
+        command = _helper_command(len(source)) if source else None
+        if command is None:
+            self._here = True
+            return
+        self._stderr = tempfile.TemporaryFile()
         try:
-            self._helper: subprocess.Popen | None = subprocess.Popen(
-                [sys.executable, "-c", loader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-        except OSError:
-            self._helper = None
-        self._pending: queue.SimpleQueue[tuple[int, queue.SimpleQueue] | None] = queue.SimpleQueue()
-        self._inputs: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
-        if self._helper:
-            threading.Thread(target=self._feed, daemon=True, name="png-feed").start()
-            threading.Thread(target=self._drain, daemon=True, name="png-drain").start()
+            self._helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        except (OSError, ValueError):
+            self._stderr.close()
+            self._here = True
+            return
+        threading.Thread(target=self._feed, args=(source,), daemon=True, name="png-feed").start()
+        threading.Thread(target=self._read_messages, daemon=True, name="png-read").start()
 
     def submit(self, images: np.ndarray) -> Iterator[bytes]:
         """Starts encoding `images`; returns an iterator over their PNGs."""
-        images = as_grayscale_batch(images)
-        if self._helper is None:
-            return (
-                png for start in range(0, len(images), _BATCH) for png in encode_batch(images[start : start + _BATCH])
-            )
-        batches: queue.SimpleQueue = queue.SimpleQueue()
-        self._pending.put((len(images), batches))
-        self._inputs.put(images)
-        return self._unpack(len(images), batches)
+        submission = _Submission(as_grayscale_batch(images))
+        with self._lock:
+            if self._closed:
+                raise ValueError("submit after close")
+            if self._here:
+                submission.batches.put(_ENCODE_HERE)
+            elif self._failure is not None:
+                submission.batches.put(EncoderError(self._failure))
+            else:
+                self._unanswered.append(submission)
+                self._inputs.put(submission)
+        return self._results(submission)
 
     def close(self) -> None:
         """No more submissions: the helper exits once it has answered the last one."""
+        with self._lock:
+            self._closed = True
         self._inputs.put(None)
-        self._pending.put(None)
-
-    def _feed(self) -> None:
-        stdin = self._helper.stdin
-        with contextlib.suppress(OSError):  # if the helper died, _drain reports it
-            try:
-                while (images := self._inputs.get()) is not None:
-                    stdin.write(_HEADER.pack(*images.shape))
-                    stdin.write(images.data)
-                    stdin.flush()
-            finally:
-                stdin.close()
-
-    def _drain(self) -> None:
-        """Routes the helper's messages to the iterator of the submission they answer."""
-        stdout = self._helper.stdout
-        while (submission := self._pending.get()) is not None:
-            count, batches = submission
-            received = 0
-            while received < count:
-                length = stdout.read(_LENGTH.size)
-                if len(length) < _LENGTH.size:
-                    error = self._helper.stderr.read().decode(errors="replace")[-2000:]
-                    self._reap()
-                    batches.put(RuntimeError(f"PNG helper process exited ({self._helper.returncode}): {error}"))
-                    return
-                message = stdout.read(_LENGTH.unpack(length)[0])
-                received += _LENGTH.unpack_from(message)[0]
-                batches.put(message)
-        self._reap()
-
-    def _reap(self) -> None:
-        self._helper.wait()
-        self._helper.stdout.close()
-        self._helper.stderr.close()
 
     @staticmethod
-    def _unpack(count: int, batches: queue.SimpleQueue) -> Iterator[bytes]:
-        """A message is: its number of images, then each PNG as length + bytes."""
-        while count > 0:
-            message = batches.get()
-            if isinstance(message, Exception):
-                raise message
-            (in_message,) = _LENGTH.unpack_from(message)
-            position = _LENGTH.size
-            for _ in range(in_message):
-                (length,) = _LENGTH.unpack_from(message, position)
-                position += _LENGTH.size
-                yield message[position : position + length]
-                position += length
-            count -= in_message
+    def _results(submission: _Submission) -> Iterator[bytes]:
+        delivered = 0
+        while delivered < len(submission.images):
+            batch = submission.batches.get()
+            if batch is _ENCODE_HERE:
+                yield from _encode_here(submission.images[delivered:])
+                return
+            if isinstance(batch, BaseException):
+                raise EncoderError(str(batch))  # a fresh one per consumer
+            yield from batch
+            delivered += len(batch)
+
+    def _feed(self, source: bytes) -> None:
+        """Writes the source, then each submission; stops quietly if the helper is gone (_read_messages reports it)."""
+        stdin = self._helper.stdin
+        try:
+            stdin.write(source)
+            stdin.flush()
+            while (submission := self._inputs.get()) is not None:
+                stdin.write(_SUBMISSION.pack(_SUBMISSION_MAGIC, *submission.images.shape))
+                stdin.write(submission.images.data)
+                stdin.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                stdin.close()
+            except (OSError, ValueError):
+                pass
+
+    def _read_messages(self) -> None:
+        """Routes each checked message to its submission; on any failure, tells every waiting submission.
+
+        This thread is the watchdog: whatever ends it (end of output, a broken promise, a stall,
+        a bug here) leaves no consumer waiting.
+        """
+        reader = _Reader(self._helper.stdout.fileno(), self._stall_seconds, self._owes)
+        try:
+            greeting = reader.read(len(_GREETING), allow_end=True)
+            if greeting is None:
+                raise _Broken("did not start (it ended before its greeting)")
+            if greeting != _GREETING:
+                raise _Broken(f"did not start (it sent {greeting!r}, not its greeting)")
+        except _Broken as broken:
+            self._encode_here_instead(str(broken))
+            return
+        except BaseException as error:  # a bug here must not leave a consumer waiting; re-raised
+            self._encode_here_instead(f"could not be read ({error!r})")
+            raise
+        try:
+            while (header := reader.read(_MESSAGE.size, allow_end=True)) is not None:
+                self._route(reader, *_MESSAGE.unpack(header))
+            self._helper.wait(_EXIT_SECONDS)
+            with self._lock:
+                owed = sum(len(sub.images) - sub.received for sub in self._unanswered)
+                closed = self._closed
+            if owed or not closed or self._helper.returncode != 0:
+                raise _Broken(f"ended its output owing {owed} PNGs" + ("" if closed else ", before it was told to"))
+            self._finish()
+        except (_Broken, subprocess.TimeoutExpired) as broken:
+            self._fail(str(broken))
+        except BaseException as error:  # a bug here must not leave a consumer waiting; re-raised
+            self._fail(f"could not be read ({error!r})")
+            raise
+
+    def _owes(self) -> bool:
+        with self._lock:
+            return bool(self._unanswered)
+
+    def _route(self, reader: _Reader, magic: bytes, count: int, length: int, body_crc: int, pixels_crc: int) -> None:
+        """Reads one message's body and hands its PNGs to the submission it answers, after checking both."""
+        if magic != _MESSAGE_MAGIC or not 0 < count <= _BATCH:
+            raise _Broken(f"sent a malformed message header (magic {magic!r}, count {count})")
+        with self._lock:
+            submission = self._unanswered[0] if self._unanswered else None
+        if submission is None:
+            raise _Broken(f"sent a message of {count} PNGs that nobody asked for")
+        start = submission.received
+        if start + count > len(submission.images):
+            raise _Broken(f"sent {start + count} PNGs for a submission of {len(submission.images)}")
+        body = reader.read(length)
+        if zlib.crc32(body) != body_crc:
+            raise _Broken(f"sent a message of {length} bytes whose CRC-32 does not match")
+        pngs, position = [], 0
+        while position < length:
+            (size,) = _LENGTH.unpack_from(body, position)
+            pngs.append(body[position + _LENGTH.size : position + _LENGTH.size + size])
+            position += _LENGTH.size + size
+        if len(pngs) != count or position != length:
+            raise _Broken(f"announced {count} PNGs in {length} bytes but sent {len(pngs)} in {position}")
+        images = submission.images[start : start + count]
+        if zlib.crc32(images.data) != pixels_crc:
+            raise _Broken(f"encoded other pixels than images {start}..{start + count - 1} of a submission")
+        if (bad := decodes_to(pngs, images)) is not None:
+            raise _Broken(f"sent a PNG that does not decode to its image (image {start + bad} of a submission)")
+        submission.received += count
+        submission.batches.put(pngs)
+        if submission.received == len(submission.images):
+            with self._lock:
+                self._unanswered.popleft()
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        self._stderr.seek(max(0, self._stderr.tell() - 2000))
+        return self._stderr.read().decode(errors="replace").strip()
+
+    def _end_helper(self, what: str) -> str:
+        """Kills the helper if it still runs and reaps it; returns what happened, naming it and its exit status."""
+        if self._helper.poll() is None:
+            try:
+                self._helper.wait(0.5)  # it may be exiting on its own: then its own status is the news
+            except subprocess.TimeoutExpired:
+                self._helper.kill()
+                self._helper.wait()
+        self._helper.stdout.close()
+        said = self._stderr_tail()
+        self._stderr.close()
+        status = f"PNG helper process (pid {self._helper.pid}, {describe_exit(self._helper.returncode)}) {what}"
+        return status + (f"; its stderr ends: {said}" if said else "")
+
+    def _encode_here_instead(self, what: str) -> None:
+        """The helper never started: every submission, waiting or to come, is encoded in this process."""
+        print(f"{self._end_helper(what)}\nEncoding PNGs in this process instead.", file=sys.stderr, flush=True)
+        with self._lock:
+            self._here = True
+            while self._unanswered:
+                self._unanswered.popleft().batches.put(_ENCODE_HERE)
+
+    def _fail(self, what: str) -> None:
+        """The helper failed after it started: every waiting submission, and every later one, raises."""
+        failure = self._end_helper(what)
+        with self._lock:
+            self._failure = failure
+            while self._unanswered:
+                self._unanswered.popleft().batches.put(EncoderError(self._failure))
+
+    def _finish(self) -> None:
+        self._helper.stdout.close()
+        self._stderr.close()
+
+
+class _Reader:
+    """Exact reads from the helper's output, with a limit on silence while PNGs are owed."""
+
+    def __init__(self, fd: int, stall_seconds: float, owes) -> None:
+        self._fd, self._stall_seconds, self._owes = fd, stall_seconds, owes
+
+    def read(self, size: int, allow_end: bool = False) -> bytes | None:
+        """Exactly `size` bytes; None at a clean end of output if `allow_end`; else _Broken."""
+        parts, got = [], 0
+        while got < size:
+            ready, _, _ = select.select([self._fd], [], [], self._stall_seconds)
+            if not ready:
+                if self._owes():
+                    raise _Broken(f"sent nothing for {self._stall_seconds:g} s while it owed PNGs; killed")
+                continue
+            part = os.read(self._fd, min(size - got, 1 << 20))
+            if not part:
+                if got == 0 and allow_end:
+                    return None
+                raise _Broken(f"ended its output {got} bytes into a {size}-byte read")
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
 
 
 def serve() -> None:
-    """The helper process: reads (count, height, width, pixels) submissions, writes PNG messages."""
+    """The helper process: greets, then reads (count, height, width, pixels) submissions and writes PNG messages."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then closes our stdin
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while header := stdin.read(_HEADER.size):
-        count, height, width = _HEADER.unpack(header)
-        images = np.frombuffer(stdin.read(count * height * width), np.uint8).reshape(count, height, width)
+    stdout.write(_GREETING)
+    stdout.flush()
+    while header := stdin.read(_SUBMISSION.size):
+        magic, count, height, width = _SUBMISSION.unpack(header)
+        if magic != _SUBMISSION_MAGIC:
+            sys.exit(f"PNG helper: malformed submission header {header!r}")
+        pixels = stdin.read(count * height * width)
+        if len(pixels) != count * height * width:
+            sys.exit(f"PNG helper: a submission was cut short ({len(pixels)} of {count * height * width} bytes)")
+        images = np.frombuffer(pixels, np.uint8).reshape(count, height, width)
         for start in range(0, count, _BATCH):
-            pngs = encode_batch(images[start : start + _BATCH])
+            batch = images[start : start + _BATCH]
+            pngs = encode_batch(batch)
             body = b"".join(_LENGTH.pack(len(png)) + png for png in pngs)
-            stdout.write(_LENGTH.pack(_LENGTH.size + len(body)) + _LENGTH.pack(len(pngs)) + body)
-        stdout.flush()
+            header = _MESSAGE.pack(_MESSAGE_MAGIC, len(pngs), len(body), zlib.crc32(body), zlib.crc32(batch.data))
+            stdout.write(header + body)
+            stdout.flush()

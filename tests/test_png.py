@@ -1,9 +1,19 @@
-"""Our PNG writer's bytes are valid PNG: TF and PIL decode them to exactly the input pixels."""
+"""Our PNG writer's bytes are valid PNG: TF and PIL decode them to exactly the input pixels; its helper
+process is checked in every way it can die or lie, and starts wherever its parent runs."""
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +24,11 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from mnist_variants import png, testing
+
+WORKERS = Path(__file__).resolve().parent / "workers"
+FAULTY_HELPER = WORKERS / "png_helper_faults.py"
+ANYWHERE = WORKERS / "png_anywhere.py"
+PNG_SOURCE = Path(png.__file__)
 
 images_of_any_size = hnp.arrays(
     np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40)), elements=st.integers(0, 255)
@@ -46,6 +61,29 @@ def test_chunks_are_well_formed():
     assert kinds == [b"IHDR", b"IDAT", b"IEND"] and position == len(encoded)
 
 
+def drain(iterator, seconds: float = 60) -> tuple[list[bytes], BaseException | None]:
+    """The PNGs an iterator yields and the error that ends it (in a thread: a consumer left waiting fails)."""
+    outcome: dict = {"pngs": [], "error": None}
+
+    def consume() -> None:
+        try:
+            for data in iterator:
+                outcome["pngs"].append(data)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"a consumer still waits after {seconds} s"
+    return outcome["pngs"], outcome["error"]
+
+
+def fake_helper(monkeypatch, mode: str) -> None:
+    """The encoder starts tests/workers/png_helper_faults.py MODE in place of its helper."""
+    monkeypatch.setattr(png, "_helper_command", lambda length: [sys.executable, str(FAULTY_HELPER), mode, str(length)])
+
+
 def test_helper_process_keeps_order_across_submissions():
     first, second = testing.synthetic_images(2500, seed=2), testing.synthetic_images(7, seed=3)
     encoder = png.PngEncoder()
@@ -54,8 +92,11 @@ def test_helper_process_keeps_order_across_submissions():
     encoder.close()
     second_pngs, first_pngs = list(pngs[1]), list(pngs[0])  # consumed out of order on purpose
     assert first_pngs == png.encode_batch(first[..., 0]) and second_pngs == png.encode_batch(second[..., 0])
+    assert not encoder._here and encoder._failure is None
     decoded = np.stack([tf.io.decode_png(data).numpy() for data in first_pngs[:300]])
     np.testing.assert_array_equal(decoded, first[:300])
+    encoder._helper.wait(30)
+    assert encoder._helper.returncode == 0
 
 
 def test_without_a_helper_process_the_bytes_are_the_same(monkeypatch):
@@ -68,13 +109,124 @@ def test_without_a_helper_process_the_bytes_are_the_same(monkeypatch):
     assert list(encoded) == png.encode_batch(images[..., 0])
 
 
-def test_a_dead_helper_is_an_error_not_a_hang():
+def test_a_helper_killed_with_sigkill_fails_every_waiting_split_in_any_order():
+    first, second = testing.synthetic_images(60_000, seed=5), testing.synthetic_images(3000, seed=6)
     encoder = png.PngEncoder()
-    encoder._helper.kill()
-    encoded = encoder.submit(testing.synthetic_images(3000, seed=5))
+    iterators = [encoder.submit(first), encoder.submit(second)]
+    next(iterators[0])  # the helper is up and encoding the first split
+    os.kill(encoder._helper.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    for iterator in reversed(iterators):  # TFDS asks for splits in its own order, not the arrival order
+        _, error = drain(iterator)
+        assert isinstance(error, png.EncoderError), error
+        assert re.search(r"PNG helper process \(pid \d+, killed by SIGKILL\)", str(error)), error
+    late = encoder.submit(second)  # a split that arrives after the helper died
     encoder.close()
-    with pytest.raises(RuntimeError, match="PNG helper process exited"):
-        list(encoded)
+    assert "killed by SIGKILL" in str(drain(late)[1])
+    assert time.monotonic() - killed < 30
+
+
+# Each way the helper can die or lie, and the exit status the error must name.
+BROKEN_PROMISES = {
+    "sigkill": "killed by SIGKILL",  # killed while writing a message (issue 18)
+    "short": "exit status 0",  # its last message 50 bytes short
+    "cut_header": "exit status 0",  # cut inside a message header
+    "exit_early": "exit status 3",
+    "stall": "killed by SIGKILL",  # silent while it owes PNGs: killed after stall_seconds
+    "garbage": "killed by SIGKILL",  # a lie is noticed while it runs, so it is killed
+    "miscount": "killed by SIGKILL",
+    "extra": "killed by SIGKILL",
+    "wrong_pixels": "killed by SIGKILL",
+    "other_pixels": "killed by SIGKILL",
+}
+
+
+@pytest.mark.parametrize(("mode", "status"), BROKEN_PROMISES.items(), ids=list(BROKEN_PROMISES))
+def test_a_helper_that_dies_or_lies_fails_every_split_naming_its_exit_status(monkeypatch, mode, status):
+    fake_helper(monkeypatch, mode)
+    first, second = testing.synthetic_images(3000, seed=7), testing.synthetic_images(1500, seed=8)
+    encoder = png.PngEncoder(stall_seconds=3)
+    iterators = [encoder.submit(first), encoder.submit(second)]
+    encoder.close()
+    started = time.monotonic()
+    for images, iterator in reversed(list(zip((first, second), iterators, strict=True))):
+        pngs, error = drain(iterator)
+        assert isinstance(error, png.EncoderError), (error, len(pngs))
+        assert re.search(rf"PNG helper process \(pid \d+, {status}\)", str(error)), error
+        # Whatever was handed on before the failure is exactly what this process would have encoded.
+        assert pngs == png.encode_batch(images[: len(pngs), ..., 0])
+    assert len(list(drain(iterators[0])[0])) == 0  # an exhausted consumer stays exhausted
+    assert time.monotonic() - started < 40
+    assert encoder._helper.returncode is not None  # reaped: no helper left running
+
+
+@pytest.mark.parametrize("mode", ["no_start", "not_python", "silent"])
+def test_a_helper_that_does_not_start_means_encoding_here(monkeypatch, capfd, mode):
+    fake_helper(monkeypatch, mode)
+    first, second = testing.synthetic_images(1500, seed=9), testing.synthetic_images(900, seed=10)
+    encoder = png.PngEncoder(stall_seconds=3)
+    iterators = [encoder.submit(first), encoder.submit(second)]
+    encoder.close()
+    assert drain(iterators[1])[0] == png.encode_batch(second[..., 0])
+    assert drain(iterators[0])[0] == png.encode_batch(first[..., 0])
+    assert "Encoding PNGs in this process instead." in capfd.readouterr().err
+
+
+def test_the_check_refuses_a_png_of_other_pixels():
+    images = testing.synthetic_images(3, seed=11)[..., 0]
+    pngs = png.encode_batch(images)
+    assert png.decodes_to(pngs, images) is None
+    other = images.copy()
+    other[1, 5, 5] ^= 1
+    assert png.decodes_to(png.encode_batch(other), images) == 1
+    assert png.decodes_to([pngs[0], pngs[1][:-1], pngs[2]], images) == 1
+    assert png.decodes_to([pngs[0], pngs[1], pngs[2][:40] + b"x" + pngs[2][41:]], images) == 2
+
+
+def run_anywhere(tmp_path: Path, command: list[str], cwd: Path | None = None) -> str:
+    """Runs a png_anywhere.py command in a working directory whose modules shadow the standard library's."""
+    cwd = cwd or tmp_path / "project"
+    cwd.mkdir(exist_ok=True)
+    for name in ("queue", "select", "struct", "zlib", "signal"):
+        (cwd / f"{name}.py").write_text(f"raise ImportError('the project folder\\'s {name}.py was imported')\n")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("flags", [[], ["-I"], ["-P"]], ids=["plain", "-I", "-P"])
+def test_the_helper_starts_beside_a_shadowing_module_and_under_isolation_flags(tmp_path, flags):
+    out = run_anywhere(tmp_path, [sys.executable, *flags, str(ANYWHERE), "--png", str(PNG_SOURCE)])
+    assert "HELPER yes" in out
+
+
+def test_the_helper_finds_numpy_where_the_parent_found_it(tmp_path):
+    """As with pip --target, pex or Bazel: numpy only on the sys.path the program sets up itself."""
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True, timeout=120)
+    bare = tmp_path / "bare" / "bin" / "python"
+    assert subprocess.run([bare, "-c", "import numpy"], capture_output=True, timeout=60).returncode != 0
+    target = tmp_path / "target"
+    target.mkdir()
+    for name in ("numpy", "numpy.libs"):
+        if (Path(np.__file__).parents[1] / name).exists():
+            (target / name).symlink_to(Path(np.__file__).parents[1] / name)
+    out = run_anywhere(tmp_path, [str(bare), str(ANYWHERE), "--path", str(target), "--png", str(PNG_SOURCE)])
+    assert "HELPER yes" in out
+
+
+def test_the_helper_starts_from_a_zipapp(tmp_path):
+    app = tmp_path / "app.pyz"
+    with zipfile.ZipFile(app, "w") as archive:
+        archive.writestr("__main__.py", ANYWHERE.read_text())
+        archive.writestr("mnist_variants/__init__.py", "")
+        archive.writestr("mnist_variants/png.py", PNG_SOURCE.read_text())
+    assert "HELPER yes" in run_anywhere(tmp_path, [sys.executable, str(app)])
+
+
+def test_a_frozen_application_encodes_in_its_own_process(tmp_path):
+    out = run_anywhere(tmp_path, [sys.executable, str(ANYWHERE), "--png", str(PNG_SOURCE), "--frozen"])
+    assert "HELPER no" in out
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,108 @@
+"""A PNG helper that breaks its promise in one way, for the tests of mnist_variants/png.py.
+
+    python png_helper_faults.py MODE SOURCE_LENGTH
+
+It reads the module source the encoder sends, as the real helper does, and then, by MODE:
+no_start (exits before its greeting), not_python (echoes its input, as `cat` would), silent
+(never greets), or it serves with the real code and damages its second message (or stops there):
+sigkill (half a message, then SIGKILL to itself), short (50 bytes short, exit 0), cut_header
+(10 bytes of a header, exit 0), exit_early (exit 3 instead), stall (sleeps instead), garbage
+(random body), miscount (header announces one PNG less), extra (the message twice), wrong_pixels
+(a PNG of another image, framed and CRC'd correctly), other_pixels (the pixels' CRC is wrong).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import time
+import types
+import zlib
+
+DAMAGED_MESSAGE = 2
+
+
+def main() -> None:
+    mode, length = sys.argv[1], int(sys.argv[2])
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    source = stdin.read(length)
+    if mode == "no_start":
+        sys.exit("ModuleNotFoundError: No module named 'numpy' (made up by the test)")
+    if mode == "not_python":
+        stdout.write(source[:200])
+        stdout.flush()
+        sys.exit(0)
+    if mode == "silent":
+        time.sleep(600)
+    png = {"__name__": "_png_helper_faults"}
+    exec(compile(source, "png.py", "exec"), png)  # the real encoder and protocol
+    sys.stdout = types.SimpleNamespace(buffer=Damaging(stdout, mode, png), flush=stdout.flush)
+    png["serve"]()
+
+
+class Damaging:
+    """Passes the helper's output on, and damages its DAMAGED_MESSAGE-th message as MODE says."""
+
+    def __init__(self, out, mode: str, png: dict) -> None:
+        self.out, self.mode, self.png, self.messages = out, mode, png, 0
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def write(self, data: bytes) -> None:
+        if data == self.png["_GREETING"]:
+            self.out.write(data)
+            return
+        self.messages += 1
+        if self.messages != DAMAGED_MESSAGE:
+            self.out.write(data)
+            return
+        header_size = self.png["_MESSAGE"].size
+        magic, count, length, body_crc, pixels_crc = self.png["_MESSAGE"].unpack_from(data)
+        body = data[header_size:]
+        if self.mode == "sigkill":
+            self.out.write(data[: len(data) // 2])
+            self.out.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.mode in ("short", "cut_header"):
+            self.out.write(data[:-50] if self.mode == "short" else data[:10])
+            self.out.flush()
+            os._exit(0)
+        if self.mode == "exit_early":
+            self.out.flush()
+            os._exit(3)
+        if self.mode == "stall":
+            self.out.flush()
+            time.sleep(600)
+        if self.mode == "garbage":
+            data = data[:header_size] + os.urandom(len(body))
+        elif self.mode == "miscount":
+            data = self.png["_MESSAGE"].pack(magic, count - 1, length, body_crc, pixels_crc) + body
+        elif self.mode == "extra":
+            data = data + data
+        elif self.mode == "wrong_pixels":
+            body = self.replace_first_png(body)
+            data = self.png["_MESSAGE"].pack(magic, count, len(body), zlib.crc32(body), pixels_crc) + body
+        elif self.mode == "other_pixels":
+            data = self.png["_MESSAGE"].pack(magic, count, length, body_crc, pixels_crc ^ 1) + body
+        self.out.write(data)
+
+    def replace_first_png(self, body: bytes) -> bytes:
+        """The body with its first PNG re-encoded from an image one pixel off: a valid PNG of other pixels."""
+        (size,) = struct.unpack_from("<I", body)
+        first = body[4 : 4 + size]
+        width, height = struct.unpack_from(">II", first, 16)
+        idat_length = int.from_bytes(first[33:37], "big")
+        scanlines = bytearray(zlib.decompress(first[41 : 41 + idat_length]))
+        scanlines[1] ^= 0xFF  # the first pixel
+        import numpy as np
+
+        image = np.frombuffer(bytes(scanlines), np.uint8).reshape(height, width + 1)[:, 1:]
+        other = self.png["encode_batch"](np.ascontiguousarray(image)[np.newaxis])[0]
+        return struct.pack("<I", len(other)) + other + body[4 + size :]
+
+
+if __name__ == "__main__":
+    main()
