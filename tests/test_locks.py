@@ -19,9 +19,10 @@ from pathlib import Path
 
 import filelock
 import pytest
-from conftest import REPO
+from conftest import REPO, worker_env
+from test_many_workers import FASHION_COUNTS, Worker, fashion_files, run_all, worker_command
 
-from mnist_variants import locking
+from mnist_variants import FashionMnist, locking
 
 WORKERS = REPO / "tests" / "workers"
 DEADLINE_SECONDS = 60  # for one worker; each normally takes 1-3 s (start-up included)
@@ -182,3 +183,23 @@ def test_a_lock_beside_a_download_is_a_plain_file_lock(tmp_path, capsys):
         with pytest.raises(filelock.Timeout):
             filelock.FileLock(str(lock_file)).acquire(timeout=0.2)  # another open file: flock excludes it
     assert lock_file.exists() and "Waiting" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", ["ENOLCK", "ENOSYS"])
+def test_preparations_on_a_mount_without_flock_go_side_by_side_and_all_succeed(tmp_path, error):
+    """As the README says: no lock, one warning each, every worker gets the same dataset."""
+    files = fashion_files(tmp_path)
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    data_dir, manual = tmp_path / "data", str(tmp_path / "generated")
+    commands = [
+        [sys.executable, str(WORKERS / "faults.py"), "--flock", error, *command[1:]]
+        for command in (
+            worker_command(FashionMnist.name, data_dir, "--manual_dir", manual, "--api", api)
+            for api in ("load", "builder")
+        )
+    ]
+    workers = [Worker(tmp_path, number, command, env) for number, command in enumerate(commands)]
+    results = run_all(workers)
+    assert len(results) == 2 and results[0] == results[1] and results[0]["splits"] == FASHION_COUNTS
+    for worker in workers:
+        assert worker.err.count("NoLocksWarning") == 1 and "Waiting" not in worker.out, worker.err[-3000:]

@@ -3,6 +3,7 @@ process is checked in every way it can die or lie, and starts wherever its paren
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -18,16 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
+from conftest import worker_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from test_many_workers import FASHION_COUNTS, Worker, fashion_files, run_all, wait_for, worker_command
 
-from mnist_variants import png, testing
+from mnist_variants import FashionMnist, png, testing
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 FAULTY_HELPER = WORKERS / "png_helper_faults.py"
 ANYWHERE = WORKERS / "png_anywhere.py"
+FAULTS = WORKERS / "faults.py"
 PNG_SOURCE = Path(png.__file__)
 
 images_of_any_size = hnp.arrays(
@@ -236,3 +241,58 @@ def test_a_frozen_application_encodes_in_its_own_process(tmp_path):
 def test_refuses_what_it_cannot_encode(images, error):
     with pytest.raises(error):
         png.as_grayscale_batch(images)
+
+
+def faulty_worker(tmp_path: Path, number: int, mode: str, env: dict[str, str]) -> Worker:
+    """A prepare_worker.py preparing Fashion-MNIST from generated files, its PNG helper broken as `mode` says."""
+    command = worker_command(FashionMnist.name, tmp_path / "data", "--manual_dir", str(tmp_path / "generated"))
+    if mode:
+        command[1:1] = [str(FAULTS), "--png_helper", mode]
+    return Worker(tmp_path, number, command, env)
+
+
+def assert_decodes_to_the_source_pixels(tmp_path: Path, files: dict[str, bytes]) -> None:
+    """The images of the prepared dataset, decoded by TF, are its upstream files' images (TFDS shuffles them)."""
+    builder = FashionMnist(data_dir=tmp_path / "data")
+    for split, names in FashionMnist.SPLIT_FILES.items():
+        source = np.frombuffer(gzip.decompress(files[names["images"]]), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+        prepared = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))["image"]
+        assert sorted(image.tobytes() for image in prepared) == sorted(image.tobytes() for image in source)
+
+
+def test_a_worker_whose_helper_is_killed_fails_in_seconds_and_the_waiting_worker_takes_over(tmp_path):
+    files = fashion_files(tmp_path)
+    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    cue = tmp_path / "kill-the-helper-now"
+    victim = faulty_worker(tmp_path, 0, "sigkill", {**env, "MNIST_VARIANTS_TEST_HELPER_CUE": str(cue)})
+    wait_for(lambda: "Using local copy of" in victim.out, "the victim's preparation", 180)
+    waiter = faulty_worker(tmp_path, 1, "", env)
+    wait_for(lambda: "Waiting for another process" in waiter.out, "the second worker to wait", 180)
+    cue.touch()  # the victim's helper now dies by SIGKILL half-way through a message
+    killed = time.monotonic()
+    assert victim.process.wait(120) != 0
+    assert time.monotonic() - killed < 30  # not a hang: ended within seconds
+    assert "EncoderError" in victim.err and "killed by SIGKILL" in victim.err, victim.err[-3000:]
+    (result,) = run_all([waiter])  # the lock was released: the waiting worker prepared
+    assert result["splits"] == FASHION_COUNTS
+    assert_decodes_to_the_source_pixels(tmp_path, files)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("short", "exit status 0"), ("wrong_pixels", "killed by SIGKILL")])
+def test_a_helper_that_lies_leaves_no_prepared_dataset(tmp_path, mode, status):
+    files = fashion_files(tmp_path)
+    worker = faulty_worker(tmp_path, 0, mode, worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"]))
+    assert worker.process.wait(240) != 0
+    assert "EncoderError" in worker.err and status in worker.err, worker.err[-3000:]
+    assert not list((tmp_path / "data").rglob("dataset_info.json"))
+
+
+def test_a_worker_whose_helper_cannot_start_prepares_in_its_own_process(tmp_path):
+    files = fashion_files(tmp_path)
+    worker = faulty_worker(
+        tmp_path, 0, "no_start", worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    )
+    (result,) = run_all([worker])
+    assert result["splits"] == FASHION_COUNTS
+    assert "Encoding PNGs in this process instead." in worker.err
+    assert_decodes_to_the_source_pixels(tmp_path, files)

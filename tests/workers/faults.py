@@ -43,12 +43,13 @@ def main() -> None:
     parser.add_argument("--flock")
     parser.add_argument("--png_helper")
     parser.add_argument("script")
-    args, rest = parser.parse_known_args()
+    parser.add_argument("arguments", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
     if args.flock:
         break_flock(args.flock)
     if args.png_helper:
         break_png_helper(args.png_helper)
-    sys.argv = [args.script, *rest]
+    sys.argv = [args.script, *args.arguments]
     runpy.run_path(args.script, run_name="__main__")
 
 

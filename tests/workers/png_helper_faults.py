@@ -9,6 +9,7 @@ sigkill (half a message, then SIGKILL to itself), short (50 bytes short, exit 0)
 (10 bytes of a header, exit 0), exit_early (exit 3 instead), stall (sleeps instead), garbage
 (random body), miscount (header announces one PNG less), extra (the message twice), wrong_pixels
 (a PNG of another image, framed and CRC'd correctly), other_pixels (the pixels' CRC is wrong).
+With MNIST_VARIANTS_TEST_HELPER_CUE=FILE it does so only once FILE exists.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import types
 import zlib
 
 DAMAGED_MESSAGE = 2
+# If set, the helper waits for this file to exist before it damages its message (a test's cue).
+CUE_ENV = "MNIST_VARIANTS_TEST_HELPER_CUE"
 
 
 def main() -> None:
@@ -59,6 +62,10 @@ class Damaging:
         if self.messages != DAMAGED_MESSAGE:
             self.out.write(data)
             return
+        cue = os.environ.get(CUE_ENV)
+        deadline = time.monotonic() + 120
+        while cue and not os.path.exists(cue) and time.monotonic() < deadline:
+            time.sleep(0.05)
         header_size = self.png["_MESSAGE"].size
         magic, count, length, body_crc, pixels_crc = self.png["_MESSAGE"].unpack_from(data)
         body = data[header_size:]
