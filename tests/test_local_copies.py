@@ -375,6 +375,39 @@ def test_files_in_the_default_keras_cache_are_used_offline(fashion, home, tmp_pa
     assert file_server.requests == []
 
 
+KERAS_AGREES = textwrap.dedent(
+    """
+    import keras  # makes its home folder, as on any machine where keras has run
+    from mnist_variants import locations
+
+    (ours,) = locations.keras_cache("datasets/fashion-mnist")
+    ours.mkdir(parents=True, exist_ok=True)
+    (ours / "probe.gz").write_bytes(b"probe")
+    # keras finds the file where it keeps it, or tries to download it from a closed port and fails.
+    print(keras.utils.get_file("probe.gz", origin="http://127.0.0.1:9/probe.gz", cache_subdir="datasets/fashion-mnist"))
+    print(ours / "probe.gz")
+    """
+)
+
+
+@pytest.mark.parametrize("setting", ["home", "keras_home"])
+def test_keras_itself_keeps_its_datasets_where_we_look(tmp_path, setting):
+    """The rule checked against keras's own get_file (in a child process: keras reads its home on import)."""
+    pytest.importorskip("keras")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_HOME", None)
+    if setting == "keras_home":
+        env["KERAS_HOME"] = str(tmp_path / "kh")
+    (tmp_path / "home").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", KERAS_AGREES], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs, ours = result.stdout.splitlines()[-2:]
+    assert theirs == ours
+    assert ours.startswith(str(tmp_path / ("kh" if setting == "keras_home" else "home/.keras")))
+
+
 # The manual dir's problems in our words.
 
 
