@@ -144,7 +144,7 @@ class Route:
     Each request takes the next fault from `faults` (none left, or None: a clean answer):
     "cut" sends the headers and half the body, then closes; "stall" sends half the body, then
     nothing until the test ends; "silent" sends nothing at all; "headers" sends the headers, then
-    nothing; "trickle" sends the headers, then a byte every 0.3 s; "slow" sends at 64 KB/s;
+    nothing; "trickle" sends the headers, then a byte every 0.3 s; "slow" sends at 1 MB/s;
     "html" answers 200 with an HTML page; "lie" answers a Range request with 206 and the file
     from byte 0; "claim" announces a 64 GiB file (Content-Length, or Content-Range's total).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
@@ -237,7 +237,7 @@ class FileServer:
                         server.release.wait(60)
                     self.close_connection = True
                     return
-                self._send(body, 64_000 if fault == "slow" else server.bytes_per_second)
+                self._send(body, 1_000_000 if fault == "slow" else server.bytes_per_second)
 
             def _range(self, route: Route, size: int) -> tuple[int | None, int | None]:
                 """[start, end) asked by a Range header `bytes=a-` or `bytes=a-b` (if honoured), else (None, None)."""

@@ -1,0 +1,39 @@
+"""A worker of the pre-emption tests: prepares a dataset with a given data_dir and download dir, reports a digest.
+
+    python download_worker.py NAME --data_dir D [--download_dir W] [--manual_dir M]
+
+The last line printed is `RESULT {json}`: the split sizes and one sha256 over every feature of every split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import registered_dummies  # noqa: F401 - the test's sources and checksums
+import tensorflow_datasets as tfds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name")
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--download_dir")
+    parser.add_argument("--manual_dir")
+    args = parser.parse_args()
+    builder = tfds.builder(args.name, data_dir=args.data_dir)
+    builder.download_and_prepare(
+        download_dir=args.download_dir, download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir)
+    )
+    sha = hashlib.sha256()
+    for split in sorted(builder.info.splits):
+        arrays = tfds.as_numpy(builder.as_dataset(split, batch_size=-1, shuffle_files=False))
+        for feature in sorted(arrays):
+            sha.update(f"{split}/{feature}".encode() + arrays[feature].tobytes())
+    sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+    print("RESULT " + json.dumps({"splits": sizes, "digest": sha.hexdigest()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
