@@ -116,9 +116,11 @@ def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
     size = -1 if limit is None else limit + 1
     try:
         if "://" in os.fspath(path):
+            if not path.is_file():  # remote file systems differ in what opening nothing raises
+                raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path))
             with path.open("rb") as remote:
                 return remote.read(size)
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         try:
             mode = os.fstat(descriptor).st_mode
             if stat.S_ISDIR(mode):
