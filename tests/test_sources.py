@@ -16,10 +16,12 @@ import tensorflow_datasets as tfds
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
+    REPO,
     assert_nothing_prepared,
     assert_prepared,
     decompressed,
     prepare,
+    register_dummy_checksums,
     serve_from,
     worker_env,
     write_files,
@@ -34,6 +36,7 @@ from mnist_variants import (
     FashionMnist,
     MalformedFileError,
     fetching,
+    http_transport,
 )
 
 pytestmark = pytest.mark.usefixtures("short_timeout")
@@ -243,3 +246,78 @@ def test_damaged_manual_file_fails_before_anything_is_written(
         prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
     assert_nothing_prepared(tmp_path)
     assert file_server.requests == []
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on 127.0.0.1 that sends every request, whatever its host, to one loopback server."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        import requests
+
+        self.requested: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                proxy.requested.append(self.path)  # a proxy is asked for the absolute URL
+                path = urllib.parse.urlsplit(self.path).path
+                forwarded = {name: self.headers[name] for name in ("Range", "If-Range") if name in self.headers}
+                with requests.get(target + path, headers=forwarded, stream=True, timeout=10) as answer:
+                    body = answer.raw.read()
+                    self.send_response(answer.status_code)
+                    for name in ("Content-Range", "Accept-Ranges", "Content-Type", "ETag"):
+                        if name in answer.headers:
+                            self.send_header(name, answer.headers[name])
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_downloads_go_through_the_proxy_in_http_proxy(monkeypatch, tmp_path, file_server):
+    """README: proxies are the usual HTTP_PROXY/HTTPS_PROXY. The source's host exists nowhere: only the proxy
+    (on loopback, answering from the test's server) can deliver."""
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    proxy = ForwardProxy(file_server.url)
+    try:
+        base = "http://upstream.invalid/upstream/"
+        monkeypatch.setattr(BinarizedMnist, "SOURCES", (base,))
+        register_dummy_checksums(monkeypatch, tmp_path, BinarizedMnist, BINARIZED_FILES)
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    finally:
+        proxy.stop()
+    assert sorted(proxy.requested) == sorted(base + name for name in BINARIZED_FILES)
+    assert sorted(file_server.requests) == sorted(f"/upstream/{name}" for name in BINARIZED_FILES)
+
+
+def test_the_default_time_limits_are_the_readme_sentence(monkeypatch):
+    """Without settings: 60 s per attempt, so at most 181.5 s for a silent source and 361.5 s for a trickling one."""
+    monkeypatch.delenv("MNIST_VARIANTS_DOWNLOAD_TIMEOUT", raising=False)
+    policy = http_transport.policy_from_env()
+    assert (policy.timeout, policy.fruitless_attempts, policy.max_resumes, policy.connections) == (60, 3, 8, 4)
+    assert policy.silent_source_seconds() == 181.5 and policy.trickling_source_seconds() == 361.5
+    readme = (REPO / "README.md").read_text()
+    sentence = " ".join(readme.split("Time limits, in one sentence:")[1].split("\n\n")[0].split())
+    for fact in ("(default 60)", "less than 1 KiB", "3 attempts in a row", "8 resumes", "3 x timeout + 1.5 s",
+                 "6 x timeout + 1.5 s"):  # fmt: skip
+        assert fact in sentence, (fact, sentence)
