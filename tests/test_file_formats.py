@@ -5,20 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS
+from conftest import DUMMY_SPLITS, dummy_files, serve_from
 
-from mnist_variants import BinarizedMnist, FashionMnist, testing
+from mnist_variants import BinarizedMnist, FashionMnist
 
 CASES = [(FashionMnist, "fashion_mnist"), (BinarizedMnist, "binarized_mnist")]
 
 
 @pytest.mark.parametrize(("builder_cls", "folder"), CASES, ids=[folder for _, folder in CASES])
-def test_array_record_random_access_matches_tfrecord(builder_cls, folder, tmp_path):
+def test_array_record_random_access_matches_tfrecord(builder_cls, folder, monkeypatch, tmp_path, file_server):
+    files = dummy_files(folder)
+    serve_from(monkeypatch, tmp_path, file_server, builder_cls, files, "upstream")
+    file_server.serve_files("upstream", files)
     builders = {}
-    with testing.downloads_from(DUMMY_DATA / folder):
-        for file_format in ("tfrecord", "array_record"):
-            builders[file_format] = builder_cls(data_dir=tmp_path / file_format, file_format=file_format)
-            builders[file_format].download_and_prepare()
+    for file_format in ("tfrecord", "array_record"):  # through the real download path, from the loopback server
+        builders[file_format] = builder_cls(data_dir=tmp_path / file_format, file_format=file_format)
+        builders[file_format].download_and_prepare()
     assert builders["array_record"].info.file_format == tfds.core.FileFormat.ARRAY_RECORD
     assert list((tmp_path / "array_record").rglob("*.array_record*"))
 
