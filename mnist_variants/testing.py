@@ -137,6 +137,17 @@ def downloads_from(directory: epath.PathLike) -> Iterator[None]:
         yield
 
 
+def serve_on_loopback(
+    handler: type[http.server.BaseHTTPRequestHandler],
+) -> tuple[http.server.ThreadingHTTPServer, str, threading.Thread]:
+    """A threading HTTP server on a free port of 127.0.0.1, serving in a daemon thread; and its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}", thread
+
+
 @dataclasses.dataclass
 class Route:
     """What the server answers for one path: `data` (or an error `status`), and faults to apply in turn.
@@ -273,11 +284,7 @@ class FileServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._httpd, self.url, self._thread = serve_on_loopback(Handler)
 
     @property
     def requests(self) -> list[str]:

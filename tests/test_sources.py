@@ -37,6 +37,7 @@ from mnist_variants import (
     MalformedFileError,
     fetching,
     http_transport,
+    testing,
 )
 
 pytestmark = pytest.mark.usefixtures("short_timeout")
@@ -253,7 +254,6 @@ class ForwardProxy:
 
     def __init__(self, target: str) -> None:
         import http.server
-        import threading
         import urllib.parse
 
         import requests
@@ -281,11 +281,7 @@ class ForwardProxy:
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._httpd, self.url, _ = testing.serve_on_loopback(Handler)
 
     def stop(self) -> None:
         self._httpd.shutdown()
