@@ -108,12 +108,12 @@ def assert_prepared(builder, folder: str) -> None:
     assert {split: info.num_examples for split, info in builder.info.splits.items()} == DUMMY_SPLITS[folder]
 
 
-def assert_nothing_prepared(tmp_path: Path) -> None:
+def assert_nothing_prepared(tmp_path: Path, downloads: bool = True) -> None:
     """No file under the test's data dir but the preparation lock (TFDS may leave empty folders),
-    and nothing half-downloaded in its downloads dir."""
+    and (unless `downloads` is False: complete downloads may stay) nothing in its downloads dir."""
     leftovers = [
         path
-        for folder in ("data", "downloads")
+        for folder in (("data", "downloads") if downloads else ("data",))
         for path in (tmp_path / folder).rglob("*")
         if path.is_file() and path.suffix != ".lock"
     ]

@@ -2,39 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS
+from conftest import DUMMY_SPLITS, dummy_files, write_files, write_registry
+from etils import epath
 
 import mnist_variants
 
 
-def dummy_downloads(builder_cls, folder: str) -> dict[str, str]:
-    """What the harness's mocked `download` returns: each upstream file's dummy, by file name.
+class ThroughTheManualDir(tfds.testing.DatasetBuilderTestCase):
+    """TFDS's harness, with the dummy files in the manual dir it passes (EXAMPLE_DIR) and registered as upstream's.
 
-    The harness also points the manual dir at EXAMPLE_DIR; the dummy files sit in folders
-    not named after the datasets, so the builders do not find them there (their sha256
-    are not upstream's) and go through the download path, which the harness checks.
+    The harness mocks DownloadManager's `download`, `manual_dir` and `download_dir` (both EXAMPLE_DIR);
+    our builders find every file in `<manual dir>/<registered name>/`, verify it by its registered
+    sha256 and download nothing, which the test checks. EXAMPLE_DIR is a temporary copy, so
+    nothing is written into dummy_data/.
     """
-    return {name: f"{folder}/{name}" for name in builder_cls.upstream_filenames()}
+
+    FOLDER: str  # the dataset's folder in dummy_data/
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls._folder = tempfile.TemporaryDirectory(prefix="example_dir-")
+        root = Path(cls._folder.name)
+        files = dummy_files(cls.FOLDER)
+        write_files(root / "manual" / cls.DATASET_CLASS.name, files)
+        cls.EXAMPLE_DIR = str(root / "manual")
+        tsv = write_registry(root / "registry", cls.DATASET_CLASS, files, cls.DATASET_CLASS.SOURCES[0])
+        cls._registered = mock.patch.object(cls.DATASET_CLASS, "_checksums_path", epath.Path(tsv))
+        cls._registered.start()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls._registered.stop()
+        cls._folder.cleanup()
+        super().tearDownClass()
+
+    def _download_and_prepare_as_dataset(self, builder) -> None:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            super()._download_and_prepare_as_dataset(builder)
+        for name in builder.upstream_filenames():
+            path = Path(self.EXAMPLE_DIR) / builder.name / name
+            self.assertIn(f"Using local copy of {name}: {path} (verified: the upstream file)", out.getvalue())
+        self.assertEmpty(self._download_urls, "the builder asked TFDS to download instead of using the manual dir")
 
 
-class FashionMnistTest(tfds.testing.DatasetBuilderTestCase):
+class FashionMnistTest(ThroughTheManualDir):
     DATASET_CLASS = mnist_variants.FashionMnist
-    EXAMPLE_DIR = DUMMY_DATA
+    FOLDER = "fashion_mnist"
     SPLITS = DUMMY_SPLITS["fashion_mnist"]
-    DL_DOWNLOAD_RESULT = dummy_downloads(DATASET_CLASS, "fashion_mnist")
 
 
-class BinarizedMnistTest(tfds.testing.DatasetBuilderTestCase):
+class BinarizedMnistTest(ThroughTheManualDir):
     DATASET_CLASS = mnist_variants.BinarizedMnist
-    EXAMPLE_DIR = DUMMY_DATA
+    FOLDER = "binarized_mnist"
     SPLITS = DUMMY_SPLITS["binarized_mnist"]
-    DL_DOWNLOAD_RESULT = dummy_downloads(DATASET_CLASS, "binarized_mnist")
+
+
+del ThroughTheManualDir  # a base, not a test of its own
 
 
 def test_importing_registers_both_names():

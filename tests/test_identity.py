@@ -11,7 +11,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS
+from conftest import DUMMY_DATA, DUMMY_SPLITS, serve_from
 
 from mnist_variants import BinarizedMnist, FashionMnist, testing
 
@@ -22,11 +22,28 @@ CASES = [
 ]
 
 
-def _prepare(builder_cls: type, data_dir, files_dir, counts: dict[str, int]) -> tfds.core.DatasetBuilder:
+def _prepare_ours(builder_cls: type, data_dir) -> tfds.core.DatasetBuilder:
+    """Through our real download path: the files come from a loopback server (the test points SOURCES at it)."""
+    builder = builder_cls(data_dir=data_dir)
+    builder.download_and_prepare()
+    return builder
+
+
+def _prepare_theirs(builder_cls: type, data_dir, files_dir, counts: dict[str, int]) -> tfds.core.DatasetBuilder:
+    """TFDS's builder on the same files: its public `download` gets the local copies, and `download_and_extract`
+    hands them to TFDS's own (public) `extract`, so TFDS's extraction of the gzipped files still runs."""
+
+    def local_files(dl_manager, urls):
+        return tfds.core.utils.map_nested(lambda url: files_dir / url.rsplit("/", 1)[-1], urls)
+
+    def local_files_extracted(dl_manager, urls):
+        return dl_manager.extract(local_files(dl_manager, urls))
+
     # TFDS's MNIST-family builders read a hard-coded number of examples (60,000 / 10,000);
     # TFDS's own mnist_test sets these same constants to its dummy data's counts.
     with (
-        testing.downloads_from(files_dir),
+        mock.patch.object(tfds.download.DownloadManager, "download", local_files),
+        mock.patch.object(tfds.download.DownloadManager, "download_and_extract", local_files_extracted),
         mock.patch.multiple(
             "tensorflow_datasets.image_classification.mnist",
             _TRAIN_EXAMPLES=counts["train"],
@@ -44,17 +61,23 @@ def _examples(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.nda
 
 
 @pytest.mark.parametrize(("ours", "theirs_name", "folder", "full_counts"), CASES, ids=[c[1] for c in CASES])
-def test_same_examples_as_tfds_builtin(ours, theirs_name, folder, full_counts, request, tmp_path):
+def test_same_examples_as_tfds_builtin(
+    ours, theirs_name, folder, full_counts, request, monkeypatch, tmp_path, file_server
+):
     if request.config.getoption("--full-size"):
         files_dir, counts = tmp_path / "files", full_counts
         testing.write_upstream_files(ours, files_dir, counts, seed=7)
     else:
         files_dir, counts = DUMMY_DATA / folder, DUMMY_SPLITS[folder]
+    files = {path.name: path.read_bytes() for path in files_dir.iterdir()}
 
     theirs_cls = tfds.builder_cls(theirs_name)
     assert theirs_cls.__module__.startswith("tensorflow_datasets."), theirs_cls
-    mine = _prepare(ours, tmp_path / "ours", files_dir, counts)
-    builtin = _prepare(theirs_cls, tmp_path / "theirs", files_dir, counts)
+    serve_from(monkeypatch, tmp_path, file_server, ours, files, "upstream")
+    file_server.serve_files("upstream", files)
+    mine = _prepare_ours(ours, tmp_path / "ours")
+    assert dict(file_server.sent) == {f"/upstream/{name}": len(data) for name, data in files.items()}
+    builtin = _prepare_theirs(theirs_cls, tmp_path / "theirs", files_dir, counts)
 
     assert mine.info.features.keys() == builtin.info.features.keys()
     assert set(mine.info.splits) == set(builtin.info.splits) == set(counts)

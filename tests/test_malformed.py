@@ -1,6 +1,8 @@
 """Damaged upstream files stop preparation before anything is written, with an error naming the file.
 
-On the dummy data by default; `pytest --full-size` damages full-size generated files instead.
+Each damaged file is downloaded from a loopback server through the builders' real download path
+(registered as upstream's, so it passes verification and reaches the parser). On the dummy data
+by default; `pytest --full-size` damages full-size generated files instead.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 import struct
 
 import pytest
-from conftest import assert_nothing_prepared, dummy_files, write_files
+from conftest import assert_nothing_prepared, dummy_files, prepare, serve_from
 
 from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError, testing
 
@@ -68,14 +70,18 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("case", DAMAGE)
-def test_damaged_file_fails_before_anything_is_written(case, upstream, tmp_path):
+def test_damaged_file_fails_before_anything_is_written(case, upstream, monkeypatch, tmp_path, file_server):
     builder_cls, damaged, damage, problem = DAMAGE[case]
     files = dict(upstream[builder_cls])
     files[damaged] = damage(files)
-    folder = tmp_path / "files"
-    write_files(folder, files)
-    with testing.downloads_from(folder), pytest.raises(MalformedFileError) as raised:
-        builder_cls(data_dir=tmp_path / "data").download_and_prepare()
+    serve_from(monkeypatch, tmp_path, file_server, builder_cls, files, "upstream")
+    file_server.serve_files("upstream", files)
+    with pytest.raises(MalformedFileError) as raised:
+        prepare(builder_cls, tmp_path)
     message = str(raised.value)
-    assert str(folder / damaged) in message and re.search(problem, message), message
-    assert_nothing_prepared(tmp_path)
+    # The error names the downloaded file (beside the others of the test: count_mismatch names two).
+    assert re.search(rf"{re.escape(str(tmp_path / 'downloads'))}\S*/{re.escape(damaged)}\b", message), message
+    assert re.search(problem, message), message
+    if files[damaged]:  # an empty file is registered as empty: there is nothing to fetch
+        assert f"/upstream/{damaged}" in file_server.requests  # it came through the download path
+    assert_nothing_prepared(tmp_path, downloads=False)  # the verified downloads may stay, as a cache
