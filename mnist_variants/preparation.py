@@ -5,11 +5,12 @@ the whole work, and all but the first die at TFDS's final rename of
 `incomplete.XXXX_<version>/` (FileExistsError). Here a file lock beside the
 dataset's version folder (`<data_dir>/<name>/<version>.lock`) lets exactly one
 worker download and prepare; the others wait for it and then read what it wrote.
-The lock is `filelock`'s `flock`, which the kernel releases when its holder dies
+The lock (locking.py) is `flock`, which the kernel releases when its holder dies
 (SIGKILL, OOM, pre-emption), so a waiting worker then takes over; it works on local
-disks and NFS. On filesystems without locks (`gs://` and other remote data_dirs, or
-a mount without flock) workers prepare side by side, and one that finds a complete
-dataset where it was about to put its own keeps the existing one.
+disks and NFS, and threads of one process take turns too. On filesystems without locks
+(`gs://` and other remote data_dirs, or a mount whose `flock` fails: one `NoLocksWarning`)
+workers prepare side by side, and one that finds a complete dataset where it was about
+to put its own keeps the existing one.
 """
 
 from __future__ import annotations
