@@ -1,8 +1,8 @@
-"""TFDS builders for Binarized MNIST and Fashion-MNIST.
+"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST and Kuzushiji-MNIST.
 
-Importing this package registers `mnist_variants_binarized_mnist` and
-`mnist_variants_fashion_mnist` with TFDS, beside (not instead of) TFDS's own
-`binarized_mnist` and `fashion_mnist`.
+Importing this package registers `mnist_variants_binarized_mnist`, `mnist_variants_fashion_mnist`,
+`mnist_variants_mnist` and `mnist_variants_kmnist` with TFDS, beside (not instead of) TFDS's own
+`binarized_mnist`, `fashion_mnist`, `mnist` and `kmnist`.
 """
 
 from importlib import metadata
@@ -16,6 +16,8 @@ from mnist_variants.errors import (
     WrongFileError,
 )
 from mnist_variants.fashion_mnist import FashionMnist
+from mnist_variants.kmnist import Kmnist
+from mnist_variants.mnist import Mnist
 
 __version__ = metadata.version("mnist-variants")
 
@@ -24,7 +26,9 @@ __all__ = [
     "ChecksumMismatchError",
     "DownloadFailedError",
     "FashionMnist",
+    "Kmnist",
     "MalformedFileError",
+    "Mnist",
     "MnistVariantsError",
     "WrongFileError",
 ]

@@ -12,7 +12,8 @@ import abc
 import contextlib
 import dataclasses
 import importlib.util
-from collections.abc import Iterator, Mapping
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,7 +21,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import fetching, png, preparation, verification
+from mnist_variants import fetching, formats, locations, png, preparation, verification
 
 
 def checksums_dir() -> epath.Path:
@@ -58,6 +59,15 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     MANUAL_SUBFOLDERS: ClassVar[tuple[str, ...]] = ()
     # Where `keras.datasets` keeps the files under its home (~/.keras), if it has them.
     KERAS_CACHE_FOLDER: ClassVar[str | None] = None
+    # Or the one `.npz` in which keras keeps the whole dataset (its filename registered like a download).
+    KERAS_NPZ: ClassVar[locations.KerasNpz | None] = None
+    # Every concrete variant, in the order they were declared: the family whose files look alike.
+    FAMILY: ClassVar[list[type[MnistVariantBuilder]]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not kwargs.get("skip_registration") and not inspect.isabstract(cls):
+            MnistVariantBuilder.FAMILY.append(cls)
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Optional: to prepare without network, put the upstream files, under their
@@ -138,10 +148,17 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             title=cls.TITLE,
             sources=cls.SOURCES,
             split_files=cls.SPLIT_FILES,
-            registry=verification.load_registry(cls.url_infos, cls._checksums_path),
+            registry=cls.registry(),
             manual_subfolders=cls.MANUAL_SUBFOLDERS,
             keras_cache_folder=cls.KERAS_CACHE_FOLDER,
+            keras_npz=cls.KERAS_NPZ,
+            known=verification.Known.of({other.TITLE: other.registry() for other in cls.FAMILY}),
         )
+
+    @classmethod
+    def registry(cls) -> dict[str, verification.Registered]:
+        """Every registered file of the variant by name, with its decompressed content's digest where known."""
+        return verification.load_registry(cls.url_infos, cls._checksums_path)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         encoder = png.PngEncoder()  # boots on another core while the files are fetched
@@ -165,3 +182,38 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         others = {feature: values.tolist() for feature, values in arrays.items() if feature != "image"}
         for index, image in enumerate(pngs):
             yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}
+
+
+class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
+    """A labelled variant in MNIST's own format: gzipped IDX images and labels per split, named classes.
+
+    A subclass declares its data (files, sources, class names, description, homepage, citation).
+    """
+
+    CLASS_NAMES: ClassVar[Sequence[str]]
+    DESCRIPTION: ClassVar[str]
+    HOMEPAGE: ClassVar[str]
+    CITATION: ClassVar[str]
+    LICENSE: ClassVar[str | None] = None
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
+            license=self.LICENSE,
+        )
+
+    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray]:
+        images = formats.read_idx_images(files["images"].data, files["images"].path)
+        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.CLASS_NAMES))
+        formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
+        return {"image": images, "label": labels}

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
 import tensorflow_datasets as tfds
 
-from mnist_variants import formats
-from mnist_variants.builder import DatasetInfo, MnistVariantBuilder
-from mnist_variants.verification import Verdict
+from mnist_variants.builder import LabelledIdxBuilder
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -38,7 +33,7 @@ CITATION = """\
 """
 
 
-class FashionMnist(MnistVariantBuilder):
+class FashionMnist(LabelledIdxBuilder):
     """Fashion-MNIST: 70,000 28x28 grayscale images of Zalando articles in 10 classes."""
 
     name = "mnist_variants_fashion_mnist"
@@ -58,30 +53,14 @@ class FashionMnist(MnistVariantBuilder):
     MANUAL_SUBFOLDERS = ("FashionMNIST/raw",)  # a torchvision root given as the manual dir
     KERAS_CACHE_FOLDER = "datasets/fashion-mnist"  # keras.datasets.fashion_mnist.load_data() keeps them there
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return DatasetInfo(
-            builder=self,
-            description=(
-                "Fashion-MNIST is a dataset of Zalando's article images: a training set of 60,000"
-                " examples and a test set of 10,000 examples. Each example is a 28x28 grayscale image"
-                " associated with a label from 10 classes. It is meant as a drop-in replacement for"
-                " MNIST for benchmarking machine learning algorithms: same image size, same format,"
-                " same train/test split sizes."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            homepage="https://github.com/zalandoresearch/fashion-mnist",
-            citation=CITATION,
-            license="MIT",
-        )
-
-    def _read_split(self, files: Mapping[str, Verdict]) -> dict[str, np.ndarray]:
-        images = formats.read_idx_images(files["images"].data, files["images"].path)
-        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(CLASS_NAMES))
-        formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
-        return {"image": images, "label": labels}
+    CLASS_NAMES = CLASS_NAMES
+    DESCRIPTION = (
+        "Fashion-MNIST is a dataset of Zalando's article images: a training set of 60,000"
+        " examples and a test set of 10,000 examples. Each example is a 28x28 grayscale image"
+        " associated with a label from 10 classes. It is meant as a drop-in replacement for"
+        " MNIST for benchmarking machine learning algorithms: same image size, same format,"
+        " same train/test split sizes."
+    )
+    HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
+    CITATION = CITATION
+    LICENSE = "MIT"

@@ -66,6 +66,8 @@ class Wanted:
     registry: Mapping[str, verification.Registered]  # upstream file name -> its registered digests
     manual_subfolders: Sequence[str] = ()
     keras_cache_folder: str | None = None
+    keras_npz: locations.KerasNpz | None = None
+    known: verification.Known = dataclasses.field(default_factory=verification.Known)  # to name others' files
 
     def filenames(self) -> list[str]:
         return [name for files in self.split_files.values() for name in files.values()]
@@ -82,6 +84,8 @@ class Fetch:
             wanted.registry,
             locations.manual_dir(dl_manager, wanted.name, wanted.manual_subfolders),
             locations.keras_cache(wanted.keras_cache_folder),
+            split_files=wanted.split_files,
+            known=wanted.known,
         )
         self.verdicts: dict[str, verification.Verdict] = {}  # every file here, local or downloaded
 
@@ -91,8 +95,17 @@ class Fetch:
     def splits(self) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
         """(split, {role: verdict}) for every split, each as soon as all its files are here and checked;
         each verdict carries the bytes that were verified."""
-        for name in self.wanted.filenames():
-            if verdict := self.local.find(name, self.urls(name)[-1]):  # the last source: one people can browse
+        names = self.wanted.filenames()
+        browse = {name: self.urls(name)[-1] for name in names}  # the last source: one people can browse
+        for name in names:  # the user's own copies first, then what keras keeps
+            if verdict := self.local.in_manual_dir(name, browse[name]):
+                self.verdicts[name] = verdict
+        npz = self.wanted.keras_npz
+        if npz and any(name not in self.verdicts for name in names):
+            from_npz = self.local.keras_npz(npz, browse[names[0]])
+            self.verdicts.update({name: verdict for name, verdict in from_npz.items() if name not in self.verdicts})
+        for name in names:
+            if name not in self.verdicts and (verdict := self.local.in_cache(name, browse[name])):
                 self.verdicts[name] = verdict
         waiting = dict(self.wanted.split_files)
         yield from self._ready(waiting)

@@ -8,9 +8,12 @@ claims more items than the file can hold is refused before anything is sized by 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import zipfile
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -197,3 +200,56 @@ def _first_amat_problem(data: bytes, source: Source) -> MalformedFileError:
         position, value = next((i, v) for i, v in enumerate(values, start=1) if v not in (b"0", b"1"))
         return MalformedFileError(f"{where}: value {position} is {value[:20]!r}, expected 0 or 1")
     raise AssertionError("read_amat refused data in which no line breaks the format")
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """An uncompressed IDX file of unsigned bytes holding `array` (count first): the readers' inverse."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, IDX_UBYTE, array.ndim, *array.shape)
+    return header + array.tobytes()
+
+
+def read_npz(data: bytes, source: Source, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The uint8 arrays `keys` of a NumPy `.npz` archive (keras's mnist.npz), read strictly.
+
+    Members must be exactly `<key>.npy`, C-ordered uint8 arrays holding exactly the bytes their
+    headers describe. No pickles are loaded, and nothing is sized by a header before the
+    member's recorded size agrees with it.
+    """
+    where = os.fspath(source)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            expected = {f"{key}.npy" for key in keys}
+            if set(members) != expected:
+                raise MalformedFileError(
+                    f"{where}: holds {sorted(members)}, expected exactly {sorted(expected)} (a NumPy .npz archive)"
+                )
+            return {key: _read_npy(archive, members[f"{key}.npy"], where) for key in keys}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as error:
+        raise MalformedFileError(f"{where}: not a readable .npz archive ({error})") from None
+
+
+def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(member)
+        except ValueError as error:
+            raise MalformedFileError(f"{where}: {info.filename}: not a .npy array ({error})") from None
+        if dtype != np.uint8 or fortran_order:
+            order = "Fortran" if fortran_order else "C"
+            raise MalformedFileError(f"{where}: {info.filename}: {dtype} in {order} order, expected uint8 in C order")
+        size = int(np.prod(shape, dtype=np.int64))
+        if member.tell() + size != info.file_size:
+            raise MalformedFileError(
+                f"{where}: {info.filename}: its header describes {size:,} bytes of data, the member holds"
+                f" {info.file_size - member.tell():,}"
+            )
+        body = member.read(size)
+    if len(body) != size:
+        raise MalformedFileError(f"{where}: {info.filename}: cut short ({len(body):,} of {size:,} bytes)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)

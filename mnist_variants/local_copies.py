@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from etils import epath
 
-from mnist_variants import locations, verification
+from mnist_variants import formats, locations, verification
 
 
 @dataclasses.dataclass
@@ -27,6 +27,8 @@ class LocalCopies:
     registry: Mapping[str, verification.Registered]
     manual: locations.ManualDir
     cache_folders: Sequence[epath.Path]
+    split_files: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)  # split -> role -> name
+    known: verification.Known = dataclasses.field(default_factory=verification.Known)  # the family's digests
     found: dict[str, verification.Verdict] = dataclasses.field(default_factory=dict)
     passed_over: list[str] = dataclasses.field(default_factory=list)  # "Not using PATH: why", one per copy
 
@@ -35,32 +37,36 @@ class LocalCopies:
 
         The verdict carries the bytes that were verified (`data`): parse those, not the path.
         """
-        verdict = self._in_manual_dir(name, browse_url) or self._in_cache(name, browse_url)
-        if verdict:
-            self.found[name] = verdict
-        return verdict
+        return self.in_manual_dir(name, browse_url) or self.in_cache(name, browse_url)
 
-    def _in_manual_dir(self, name: str, browse_url: str) -> verification.Verdict | None:
+    def in_manual_dir(self, name: str, browse_url: str) -> verification.Verdict | None:
+        """The manual dir's copy of `name`: judged, and used or refused loudly (the user put it there)."""
         registered = self.registry[name]
         for folder in self.manual.folders:
             for path in locations.candidates(folder, name):
                 try:
-                    verdict = verification.judge(path, name, registered, self.title, browse_url)
+                    verdict = verification.judge(path, name, registered, self.title, browse_url, known=self.known)
                 except FileNotFoundError:
                     continue
                 except verification.UnreadableCopyError as error:
                     self._pass_over(f"Not using {path}: {error.strerror}")
                     continue
                 print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
+                self.found[name] = verdict
                 return verdict
         return None
 
-    def _in_cache(self, name: str, browse_url: str) -> verification.Verdict | None:
+    def in_cache(
+        self, name: str, browse_url: str, folders: Sequence[epath.Path] | None = None
+    ) -> verification.Verdict | None:
+        """A verified copy of `name` from the keras cache (or `folders`); anything else there is passed over."""
         registered = self.registry[name]
-        for folder in self.cache_folders:
+        for folder in self.cache_folders if folders is None else folders:
             for path in locations.candidates(folder, name):
                 try:
-                    verdict = verification.judge(path, name, registered, self.title, browse_url, unverified_ok=False)
+                    verdict = verification.judge(
+                        path, name, registered, self.title, browse_url, unverified_ok=False, known=self.known
+                    )
                 except FileNotFoundError:
                     continue
                 except verification.UnreadableCopyError as error:
@@ -71,9 +77,35 @@ class LocalCopies:
                     continue
                 if verdict.verified:
                     print(f"Using {name} from the keras cache {folder} ({verdict.how})", flush=True)
+                    self.found[name] = verdict
                     return verdict
                 self._pass_over(f"Not using {path} from the keras cache: {verdict.how}")
         return None
+
+    def keras_npz(self, npz: locations.KerasNpz, browse_url: str) -> dict[str, verification.Verdict]:
+        """The files a verified keras `.npz` holds, by upstream name, each as IDX bytes of its array.
+
+        The archive is read once and verified like any cached copy; its arrays are read strictly
+        and written out as the IDX files they stand for, so the same strict parsers read them and
+        the examples are the very same as from upstream's files.
+        """
+        if npz.filename not in self.registry:
+            return {}
+        verdict = self.in_cache(npz.filename, browse_url, locations.keras_cache(npz.folder))
+        if verdict is None:
+            return {}
+        keys = [key for roles in npz.arrays.values() for key in roles.values()]
+        arrays = formats.read_npz(verdict.data, verdict.path, keys)
+        files = {}
+        for split, roles in npz.arrays.items():
+            for role, key in roles.items():
+                name = self.split_files[split][role]
+                how = f"verified: array {key} of keras's {npz.filename}"
+                member = epath.Path(f"{verdict.path}[{key}]")
+                files[name] = verification.Verdict(member, name, True, how, formats.encode_idx(arrays[key]))
+                print(f"Using {name} from the keras cache ({how})", flush=True)
+        self.found.update(files)
+        return files
 
     def _pass_over(self, note: str) -> None:
         """Says now why a copy is not used, and keeps it for the message if nothing else delivers the file."""

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -57,6 +57,18 @@ def why_unusable(folder: epath.Path) -> str:
         return f"{folder} is empty" if not any(folder.iterdir()) else f"{folder} could not be listed"
     except OSError as error:  # a folder we may not list
         return f"{folder} cannot be read ({error.strerror or error})"
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasNpz:
+    """A `.npz` in which `keras.datasets` keeps a whole dataset (keras's mnist.npz), and which array is which file.
+
+    `arrays` maps each split to its roles and each role to the array's name: {"train": {"images": "x_train"}}.
+    """
+
+    folder: str  # under keras's home: "datasets"
+    filename: str  # "mnist.npz", registered like an upstream file
+    arrays: Mapping[str, Mapping[str, str]]
 
 
 def keras_cache(subfolder: str | None) -> list[epath.Path]:

@@ -13,10 +13,11 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import io
 import re
-import struct
 import threading
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -25,13 +26,7 @@ from etils import epath
 
 from mnist_variants import formats
 from mnist_variants.builder import MnistVariantBuilder
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """An uncompressed IDX file of unsigned bytes holding `array` (count first)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, formats.IDX_UBYTE, array.ndim, *array.shape)
-    return header + array.tobytes()
+from mnist_variants.formats import encode_idx
 
 
 def encode_amat(images: np.ndarray) -> bytes:
@@ -41,6 +36,29 @@ def encode_amat(images: np.ndarray) -> bytes:
     lines[:, 0::2] = values
     lines[:, -1] = ord("\n")
     return lines.tobytes()
+
+
+def encode_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A NumPy `.npz` archive of `arrays`, as `np.savez_compressed` writes it but reproducible to the byte."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(array), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), npy.getvalue(),
+                             zipfile.ZIP_DEFLATED)  # fmt: skip
+    return buffer.getvalue()
+
+
+def keras_npz_bytes(builder_cls: type[MnistVariantBuilder], files: Mapping[str, bytes]) -> bytes:
+    """The `.npz` keras keeps for `builder_cls`, holding the arrays of its upstream `files`."""
+    npz, arrays = builder_cls.KERAS_NPZ, {}
+    for split, roles in npz.arrays.items():
+        for role, key in roles.items():
+            data = files[builder_cls.SPLIT_FILES[split][role]]
+            parsed = formats.read_idx_images(data)[..., 0] if role == "images" else formats.read_idx_labels(data)
+            arrays[key] = parsed
+    return encode_npz(arrays)
 
 
 def gzip_bytes(data: bytes) -> bytes:

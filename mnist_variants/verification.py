@@ -142,14 +142,50 @@ def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
         raise UnreadableCopyError(error.errno, why, os.fspath(path)) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Known:
+    """Every digest the MNIST-format family registers, with whose file it is: to name another dataset's file.
+
+    MNIST, Kuzushiji-MNIST and Fashion-MNIST use the very same file names; a copy that is not this
+    dataset's may still be recognised, by its bytes or its decompressed content, as another's.
+    """
+
+    owners: Mapping[tuple[int, str], str] = dataclasses.field(default_factory=dict)  # (size, sha256) -> whose
+    largest_content: int = 0  # bytes of the largest registered decompressed content
+
+    @classmethod
+    def of(cls, registries: Mapping[str, Mapping[str, Registered]]) -> Known:
+        """From each dataset's title and registry."""
+        owners, largest = {}, 0
+        for title, registry in registries.items():
+            for name, registered in registry.items():
+                owners[(int(registered.download.size), registered.download.checksum)] = f"{title}'s {name}"
+                if registered.content is not None:
+                    owners[(int(registered.content.size), registered.content.checksum)] = (
+                        f"{title}'s {name}, decompressed"
+                    )
+                    largest = max(largest, int(registered.content.size))
+        return cls(owners, largest)
+
+    def whose(self, info: UrlInfo) -> str | None:
+        return self.owners.get((int(info.size), info.checksum))
+
+
 def judge(
-    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, unverified_ok: bool = True
+    path: epath.Path,
+    name: str,
+    registered: Registered,
+    dataset: str,
+    url: str,
+    unverified_ok: bool = True,
+    known: Known = Known(),
 ) -> Verdict:
     """Verifies the local copy at `path` of upstream file `name`; raises WrongFileError if it is not one.
 
     The copy is read once (FileNotFoundError if it is not there, UnreadableCopyError if it cannot be
     read); the Verdict carries those bytes. With `unverified_ok` false (a cache, where only verified
     copies are used), a copy that could at best be unverified is not read past the upstream file's size.
+    A copy that another dataset of the family registers (`known`) is refused, naming that dataset.
     """
     limit = largest_copy(name, registered, unverified_ok)
     data = read_copy(path, limit)
@@ -161,11 +197,19 @@ def judge(
     actual = _info(data)
     if _same(actual, registered.download):
         return Verdict(path, name, True, "verified: the upstream file", data)
+    _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists
         raise ChecksumMismatchError(_mismatch(path, name, registered.download, actual, url))
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
+        if known.largest_content:  # but it may be another dataset's content
+            try:
+                content = _info(formats.gunzip(data, path, limit=known.largest_content) if compressed else data)
+            except formats.ContentTooLargeError:
+                content = None
+            if content is not None:
+                _refuse_another_datasets(path, name, dataset, url, known.whose(content))
         return Verdict(path, name, False, _unverified(form), data)
     try:
         content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
@@ -176,12 +220,22 @@ def judge(
         ) from None
     if _same(content, registered.content):
         return Verdict(path, name, True, f"verified: upstream's content, {form}", data)
+    _refuse_another_datasets(path, name, dataset, url, known.whose(content))
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: its content has sha256 {content.checksum}"
         f" ({plain_size(content.size)}), upstream's has sha256 {registered.content.checksum}"
         f" ({plain_size(registered.content.size)}). Other datasets (MNIST, Kuzushiji-MNIST) use the same file"
         f" names. {_replace_advice(path, url)}"
     )
+
+
+def _refuse_another_datasets(path: epath.Path, name: str, dataset: str, url: str, whose: str | None) -> None:
+    """Raises when the copy is recognised as another dataset's file."""
+    if whose is not None and not whose.startswith(f"{dataset}'s "):
+        raise ChecksumMismatchError(
+            f"{path} is {whose}, not {dataset}'s {name}: the datasets use the same file names."
+            f" {_replace_advice(path, url)}"
+        )
 
 
 def _too_large(
