@@ -12,7 +12,6 @@ import errno
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,54 +19,28 @@ from pathlib import Path
 import filelock
 import pytest
 from conftest import REPO, worker_env
-from test_many_workers import FASHION_COUNTS, Worker, fashion_files, run_all, worker_command
+from workers.watched import Watched, generated_files, prepare_command
 
 from mnist_variants import FashionMnist, locking
 
 WORKERS = REPO / "tests" / "workers"
-DEADLINE_SECONDS = 60  # for one worker; each normally takes 1-3 s (start-up included)
+DEADLINE_SECONDS = 60  # for one lock worker; each normally takes 1-3 s (start-up included)
 NO_LOCK_ERRNOS = ("ENOLCK", "ENOSYS", "EOPNOTSUPP")
 
 
-class LockWorker:
-    """A lock_worker.py process, its output in a file so a test can watch it while it runs."""
+class LockWorker(Watched):
+    """A lock_worker.py process (under faults.py with `--flock FLOCK` if given)."""
 
     def __init__(self, tmp_path: Path, number: int, lock_file: Path, *options: str, flock: str | None = None) -> None:
-        self.out_path, self.err_path = tmp_path / f"lock{number}.out", tmp_path / f"lock{number}.err"
         faults = [str(WORKERS / "faults.py"), "--flock", flock] if flock else []
         command = [sys.executable, *faults, str(WORKERS / "lock_worker.py"), str(lock_file), *options]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKERS), os.environ.get("PYTHONPATH", "")])}
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        env = {"PYTHONPATH": os.pathsep.join([str(WORKERS), os.environ.get("PYTHONPATH", "")])}
+        super().__init__(tmp_path, f"lock{number}", command, env)
 
-    @property
-    def out(self) -> str:
-        return self.out_path.read_text()
-
-    @property
-    def err(self) -> str:
-        return self.err_path.read_text()
-
-    def wait_for(self, text: str, seconds: float = DEADLINE_SECONDS) -> None:
-        deadline = time.monotonic() + seconds
-        while text not in self.out:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"no {text!r} from the worker:\n{self.out}\n{self.err[-3000:]}")
-            time.sleep(0.05)
-
-    def finish(self) -> None:
-        try:
-            self.process.wait(DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            pytest.fail(f"worker still running at the deadline:\n{self.out}\n{self.err[-3000:]}")
-        assert self.process.returncode == 0 and "DONE" in self.out, f"{self.out}\n{self.err[-3000:]}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+    def finish(self, seconds: float = DEADLINE_SECONDS) -> int:
+        status = super().finish(seconds)
+        assert status == 0 and "DONE" in self.out, f"{self.out}\n{self.err[-3000:]}"
+        return status
 
     def intervals(self) -> list[tuple[str, bool, float, float]]:
         """(thread, held, entered, left) of every turn the worker took."""
@@ -188,18 +161,26 @@ def test_a_lock_beside_a_download_is_a_plain_file_lock(tmp_path, capsys):
 @pytest.mark.parametrize("error", ["ENOLCK", "ENOSYS"])
 def test_preparations_on_a_mount_without_flock_go_side_by_side_and_all_succeed(tmp_path, error):
     """As the README says: no lock, one warning each, every worker gets the same dataset."""
-    files = fashion_files(tmp_path)
+    counts = {"train": 3000, "test": 600}
+    files = generated_files(FashionMnist, tmp_path / "generated", counts)
     env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
-    data_dir, manual = tmp_path / "data", str(tmp_path / "generated")
-    commands = [
-        [sys.executable, str(WORKERS / "faults.py"), "--flock", error, *command[1:]]
-        for command in (
-            worker_command(FashionMnist.name, data_dir, "--manual_dir", manual, "--api", api)
-            for api in ("load", "builder")
+    workers = [
+        Watched(
+            tmp_path,
+            f"worker{api}",
+            prepare_command(
+                FashionMnist.name, tmp_path / "data", "--manual_dir", str(tmp_path / "generated"), "--api", api,
+                faults=("--flock", error),
+            ),
+            env,
         )
-    ]
-    workers = [Worker(tmp_path, number, command, env) for number, command in enumerate(commands)]
-    results = run_all(workers)
-    assert len(results) == 2 and results[0] == results[1] and results[0]["splits"] == FASHION_COUNTS
+        for api in ("load", "builder")
+    ]  # fmt: skip
+    try:
+        results = [worker.result() for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert results[0] == results[1] and results[0]["splits"] == counts
     for worker in workers:
         assert worker.err.count("NoLocksWarning") == 1 and "Waiting" not in worker.out, worker.err[-3000:]

@@ -25,14 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from test_many_workers import FASHION_COUNTS, Worker, fashion_files, run_all, wait_for, worker_command
+from workers.watched import Watched, generated_files, prepare_command
 
 from mnist_variants import FashionMnist, png, testing
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 FAULTY_HELPER = WORKERS / "png_helper_faults.py"
 ANYWHERE = WORKERS / "png_anywhere.py"
-FAULTS = WORKERS / "faults.py"
 PNG_SOURCE = Path(png.__file__)
 
 images_of_any_size = hnp.arrays(
@@ -243,12 +242,22 @@ def test_refuses_what_it_cannot_encode(images, error):
         png.as_grayscale_batch(images)
 
 
-def faulty_worker(tmp_path: Path, number: int, mode: str, env: dict[str, str]) -> Worker:
+FASHION_COUNTS = {"train": 3000, "test": 600}  # three messages of the helper for train, one for test
+
+
+def faulty_worker(tmp_path: Path, number: int, mode: str, env: dict[str, str]) -> Watched:
     """A prepare_worker.py preparing Fashion-MNIST from generated files, its PNG helper broken as `mode` says."""
-    command = worker_command(FashionMnist.name, tmp_path / "data", "--manual_dir", str(tmp_path / "generated"))
-    if mode:
-        command[1:1] = [str(FAULTS), "--png_helper", mode]
-    return Worker(tmp_path, number, command, env)
+    options = ("--manual_dir", str(tmp_path / "generated"))
+    faults = ("--png_helper", mode) if mode else ()
+    return Watched(
+        tmp_path, f"worker{number}", prepare_command(FashionMnist.name, tmp_path / "data", *options, faults=faults), env
+    )
+
+
+def fashion(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Generated Fashion-MNIST files in tmp_path/generated, and the environment that registers their checksums."""
+    files = generated_files(FashionMnist, tmp_path / "generated", FASHION_COUNTS)
+    return files, worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
 
 
 def assert_decodes_to_the_source_pixels(tmp_path: Path, files: dict[str, bytes]) -> None:
@@ -261,38 +270,38 @@ def assert_decodes_to_the_source_pixels(tmp_path: Path, files: dict[str, bytes])
 
 
 def test_a_worker_whose_helper_is_killed_fails_in_seconds_and_the_waiting_worker_takes_over(tmp_path):
-    files = fashion_files(tmp_path)
-    env = worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
+    files, env = fashion(tmp_path)
     cue = tmp_path / "kill-the-helper-now"
     victim = faulty_worker(tmp_path, 0, "sigkill", {**env, "MNIST_VARIANTS_TEST_HELPER_CUE": str(cue)})
-    wait_for(lambda: "Using local copy of" in victim.out, "the victim's preparation", 180)
-    waiter = faulty_worker(tmp_path, 1, "", env)
-    wait_for(lambda: "Waiting for another process" in waiter.out, "the second worker to wait", 180)
-    cue.touch()  # the victim's helper now dies by SIGKILL half-way through a message
-    killed = time.monotonic()
-    assert victim.process.wait(120) != 0
-    assert time.monotonic() - killed < 30  # not a hang: ended within seconds
-    assert "EncoderError" in victim.err and "killed by SIGKILL" in victim.err, victim.err[-3000:]
-    (result,) = run_all([waiter])  # the lock was released: the waiting worker prepared
-    assert result["splits"] == FASHION_COUNTS
-    assert_decodes_to_the_source_pixels(tmp_path, files)
+    waiter = None
+    try:
+        victim.wait_for("Using local copy of")
+        waiter = faulty_worker(tmp_path, 1, "", env)
+        waiter.wait_for("Waiting for another process")
+        cue.touch()  # the victim's helper now dies by SIGKILL half-way through a message
+        killed = time.monotonic()
+        assert victim.finish() != 0
+        assert time.monotonic() - killed < 30  # not a hang: ended within seconds
+        assert "EncoderError" in victim.err and "killed by SIGKILL" in victim.err, victim.err[-3000:]
+        assert waiter.result()["splits"] == FASHION_COUNTS  # the lock was released: the waiting worker prepared
+        assert_decodes_to_the_source_pixels(tmp_path, files)
+    finally:
+        for worker in (victim, waiter):
+            if worker:
+                worker.stop()
 
 
 @pytest.mark.parametrize(("mode", "status"), [("short", "exit status 0"), ("wrong_pixels", "killed by SIGKILL")])
 def test_a_helper_that_lies_leaves_no_prepared_dataset(tmp_path, mode, status):
-    files = fashion_files(tmp_path)
-    worker = faulty_worker(tmp_path, 0, mode, worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"]))
-    assert worker.process.wait(240) != 0
+    worker = faulty_worker(tmp_path, 0, mode, fashion(tmp_path)[1])
+    assert worker.finish() != 0
     assert "EncoderError" in worker.err and status in worker.err, worker.err[-3000:]
     assert not list((tmp_path / "data").rglob("dataset_info.json"))
 
 
 def test_a_worker_whose_helper_cannot_start_prepares_in_its_own_process(tmp_path):
-    files = fashion_files(tmp_path)
-    worker = faulty_worker(
-        tmp_path, 0, "no_start", worker_env(tmp_path, FashionMnist, files, ["http://127.0.0.1:9/unused/"])
-    )
-    (result,) = run_all([worker])
-    assert result["splits"] == FASHION_COUNTS
+    files, env = fashion(tmp_path)
+    worker = faulty_worker(tmp_path, 0, "no_start", env)
+    assert worker.result()["splits"] == FASHION_COUNTS
     assert "Encoding PNGs in this process instead." in worker.err
     assert_decodes_to_the_source_pixels(tmp_path, files)
