@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, FashionMnist, testing
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, testing
 from mnist_variants.builder import MnistVariantBuilder
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +38,8 @@ class Dummy:
 DATASETS = {
     "fashion_mnist": Dummy(FashionMnist, {"train": 12, "test": 5}, seed=13),
     "binarized_mnist": Dummy(BinarizedMnist, {"train": 10, "validation": 4, "test": 4}, seed=15),
+    "mnist": Dummy(Mnist, {"train": 12, "test": 5}, seed=17),
+    "kmnist": Dummy(Kmnist, {"train": 12, "test": 5}, seed=19),
 }
 
 

@@ -23,6 +23,8 @@ DUMMY_DATA = REPO / "dummy_data"
 DUMMY_SPLITS = {
     "fashion_mnist": {"train": 12, "test": 5},
     "binarized_mnist": {"train": 10, "validation": 4, "test": 4},
+    "mnist": {"train": 12, "test": 5},
+    "kmnist": {"train": 12, "test": 5},
 }
 
 

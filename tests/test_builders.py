@@ -70,6 +70,18 @@ class BinarizedMnistTest(ThroughTheManualDir):
     SPLITS = DUMMY_SPLITS["binarized_mnist"]
 
 
+class MnistTest(ThroughTheManualDir):
+    DATASET_CLASS = mnist_variants.Mnist
+    FOLDER = "mnist"
+    SPLITS = DUMMY_SPLITS["mnist"]
+
+
+class KmnistTest(ThroughTheManualDir):
+    DATASET_CLASS = mnist_variants.Kmnist
+    FOLDER = "kmnist"
+    SPLITS = DUMMY_SPLITS["kmnist"]
+
+
 del ThroughTheManualDir  # a base, not a test of its own
 
 

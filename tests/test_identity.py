@@ -13,12 +13,14 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import DUMMY_DATA, DUMMY_SPLITS, serve_from
 
-from mnist_variants import BinarizedMnist, FashionMnist, testing
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, testing
 
 # (our builder, TFDS's builder, folder of its dummy data, full-size split counts as upstream)
 CASES = [
     (FashionMnist, "fashion_mnist", "fashion_mnist", {"train": 60_000, "test": 10_000}),
     (BinarizedMnist, "binarized_mnist", "binarized_mnist", {"train": 50_000, "validation": 10_000, "test": 10_000}),
+    (Mnist, "mnist", "mnist", {"train": 60_000, "test": 10_000}),
+    (Kmnist, "kmnist", "kmnist", {"train": 60_000, "test": 10_000}),
 ]
 
 
