@@ -35,8 +35,11 @@ setup(
         "cli": ["apache-beam", "mlcroissant"],
         # dill: tfds.testing imports it without declaring it.
         "test": ["pytest==9.2.0", "hypothesis>=6", "pillow", "ruff==0.17.6", "dill"],
-        # examples/show.py draws its grid with matplotlib.
-        "examples": ["matplotlib"],
+        # examples/show.py draws its grid with matplotlib; examples/compare_classifiers.py fits scikit-learn's.
+        "examples": ["matplotlib", "scikit-learn"],
+        # PyTorch's DataLoader and Grain over random access (README "PyTorch and JAX"); OpenCV doubles the
+        # speed of tfds.data_source's own decoding, which fails with neither it nor PIL installed.
+        "loaders": ["torch>=2.0", "grain>=0.2.18", "jax", "opencv-python-headless"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

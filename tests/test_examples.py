@@ -7,6 +7,7 @@ data carries a learnable signal (dummy_data/generate.py), so the models must bea
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -103,3 +104,33 @@ def test_show_downloads_and_writes_a_grid_png(tmp_path, file_server, builder_cls
     with Image.open(out) as image:
         image.load()
         assert image.format == "PNG" and image.size == (3 * 300, 2 * 300)  # 3 inches per example at 100 dpi
+
+
+def test_compare_classifiers_side_by_side_offline(tmp_path):
+    """MNIST, Fashion-MNIST and Kuzushiji-MNIST from one manual dir (`<dir>/<registered name>/`), one table."""
+    from conftest import child_env, write_registry
+
+    from mnist_variants import Kmnist, Mnist
+
+    registry = {}
+    for builder_cls, folder in ((Mnist, "mnist"), (FashionMnist, "fashion_mnist"), (Kmnist, "kmnist")):
+        files = dummy_files(folder)
+        write_files(tmp_path / "manual" / builder_cls.name, files)
+        tsv = write_registry(tmp_path / "registry", builder_cls, files, "http://127.0.0.1:9/unused/")
+        registry[builder_cls.name] = {"sources": ["http://127.0.0.1:9/unused/"], "checksums": str(tsv)}
+    (tmp_path / "family.json").write_text(json.dumps(registry))
+    env = {**child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+    output = run_example(
+        "compare_classifiers.py", "--manual_dir", str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data"),
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    rows = re.findall(r"^\| (mnist_variants_\w+) \| ([^|]+) \| ([\d.]+) \| ([\d.]+) \|$", output, re.MULTILINE)
+    assert {(name, classifier.strip()) for name, classifier, _, _ in rows} == {
+        (name, classifier)
+        for name in ("mnist_variants_mnist", "mnist_variants_fashion_mnist", "mnist_variants_kmnist")
+        for classifier in ("logistic regression", "random forest", "MLP (256)")
+    }, output
+    # The dummy images carry their labels; from 12 training images a random forest gets 3 of 5 test images right
+    # where chance gets 0.5 (3 or more right by chance: less than 1%); the others get at least 4.
+    for name, classifier, accuracy, _ in rows:
+        assert float(accuracy) >= (0.6 if classifier == "random forest" else MIN_TEST_ACCURACY), (name, classifier)
