@@ -46,6 +46,22 @@ class DatasetInfo(tfds.core.DatasetInfo):
         return None
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
+class VariantConfig(tfds.core.BuilderConfig):
+    """One config of a variant that has several (EMNIST's byclass, letters, ...): its files and classes.
+
+    No example counts: a split holds what its files' headers say (a count in a config is how
+    TFDS's emnist/letters lost 42,000 examples).
+    """
+
+    # Split name -> role in the split ("images", "labels") -> upstream file name, as SPLIT_FILES.
+    split_files: Mapping[str, Mapping[str, str]]
+    class_names: Sequence[str] = ()
+    # A file listing each label's character codes (EMNIST's `emnist-<config>-mapping.txt`): where the
+    # upstream files include it, `class_names` is checked against it.
+    class_codes: str | None = None
+
+
 class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A TFDS builder for one MNIST-format variant, declared as data by a subclass."""
 
@@ -61,6 +77,8 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     KERAS_CACHE_FOLDER: ClassVar[str | None] = None
     # Or the one `.npz` in which keras keeps the whole dataset (its filename registered like a download).
     KERAS_NPZ: ClassVar[locations.KerasNpz | None] = None
+    # The one zip that holds the split files as members (EMNIST's gzip.zip), if upstream ships them so.
+    ARCHIVE: ClassVar[locations.Archive | None] = None
     # Every concrete variant, in the order they were declared: the family whose files look alike.
     FAMILY: ClassVar[list[type[MnistVariantBuilder]]] = []
 
@@ -88,14 +106,22 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         registered = tfds_checksums.load_url_infos(cls._checksums_path)
         by_name = {info.filename: info for info in registered.values()}
         for name, info in by_name.items():
-            for url in fetching.source_urls(cls.SOURCES, name):
+            for url in fetching.source_urls(cls.SOURCES, name, cls.name):
                 registered.setdefault(url, info)
         return registered
 
     @classmethod
     def upstream_filenames(cls) -> list[str]:
-        """Every upstream file the builder reads, split by split."""
+        """Every upstream file the builder fetches: the archive, or the split files, split by split."""
+        if cls.ARCHIVE is not None:
+            return [cls.ARCHIVE.filename]
         return [name for files in cls.SPLIT_FILES.values() for name in files.values()]
+
+    @property
+    def split_files(self) -> Mapping[str, Mapping[str, str]]:
+        """Split -> role -> upstream file name: the config's, or the variant's SPLIT_FILES."""
+        config = self.builder_config
+        return config.split_files if isinstance(config, VariantConfig) else self.SPLIT_FILES
 
     def download_and_prepare(
         self,
@@ -140,19 +166,22 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         Each file's `data` holds the very bytes that were verified; `path` names it in messages.
         """
 
-    @classmethod
-    def wanted(cls) -> fetching.Wanted:
-        """The builder's declaration, as the fetching machinery needs it."""
+    def wanted(self) -> fetching.Wanted:
+        """The builder's declaration (its config's, if it has configs), as the fetching machinery needs it."""
+        config = self.builder_config
+        class_codes = config.class_codes if isinstance(config, VariantConfig) else None
         return fetching.Wanted(
-            name=cls.name,
-            title=cls.TITLE,
-            sources=cls.SOURCES,
-            split_files=cls.SPLIT_FILES,
-            registry=cls.registry(),
-            manual_subfolders=cls.MANUAL_SUBFOLDERS,
-            keras_cache_folder=cls.KERAS_CACHE_FOLDER,
-            keras_npz=cls.KERAS_NPZ,
-            known=verification.Known.of({other.TITLE: other.registry() for other in cls.FAMILY}),
+            name=self.name,
+            title=self.TITLE,
+            sources=self.SOURCES,
+            split_files=self.split_files,
+            registry=self.registry(),
+            manual_subfolders=self.MANUAL_SUBFOLDERS,
+            keras_cache_folder=self.KERAS_CACHE_FOLDER,
+            keras_npz=self.KERAS_NPZ,
+            known=verification.Known.of({other.TITLE: other.registry() for other in self.FAMILY}),
+            archive=self.ARCHIVE,
+            extra_files={"class_codes": class_codes} if class_codes else {},
         )
 
     @classmethod
@@ -173,7 +202,7 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                     pngs[split] = encoder.submit(arrays[split]["image"])
         finally:
             encoder.close()
-        return {split: self._generate_examples(pngs[split], arrays[split]) for split in self.SPLIT_FILES}
+        return {split: self._generate_examples(pngs[split], arrays[split]) for split in self.split_files}
 
     def _generate_examples(
         self, pngs: Iterator[bytes], arrays: Mapping[str, np.ndarray]
@@ -190,7 +219,7 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
     A subclass declares its data (files, sources, class names, description, homepage, citation).
     """
 
-    CLASS_NAMES: ClassVar[Sequence[str]]
+    CLASS_NAMES: ClassVar[Sequence[str]] = ()  # or each config's `class_names`
     DESCRIPTION: ClassVar[str]
     HOMEPAGE: ClassVar[str]
     CITATION: ClassVar[str]
@@ -203,7 +232,7 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
             features=tfds.features.FeaturesDict(
                 {
                     "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
+                    "label": tfds.features.ClassLabel(names=list(self.class_names)),
                 }
             ),
             supervised_keys=("image", "label"),
@@ -212,8 +241,16 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
             license=self.LICENSE,
         )
 
+    @property
+    def class_names(self) -> Sequence[str]:
+        """The label names: the config's, or the variant's CLASS_NAMES."""
+        config = self.builder_config
+        return config.class_names if isinstance(config, VariantConfig) and config.class_names else self.CLASS_NAMES
+
     def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray]:
+        if codes := files.get("class_codes"):  # upstream's own label -> character list: the names must agree
+            formats.check_class_names(formats.read_class_codes(codes.data, codes.path), self.class_names, codes.path)
         images = formats.read_idx_images(files["images"].data, files["images"].path)
-        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.CLASS_NAMES))
+        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names))
         formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}

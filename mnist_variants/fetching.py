@@ -9,6 +9,11 @@ size, and those very bytes are handed on; only then does the file take its final
 are handed over as soon as all their files are here, so the builder parses one while a larger
 file still downloads.
 
+Where the split files come inside one archive (EMNIST's gzip.zip, `locations.Archive`), the
+archive is the one file found or downloaded and verified; the split files are read out of
+those verified bytes (formats.read_zip_members), each member once, and the archive's bytes
+are let go as soon as that is done.
+
 Why not TFDS's DownloadManager: it has no time limit and no resume, keeps nothing of a killed
 download, and can only be extended through private functions (its `_open_url`, its progress
 bars, its temporary folder names), which the package used to swap for the whole process. Here
@@ -34,16 +39,21 @@ from etils import epath
 # tqdm_utils: TFDS's own progress bars, so that `tfds.display_progress_bar(False)` silences ours too.
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from mnist_variants import http_transport, local_copies, locations, locking, partials, verification
+from mnist_variants import formats, http_transport, local_copies, locations, locking, partials, verification
 from mnist_variants.errors import DownloadFailedError
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
 
 
-def source_urls(bases: Sequence[str], filename: str) -> list[str]:
-    """The URLs to try for `filename`: the user's mirror (if set), then each base in order."""
-    mirror = os.environ.get(MIRROR_ENV, "").strip()
-    prefixes = ([mirror.rstrip("/") + "/"] if mirror else []) + list(bases)
+def source_urls(bases: Sequence[str], filename: str, dataset: str) -> list[str]:
+    """The URLs to try for `filename` of `dataset`: the user's mirror (if set), then each base in order.
+
+    MNIST, Kuzushiji-MNIST and Fashion-MNIST share file names, so a mirror keeps each dataset's
+    files in a folder named after it (`<mirror>/<registered name>/<file>`); a flat mirror
+    (`<mirror>/<file>`), fine for one dataset, is tried next. The sha256 check refuses a wrong one.
+    """
+    mirror = os.environ.get(MIRROR_ENV, "").strip().rstrip("/")
+    prefixes = ([f"{mirror}/{dataset}/", f"{mirror}/"] if mirror else []) + list(bases)
     return [prefix + filename for prefix in prefixes]
 
 
@@ -68,9 +78,17 @@ class Wanted:
     keras_cache_folder: str | None = None
     keras_npz: locations.KerasNpz | None = None
     known: verification.Known = dataclasses.field(default_factory=verification.Known)  # to name others' files
+    archive: locations.Archive | None = None  # the one file that holds the split files as members
+    # role -> file handed with every split where the archive holds it (EMNIST's label-to-character mapping)
+    extra_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def filenames(self) -> list[str]:
+        """The split files, in split order."""
         return [name for files in self.split_files.values() for name in files.values()]
+
+    def downloads(self) -> list[str]:
+        """The files fetched (found locally or downloaded) and verified: the archive, or the split files."""
+        return [self.archive.filename] if self.archive else self.filenames()
 
 
 class Fetch:
@@ -87,42 +105,82 @@ class Fetch:
             split_files=wanted.split_files,
             known=wanted.known,
         )
-        self.verdicts: dict[str, verification.Verdict] = {}  # every file here, local or downloaded
+        self.verdicts: dict[str, verification.Verdict] = {}  # split files here, local, downloaded or unpacked
+        self.got: set[str] = set()  # files of `wanted.downloads()` found or downloaded
 
     def urls(self, name: str) -> list[str]:
-        return source_urls(self.wanted.sources, name)
+        return source_urls(self.wanted.sources, name, self.wanted.name)
 
     def splits(self) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
         """(split, {role: verdict}) for every split, each as soon as all its files are here and checked;
         each verdict carries the bytes that were verified."""
-        names = self.wanted.filenames()
-        browse = {name: self.urls(name)[-1] for name in names}  # the last source: one people can browse
-        for name in names:  # the user's own copies first, then what keras keeps
-            if verdict := self.local.in_manual_dir(name, browse[name]):
-                self.verdicts[name] = verdict
-        npz = self.wanted.keras_npz
-        if npz and any(name not in self.verdicts for name in names):
-            from_npz = self.local.keras_npz(npz, browse[names[0]])
-            self.verdicts.update({name: verdict for name, verdict in from_npz.items() if name not in self.verdicts})
-        for name in names:
-            if name not in self.verdicts and (verdict := self.local.in_cache(name, browse[name])):
-                self.verdicts[name] = verdict
+        names = self.wanted.downloads()
+        self._find_locally(names)
         waiting = dict(self.wanted.split_files)
         yield from self._ready(waiting)
-        missing = [name for name in self.wanted.filenames() if name not in self.verdicts]
+        missing = [name for name in names if name not in self.got]
         if not missing:
             return
         with self._downloads(missing) as arrivals:
             for name, verdict in arrivals:
-                self.verdicts[name] = verdict
+                self._arrived(name, verdict)
+                del verdict  # an archive's bytes go as soon as its members are read
                 yield from self._ready(waiting)
 
+    def _find_locally(self, names: list[str]) -> None:
+        """The user's own copies first, then what keras keeps."""
+        browse = {name: self.urls(name)[-1] for name in names}  # the last source: one people can browse
+        for name in names:
+            if verdict := self.local.in_manual_dir(name, browse[name]):
+                self._arrived(name, verdict)
+        npz = self.wanted.keras_npz
+        if npz and any(name not in self.got for name in names):
+            from_npz = self.local.keras_npz(npz, browse[names[0]])
+            for name, verdict in from_npz.items():
+                if name not in self.got:
+                    self._arrived(name, verdict)
+        for name in names:
+            if name not in self.got and (verdict := self.local.in_cache(name, browse[name])):
+                self._arrived(name, verdict)
+        archive = self.wanted.archive
+        if archive and archive.filename not in self.got:
+            self.local.pass_over_extracted(archive, [*self.wanted.filenames(), *self.wanted.extra_files.values()])
+
+    def _arrived(self, name: str, verdict: verification.Verdict) -> None:
+        """Keeps a file that is here and checked; an archive is read into its members at once, and not kept."""
+        self.got.add(name)
+        archive = self.wanted.archive
+        if archive is None or name != archive.filename:
+            self.verdicts[name] = verdict
+            return
+        names = self.wanted.filenames()
+        extras = [name for name in self.wanted.extra_files.values() if name not in names]
+        members = formats.read_zip_members(
+            verdict.data, verdict.path, [archive.member(n) for n in names], [archive.member(n) for n in extras]
+        )
+        for inner in (*names, *extras):
+            if (member := archive.member(inner)) in members:
+                self.verdicts[inner] = verification.Verdict(
+                    path=epath.Path(f"{verdict.path}[{member}]"),
+                    name=inner,
+                    verified=verdict.verified,
+                    how=f"member {member} of {archive.filename} ({verdict.how})",
+                    data=members.pop(member),
+                )
+
     def _ready(self, waiting: dict[str, Mapping[str, str]]) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
+        extra_files = self.wanted.extra_files
         for split, files in list(waiting.items()):
             if all(name in self.verdicts for name in files.values()):
                 del waiting[split]
                 self._check_split(files.values())
-                yield split, {role: self.verdicts[name] for role, name in files.items()}
+                extras = {role: self.verdicts[name] for role, name in extra_files.items() if name in self.verdicts}
+                yield split, {**extras, **{role: self.verdicts[name] for role, name in files.items()}}
+                # Parsed by now: bytes no other split needs go (a split's member can be hundreds of MB).
+                needed = {name for other in waiting.values() for name in other.values()} | set(extra_files.values())
+                for name in files.values():
+                    if name not in needed:
+                        self.verdicts.pop(name, None)
 
     def _check_split(self, names: Iterable[str]) -> None:
         """An unverified local copy needs a verified file beside it (downloads always verify)."""
@@ -161,7 +219,10 @@ class Fetch:
         one error lists every file that failed for itself (not for being cancelled)."""
         for done in concurrent.futures.as_completed(futures):
             if done.exception() is None:
-                yield futures[done], done.result()
+                name, verdict = futures.pop(done), done.result()
+                del done  # the future holds the verdict's bytes: nothing here keeps them past their use
+                yield name, verdict
+                del verdict
                 continue
             cancel.set()
             concurrent.futures.wait(futures)
@@ -172,7 +233,7 @@ class Fetch:
             stopped = [name for name, failure in failures.items() if isinstance(failure, _Cancelled)]
             if stopped:
                 reports.append(f"Stopped the other downloads on the first failure: {', '.join(stopped)}.")
-            raise DownloadFailedError("\n".join(reports) + "\n" + self.local.where_we_looked(self.wanted.filenames()))
+            raise DownloadFailedError("\n".join(reports) + "\n" + self.local.where_we_looked(self.wanted.downloads()))
 
 
 class Download:

@@ -20,6 +20,7 @@ from conftest import (
     assert_nothing_prepared,
     assert_prepared,
     decompressed,
+    dummy_files,
     prepare,
     register_dummy_checksums,
     serve_from,
@@ -126,6 +127,24 @@ def test_user_mirror_is_tried_first(monkeypatch, tmp_path, file_server, capsys):
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     assert not any(path.startswith("/upstream/") for path in file_server.requests)
     assert f"from {file_server.url}/internal/" in capsys.readouterr().out
+
+
+def test_one_mirror_holds_datasets_that_share_file_names(monkeypatch, tmp_path, file_server, capsys):
+    """`<mirror>/<registered name>/<file>`: Fashion-MNIST's and MNIST's files, under the same names, apart."""
+    from mnist_variants import Mnist
+
+    mnist_files = dummy_files("mnist")
+    monkeypatch.setenv(fetching.MIRROR_ENV, f"{file_server.url}/internal/")
+    for builder_cls, files in ((FashionMnist, FASHION_FILES), (Mnist, mnist_files)):
+        serve_from(monkeypatch, tmp_path / builder_cls.name, file_server, builder_cls, files, "unused")
+        file_server.serve_files(f"internal/{builder_cls.name}", files)
+    fashion = prepare(FashionMnist, tmp_path / "fashion")
+    mnist = prepare(Mnist, tmp_path / "mnist")
+    assert_prepared(fashion, "fashion_mnist")
+    assert_prepared(mnist, "mnist")
+    assert not any(path.startswith("/unused/") for path in file_server.requests)
+    out = capsys.readouterr().out
+    assert f"from {file_server.url}/internal/{Mnist.name}/train-images-idx3-ubyte.gz" in out
 
 
 @pytest.mark.parametrize("layout", ["flat", "dataset_subfolder"])
