@@ -55,7 +55,7 @@ def point_at(dataset: str, contender: str, base_url: str, files: Path, scratch: 
         checksums.save_url_infos(epath.Path(tsv), infos)
         builder_cls.SOURCES = (base_url,)
         builder_cls._checksums_path = epath.Path(tsv)
-    elif dataset == "fashion_mnist":
+    elif hasattr(builder_cls, "URL"):  # TFDS's MNIST family: fashion_mnist, mnist, kmnist
         builder_cls.URL = base_url
         builder_cls.url_infos = infos
     else:

@@ -34,6 +34,8 @@ DATASETS = {
         "binarized_mnist",
         {"train": 50_000, "validation": 10_000, "test": 10_000},
     ),
+    "mnist": ("mnist_variants:Mnist", "mnist", {"train": 60_000, "test": 10_000}),
+    "kmnist": ("mnist_variants:Kmnist", "kmnist", {"train": 60_000, "test": 10_000}),
 }
 CONTENDERS = ("ours", "builtin", "floor")
 
