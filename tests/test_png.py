@@ -130,6 +130,16 @@ def test_a_helper_killed_with_sigkill_fails_every_waiting_split_in_any_order():
     assert time.monotonic() - killed < 30
 
 
+def two_splits(monkeypatch, mode: str, *sizes: int) -> tuple[png.PngEncoder, list[np.ndarray], list]:
+    """An encoder whose helper is faked as `mode` (silent ones are killed after 3 s), given two splits' images."""
+    fake_helper(monkeypatch, mode)
+    splits = [testing.synthetic_images(size, seed=size) for size in sizes]
+    encoder = png.PngEncoder(stall_seconds=3)
+    iterators = [encoder.submit(images) for images in splits]
+    encoder.close()
+    return encoder, splits, iterators
+
+
 # Each way the helper can die or lie, and the exit status the error must name.
 BROKEN_PROMISES = {
     "sigkill": "killed by SIGKILL",  # killed while writing a message (issue 18)
@@ -147,11 +157,7 @@ BROKEN_PROMISES = {
 
 @pytest.mark.parametrize(("mode", "status"), BROKEN_PROMISES.items(), ids=list(BROKEN_PROMISES))
 def test_a_helper_that_dies_or_lies_fails_every_split_naming_its_exit_status(monkeypatch, mode, status):
-    fake_helper(monkeypatch, mode)
-    first, second = testing.synthetic_images(3000, seed=7), testing.synthetic_images(1500, seed=8)
-    encoder = png.PngEncoder(stall_seconds=3)
-    iterators = [encoder.submit(first), encoder.submit(second)]
-    encoder.close()
+    encoder, (first, second), iterators = two_splits(monkeypatch, mode, 3000, 1500)
     started = time.monotonic()
     for images, iterator in reversed(list(zip((first, second), iterators, strict=True))):
         pngs, error = drain(iterator)
@@ -166,11 +172,7 @@ def test_a_helper_that_dies_or_lies_fails_every_split_naming_its_exit_status(mon
 
 @pytest.mark.parametrize("mode", ["no_start", "not_python", "silent"])
 def test_a_helper_that_does_not_start_means_encoding_here(monkeypatch, capfd, mode):
-    fake_helper(monkeypatch, mode)
-    first, second = testing.synthetic_images(1500, seed=9), testing.synthetic_images(900, seed=10)
-    encoder = png.PngEncoder(stall_seconds=3)
-    iterators = [encoder.submit(first), encoder.submit(second)]
-    encoder.close()
+    _, (first, second), iterators = two_splits(monkeypatch, mode, 1500, 900)
     assert drain(iterators[1])[0] == png.encode_batch(second[..., 0])
     assert drain(iterators[0])[0] == png.encode_batch(first[..., 0])
     assert "Encoding PNGs in this process instead." in capfd.readouterr().err
