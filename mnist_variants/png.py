@@ -164,7 +164,7 @@ def decodes_to(pngs: list[bytes], images: np.ndarray) -> int | None:
 
 def _helper_command(source_length: int) -> list[str] | None:
     """The helper's command line, or None where no separate interpreter can run it (frozen applications)."""
-    if getattr(sys, "frozen", False) or not sys.executable:
+    if getattr(sys, "frozen", False) or not sys.executable or sys.platform == "win32":  # select() needs sockets there
         return None
     # The parent's import path, so numpy is found wherever this process found it (pip --target, pex,
     # Bazel runfiles); the working directory last, so modules there cannot shadow the standard library.
@@ -201,6 +201,10 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+# Read once, at import: the helper must run the code this process runs, even if the file changes later.
+_SOURCE = _own_source()
+
+
 class _Broken(Exception):
     """The helper broke its promise; the message says how."""
 
@@ -235,7 +239,7 @@ class PngEncoder:
         self._closed = False
         self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._helper: subprocess.Popen | None = None
-        source = _own_source()
+        source = _SOURCE
         command = _helper_command(len(source)) if source else None
         if command is None:
             self._here = True
