@@ -32,6 +32,10 @@ AMAT_LINE_BYTES = 2 * AMAT_VALUES_PER_LINE  # "v v ... v\n": each value followed
 
 Source = str | os.PathLike
 
+_FEED_BYTES = 1 << 20  # compressed bytes handed to zlib at a time
+_JOIN_BYTES = 1 << 24  # reads up to this size are joined from parts; larger ones fill one buffer
+_MAX_DEFLATE_RATIO = 1032  # deflate's most output per input byte: bounds what a stream can hold
+
 
 class ContentTooLargeError(MalformedFileError):
     """A gzip stream decompresses to more than the caller's limit; inflating stopped there."""
@@ -42,34 +46,53 @@ class ContentTooLargeError(MalformedFileError):
 
 
 class _ByteReader:
-    """Sequential reads from raw or gzip-compressed bytes, inflating no more than asked for."""
+    """Sequential reads from raw or gzip-compressed bytes, inflating no more than asked for.
+
+    The compressed input is fed to zlib a slice at a time and a large read is inflated into one
+    buffer, so reading a 547 MB member costs that buffer, not copies of the input or parts to join.
+    """
 
     def __init__(self, data: bytes, source: Source) -> None:
         self.source = os.fspath(source)
         self.gzipped = data[:2] == GZIP_MAGIC
         self._data = memoryview(data)
-        self._position = 0
+        self._position = 0  # raw data: bytes read; gzipped: bytes fed to the inflater
         self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
 
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.source}: {problem}")
 
-    def read(self, size: int) -> bytes | memoryview:
+    def read(self, size: int) -> bytes | bytearray | memoryview:
         """Returns up to `size` bytes; fewer only where the data ends."""
         if not self.gzipped:
             chunk = self._data[self._position : self._position + size]
             self._position += len(chunk)
             return chunk
+        if size <= _JOIN_BYTES:
+            return self._inflate(size)
+        # Sized by what the rest of the stream can hold at most, never by a header alone.
+        unread = len(self._data) - self._position + len(self._inflater.unconsumed_tail)
+        content = bytearray(min(size, _MAX_DEFLATE_RATIO * unread + _FEED_BYTES))
+        filled = 0
+        while filled < len(content) and (part := self._inflate(min(_JOIN_BYTES, len(content) - filled))):
+            content[filled : filled + len(part)] = part
+            filled += len(part)
+        del content[filled:]
+        return content
+
+    def _inflate(self, size: int) -> bytes:
         parts = []
         while size > 0 and not self._inflater.eof:
-            pending = self._data[self._position :]
+            pending = self._inflater.unconsumed_tail
+            if not pending:
+                pending = self._data[self._position : self._position + _FEED_BYTES]
+                self._position += len(pending)
+                if not pending:
+                    raise self.fail("gzip stream is cut short (truncated download?)")
             try:
                 part = self._inflater.decompress(pending, size)
             except zlib.error as error:
                 raise self.fail(f"corrupt gzip stream ({error})") from None
-            self._position = len(self._data) - len(self._inflater.unconsumed_tail)
-            if not part and self._position == len(self._data) and not self._inflater.eof:
-                raise self.fail("gzip stream is cut short (truncated download?)")
             parts.append(part)
             size -= len(part)
         return b"".join(parts)
@@ -79,11 +102,12 @@ class _ByteReader:
         if self.read(1):
             extra = "more data" if self.gzipped else f"{len(self._data) - self._position + 1} bytes"
             raise self.fail(f"trailing garbage: {extra} after {what}")
-        if self.gzipped and self._inflater.unused_data:
-            raise self.fail(f"{len(self._inflater.unused_data)} bytes of trailing garbage after the gzip stream")
+        unused = len(self._inflater.unused_data) + len(self._data) - self._position
+        if self.gzipped and unused:
+            raise self.fail(f"{unused} bytes of trailing garbage after the gzip stream")
 
 
-def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) -> bytes:
+def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) -> bytes | bytearray:
     """The whole decompressed content of gzip `data`; a cut or corrupt stream is a MalformedFileError.
 
     With `limit`, inflating stops as soon as the content passes `limit` bytes (ContentTooLargeError):
@@ -95,7 +119,7 @@ def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) ->
         if len(content) > limit:
             raise ContentTooLargeError(f"{reader.source}: decompresses to more than {limit:,} bytes", limit)
         reader.check_end("the gzip stream")
-        return bytes(content)
+        return content if isinstance(content, bytes | bytearray) else bytes(content)
     parts = []
     while chunk := reader.read(1 << 24):
         parts.append(chunk)
@@ -253,3 +277,90 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np
     if len(body) != size:
         raise MalformedFileError(f"{where}: {info.filename}: cut short ({len(body):,} of {size:,} bytes)")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+UNUSED_CLASS = "N/A"  # the name of a label value a dataset never uses (EMNIST Letters' 0)
+
+
+def read_zip_members(
+    data: bytes, source: Source, members: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, bytes | bytearray]:
+    """The named members of zip archive `data` (EMNIST's gzip.zip), each inflated once and checked.
+
+    zipfile checks each member's CRC-32 and size as it is read whole. A member of `members`
+    that is missing, or any that is damaged, is a MalformedFileError naming it; a member of
+    `optional` that is missing is left out. Nothing is extracted to disk, and each member is
+    read into one buffer of its recorded size, once that size is shown possible for its data.
+    """
+    where = os.fspath(source)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # BytesIO shares the bytes: no copy
+            held = {info.filename: info for info in archive.infolist()}
+            missing = [name for name in members if name not in held]
+            if missing:
+                raise MalformedFileError(
+                    f"{where}: has no member {', '.join(missing)} (it holds {len(held)} members;"
+                    " another archive, or a different release?)"
+                )
+            wanted = [*members, *(name for name in optional if name in held)]
+            return {name: _read_member(archive, held[name], where) for name in wanted}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        raise MalformedFileError(f"{where}: not a readable zip archive ({error})") from None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytearray:
+    most = info.compress_size * (_MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)
+    if info.file_size > most + _FEED_BYTES:
+        raise MalformedFileError(
+            f"{where}: member {info.filename} is damaged: it claims {info.file_size:,} bytes, more than its"
+            f" {info.compress_size:,} stored bytes can hold"
+        )
+    content = bytearray(info.file_size)
+    filled = 0
+    try:
+        with archive.open(info) as member:
+            while filled < len(content) and (part := member.read(min(_JOIN_BYTES, len(content) - filled))):
+                content[filled : filled + len(part)] = part
+                filled += len(part)
+            if member.read(1):
+                raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as error:
+        raise MalformedFileError(f"{where}: member {info.filename} is damaged ({error})") from None
+    if filled < len(content):
+        raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {len(content):,} bytes)")
+    return content
+
+
+def read_class_codes(data: bytes, source: Source = "<bytes>") -> dict[int, tuple[int, ...]]:
+    """Each label's character codes from a mapping file (EMNIST's `label code [code]` lines), read strictly."""
+    where = os.fspath(source)
+    codes: dict[int, tuple[int, ...]] = {}
+    lines = bytes(data).split(b"\n")
+    if lines[-1] == b"":  # the newline that ends the last line
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if len(fields) < 2 or not all(field.isdigit() and len(field) <= 7 for field in fields):
+            raise MalformedFileError(f"{where}: line {number} is {line[:40]!r}, expected `label code [code]`")
+        label, *characters = (int(field) for field in fields)
+        if label in codes:
+            raise MalformedFileError(f"{where}: line {number}: label {label} is listed twice")
+        if any(code > 0x10FFFF for code in characters):
+            raise MalformedFileError(f"{where}: line {number}: {line[:40]!r} holds no character code")
+        codes[label] = tuple(characters)
+    return codes
+
+
+def check_class_names(codes: dict[int, tuple[int, ...]], names: Sequence[str], source: Source) -> None:
+    """Raises unless every mapped label is declared with one of its characters as its name, and every
+    declared class (but `UNUSED_CLASS`) is mapped: declared names that disagree with upstream's are a bug."""
+    where = os.fspath(source)
+    for label, characters in sorted(codes.items()):
+        spelled = " or ".join(repr(chr(code)) for code in characters)
+        if label >= len(names):
+            raise MalformedFileError(f"{where}: label {label} ({spelled}) is not among the {len(names)} classes")
+        if names[label] not in {chr(code) for code in characters}:
+            raise MalformedFileError(f"{where}: label {label} is {spelled}, but the builder names it {names[label]!r}")
+    unmapped = [label for label, name in enumerate(names) if label not in codes and name != UNUSED_CLASS]
+    if unmapped:
+        raise MalformedFileError(f"{where}: lists no character for the declared labels {unmapped}")

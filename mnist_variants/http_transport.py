@@ -239,11 +239,16 @@ class _Connection:
         length = response.headers.get("Content-Length")
         if status == 200:
             if length is not None and length.strip() != str(size):
+                # A page served without text/html (EMNIST's old URL answers 110 KiB of it) is named as what it is.
+                if trap := _sniff(response):
+                    raise TransferError(f"{self.url} answered with {trap} (status {status}), not the file")
                 raise TransferError(f"{self.url} claims {_bytes(length)} for the file; registered: {plain_size(size)}")
             self._take_whole_file()
         else:
             found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
             if found and found[3].isdigit() and int(found[3]) != size:
+                if span.position == 0 and (trap := _sniff(response)):  # a page, with ranges served
+                    raise TransferError(f"{self.url} answered with {trap} (status {status}), not the file")
                 raise TransferError(
                     f"{self.url} says the file has {plain_size(int(found[3]))}; registered: {plain_size(size)}"
                 )
@@ -396,6 +401,15 @@ def _refuse_trap(block: bytes, url: str) -> None:
     trap = traps.recognise(block[: traps.SNIFF_BYTES])
     if trap:
         raise TransferError(f"{url} answered with {trap} (status 200), not the file")
+
+
+def _sniff(response: requests.Response) -> str | None:
+    """What the body is, if its first bytes show it is no data file (traps.recognise); None if they do not."""
+    try:
+        head = response.raw.read(traps.SNIFF_BYTES, decode_content=False)
+    except INTERRUPTIONS:
+        return None
+    return traps.recognise(head or b"")
 
 
 def _validator(response: requests.Response) -> str | None:

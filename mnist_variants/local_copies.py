@@ -52,7 +52,7 @@ class LocalCopies:
                     self._pass_over(f"Not using {path}: {error.strerror}")
                     continue
                 print(f"Using local copy of {name}: {path} ({verdict.how})", flush=True)
-                self.found[name] = verdict
+                self._remember(verdict)
                 return verdict
         return None
 
@@ -77,7 +77,7 @@ class LocalCopies:
                     continue
                 if verdict.verified:
                     print(f"Using {name} from the keras cache {folder} ({verdict.how})", flush=True)
-                    self.found[name] = verdict
+                    self._remember(verdict)
                     return verdict
                 self._pass_over(f"Not using {path} from the keras cache: {verdict.how}")
         return None
@@ -104,8 +104,31 @@ class LocalCopies:
                 member = epath.Path(f"{verdict.path}[{key}]")
                 files[name] = verification.Verdict(member, name, True, how, formats.encode_idx(arrays[key]))
                 print(f"Using {name} from the keras cache ({how})", flush=True)
-        self.found.update(files)
+        for verdict in files.values():
+            self._remember(verdict)
         return files
+
+    def _remember(self, verdict: verification.Verdict) -> None:
+        """What was found where, for messages; without its bytes (an archive's are hundreds of MB)."""
+        self.found[verdict.name] = dataclasses.replace(verdict, data=b"")
+
+    def pass_over_extracted(self, archive: locations.Archive, names: Sequence[str]) -> None:
+        """Members of `archive` found extracted in the manual dir (a folder, torchvision's `EMNIST/raw/`) are not
+        used, and this says so: no digest of a member is known, so nothing shows they are upstream's."""
+        for folder in self.manual.folders:
+            for place in (folder, folder / archive.folder.strip("/")) if archive.folder else (folder,):
+                try:
+                    paths = [path for name in names for path in locations.candidates(place, name)]
+                    found = [path.name for path in paths if path.is_file()]
+                except OSError:  # a folder we may not list: nothing of it is used either way
+                    continue
+                if found:
+                    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+                    self._pass_over(
+                        f"Not using {shown} in {place}: files extracted from {archive.filename}, and no digest of"
+                        f" {self.title}'s members is known, so they cannot be verified. Put {archive.filename}"
+                        " itself in the manual dir (it is verified by its sha256)."
+                    )
 
     def _pass_over(self, note: str) -> None:
         """Says now why a copy is not used, and keeps it for the message if nothing else delivers the file."""

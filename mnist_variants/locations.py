@@ -71,6 +71,21 @@ class KerasNpz:
     arrays: Mapping[str, Mapping[str, str]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Archive:
+    """A zip file that holds the upstream files as members (EMNIST's gzip.zip), registered and fetched as one file.
+
+    The split files are its members `<folder><name>`; they are read out of the verified archive's
+    bytes, never extracted. No digest of a member is known: copies found extracted are not used.
+    """
+
+    filename: str  # "gzip.zip", registered like any upstream file
+    folder: str = ""  # where the members sit inside it: "gzip/"
+
+    def member(self, name: str) -> str:
+        return self.folder + name
+
+
 def keras_cache(subfolder: str | None) -> list[epath.Path]:
     """The one folder where `keras.datasets` keeps `subfolder`, by keras's own rule (keras is not imported: slow).
 
