@@ -1,7 +1,9 @@
 """Writes the dummy data: a few made-up examples per split, in the exact upstream formats.
 
 Run from anywhere: `python dummy_data/generate.py`. Deterministic, so the committed
-files only change when this script does. Each dataset is one declaration in DATASETS.
+files only change when this script does. Each dataset is one declaration in DATASETS, or in
+ARCHIVES where upstream ships its files as members of one archive (EMNIST's gzip.zip: every
+config's four files and its label-to-character mapping, under `gzip/`).
 
 The data carries something to learn, so the examples' tests can tell a model that learned from
 one that did not: in a labelled dataset each image has its label drawn in (a white square in
@@ -13,12 +15,13 @@ black, which a mixture of Bernoullis models far better than coin flips (543 nats
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, testing
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, formats, testing
 from mnist_variants.builder import MnistVariantBuilder
 
 HERE = Path(__file__).resolve().parent
@@ -43,8 +46,23 @@ DATASETS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DummyArchive:
+    """One archive's dummy members: its builder (which names the archive, configs and files), items per split."""
+
+    builder_cls: type[MnistVariantBuilder]
+    counts: Mapping[str, int]  # the same for every config; conftest states them too
+    seed: int
+
+
+ARCHIVES = {
+    "emnist": DummyArchive(Emnist, {"train": 16, "test": 6}, seed=23),
+}
+
+
 def mark_place(label: int) -> tuple[int, int]:
-    """Top-left corner of the square for `label`: cells of a 4x4 grid of 7-pixel cells, row by row."""
+    """Top-left corner of the square for `label`: cells of a 4x4 grid of 7-pixel cells, row by row (mod 16)."""
+    label %= 16
     return 1 + CELL * (label // 4), 1 + CELL * (label % 4)
 
 
@@ -65,22 +83,43 @@ def labels_for(count: int, classes: np.ndarray, rng: np.random.Generator) -> np.
 
 def split_files(dummy: Dummy) -> dict[str, bytes]:
     """Every upstream file of `dummy`'s builder, by name."""
+    classes = np.arange(dummy.num_classes)
+    return labelled_files(dummy.builder_cls.SPLIT_FILES, dummy.counts, dummy.seed, classes)
+
+
+def labelled_files(
+    splits: Mapping[str, Mapping[str, str]], counts: Mapping[str, int], seed: int, classes: np.ndarray
+) -> dict[str, bytes]:
+    """The files of `splits` (split -> role -> name), with labels among `classes` drawn into the images."""
     files = {}
-    classes = np.arange(dummy.num_classes)  # the first split (train) has them all; the others only what it has
-    for index, (split, roles) in enumerate(dummy.builder_cls.SPLIT_FILES.items()):
-        count, seed = dummy.counts[split], dummy.seed * 100 + index
+    # the first split (train) has all classes (while there is room); the others only what it has
+    for index, (split, roles) in enumerate(splits.items()):
+        count, split_seed = counts[split], seed * 100 + index
         if "labels" not in roles:  # unlabelled: the shapes themselves are what a model learns
             for role, name in roles.items():
-                files[name] = testing.upstream_file_bytes(name, role, count, seed)
+                files[name] = testing.upstream_file_bytes(name, role, count, split_seed)
             continue
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(split_seed)
         labels = labels_for(count, classes if index == 0 else rng.permutation(classes), rng)
         classes = np.unique(labels) if index == 0 else classes
-        images = draw_labels(testing.synthetic_images(count, seed), labels)
+        images = draw_labels(testing.synthetic_images(count, split_seed), labels)
         for role, name in roles.items():
             raw = testing.encode_idx(labels if role == "labels" else images[..., 0])
             files[name] = testing.gzip_bytes(raw) if name.endswith(".gz") else raw
     return files
+
+
+def archive_bytes(dummy: DummyArchive) -> bytes:
+    """The archive of `dummy`'s builder: each config's files and its mapping, as members under the archive's folder."""
+    members = []
+    for index, config in enumerate(dummy.builder_cls.BUILDER_CONFIGS):
+        names = config.class_names
+        classes = np.array([label for label, name in enumerate(names) if name != formats.UNUSED_CLASS])
+        files = labelled_files(config.split_files, dummy.counts, dummy.seed * 10 + index, classes)
+        members += [*files.items(), (config.class_codes, testing.class_codes(names))]
+    buffer = io.BytesIO()
+    testing.write_zip(buffer, members, dummy.builder_cls.ARCHIVE.folder)
+    return buffer.getvalue()
 
 
 def main() -> None:
@@ -89,6 +128,11 @@ def main() -> None:
         for name, data in split_files(dummy).items():
             (HERE / folder / name).write_bytes(data)
             print(f"{folder}/{name}: {len(data)} bytes")
+    for folder, dummy in ARCHIVES.items():
+        (HERE / folder).mkdir(exist_ok=True)
+        data = archive_bytes(dummy)
+        (HERE / folder / dummy.builder_cls.ARCHIVE.filename).write_bytes(data)
+        print(f"{folder}/{dummy.builder_cls.ARCHIVE.filename}: {len(data)} bytes")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST and Kuzushiji-MNIST.
+"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST, Kuzushiji-MNIST and EMNIST.
 
 Importing this package registers `mnist_variants_binarized_mnist`, `mnist_variants_fashion_mnist`,
-`mnist_variants_mnist` and `mnist_variants_kmnist` with TFDS, beside (not instead of) TFDS's own
-`binarized_mnist`, `fashion_mnist`, `mnist` and `kmnist`.
+`mnist_variants_mnist`, `mnist_variants_kmnist` and `mnist_variants_emnist` with TFDS, beside (not
+instead of) TFDS's own `binarized_mnist`, `fashion_mnist`, `mnist`, `kmnist` and `emnist`.
 """
 
 from importlib import metadata
 
 from mnist_variants.binarized_mnist import BinarizedMnist
+from mnist_variants.emnist import Emnist
 from mnist_variants.errors import (
     ChecksumMismatchError,
     DownloadFailedError,
@@ -25,6 +26,7 @@ __all__ = [
     "BinarizedMnist",
     "ChecksumMismatchError",
     "DownloadFailedError",
+    "Emnist",
     "FashionMnist",
     "Kmnist",
     "MalformedFileError",

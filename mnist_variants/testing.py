@@ -18,7 +18,8 @@ import re
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import promise
@@ -59,6 +60,81 @@ def keras_npz_bytes(builder_cls: type[MnistVariantBuilder], files: Mapping[str, 
             parsed = formats.read_idx_images(data)[..., 0] if role == "images" else formats.read_idx_labels(data)
             arrays[key] = parsed
     return encode_npz(arrays)
+
+
+# EMNIST's split sizes upstream (the paper's, and what each file's header says).
+EMNIST_COUNTS = {
+    "byclass": {"train": 697_932, "test": 116_323},
+    "bymerge": {"train": 697_932, "test": 116_323},
+    "balanced": {"train": 112_800, "test": 18_800},
+    "letters": {"train": 124_800, "test": 20_800},
+    "digits": {"train": 240_000, "test": 40_000},
+    "mnist": {"train": 60_000, "test": 10_000},
+}
+
+
+def class_codes(class_names: Sequence[str]) -> bytes:
+    """An EMNIST mapping file for `class_names`: `label code` a line; a lower-case name whose upper case is no
+    class of its own stands for both (`label upper lower`, as emnist-letters-mapping.txt); "N/A" is left out."""
+    lines = []
+    for label, name in enumerate(class_names):
+        if name == formats.UNUSED_CLASS:
+            continue
+        merged = name.islower() and name.upper() not in class_names
+        codes = (ord(name.upper()), ord(name)) if merged else (ord(name),)
+        lines.append(" ".join(map(str, (label, *codes))))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_zip(target: BinaryIO | epath.PathLike, members: Iterable[tuple[str, bytes]], folder: str = "") -> None:
+    """A zip of `members` (name, bytes), deflated, with fixed timestamps (reproducible to the byte), as upstream's
+    gzip.zip: a directory entry for `folder`, then each member under it. Members are written as they come."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        if folder:
+            archive.writestr(zipfile.ZipInfo(folder, date_time=(1980, 1, 1, 0, 0, 0)), b"")
+        for name, data in members:
+            info = zipfile.ZipInfo(folder + name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+
+
+def emnist_members(
+    builder_cls: type[MnistVariantBuilder], counts: Mapping[str, Mapping[str, int]], seed: int = 0
+) -> Iterator[tuple[str, bytes]]:
+    """Every member of an EMNIST-shaped archive (no folder): per config in `counts`, its four gzipped IDX files
+    with made-up images and labels in the config's range, and its mapping file. Configs with the same counts
+    get the same images, as upstream's byclass and bymerge do; one config's files are held at a time."""
+    shared: dict[tuple[str, int], bytes] = {}
+    for config in builder_cls.BUILDER_CONFIGS:
+        if config.name not in counts:
+            continue
+        names = config.class_names
+        used = np.array([label for label, name in enumerate(names) if name != formats.UNUSED_CLASS], np.uint8)
+        for index, (split, files) in enumerate(config.split_files.items()):
+            count = counts[config.name][split]
+            key = (split, count)
+            if key not in shared:
+                shared.clear()  # keeps one split's images: bymerge follows byclass
+                shared[key] = gzip_bytes(encode_idx(synthetic_images(count, seed * 100 + count % 97 + index)[..., 0]))
+            rng = np.random.default_rng(seed * 1000 + len(names) * 10 + index)
+            yield files["images"], shared[key]
+            yield files["labels"], gzip_bytes(encode_idx(rng.choice(used, count)))
+        yield config.class_codes, class_codes(names)
+
+
+def write_archive(
+    builder_cls: type[MnistVariantBuilder],
+    directory: epath.PathLike,
+    counts: Mapping[str, Mapping[str, int]] | None = None,
+    seed: int = 0,
+) -> epath.Path:
+    """Writes the archive of `builder_cls` (EMNIST's gzip.zip) with generated members; full-size by default."""
+    archive = builder_cls.ARCHIVE
+    path = epath.Path(directory) / archive.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as target:
+        write_zip(target, emnist_members(builder_cls, counts or EMNIST_COUNTS, seed), archive.folder)
+    return path
 
 
 def gzip_bytes(data: bytes) -> bytes:

@@ -25,6 +25,7 @@ DUMMY_SPLITS = {
     "binarized_mnist": {"train": 10, "validation": 4, "test": 4},
     "mnist": {"train": 12, "test": 5},
     "kmnist": {"train": 12, "test": 5},
+    "emnist": {"train": 16, "test": 6},  # every config of dummy_data/emnist/gzip.zip
 }
 
 
