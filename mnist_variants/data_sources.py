@@ -9,12 +9,14 @@ of the dead worker shows where: `riegeli::BackgroundCleaner::Register` ->
 `ArrayRecordReaderBase::Initialize` as the worker opens its reader. riegeli (under
 ArrayRecord) keeps one process-wide cleaner, with its own thread, for its pooled zstd
 contexts; it is created the first time the parent decompresses or compresses a chunk, and
-a forked child inherits its state but not its thread. Nothing a data source does in the
-child (opening readers lazily, a `worker_init_fn`) avoids that global, so the only fixes
-are: never read ArrayRecord in a forked child (this module), or start workers with
+a forked child inherits its state but not its thread. TFDS's source already opens its readers
+lazily, in the worker, and that very opening is the call that crashes; no wrapper or
+`worker_init_fn` can reset riegeli's process-wide state, so the ways out are: never read
+ArrayRecord in a forked child (this module), or start workers with
 `multiprocessing_context="spawn"` (Grain always does). Measured on full-size Fashion-MNIST,
-2 workers, fork: parent untouched, 2 of 2 runs fine; after `source[0]` in the parent, 4 of 4
-crashed; after writing an ArrayRecord file in the parent, 4 of 4 crashed.
+2 workers, fork, a fresh process each time: parent untouched, 4 of 4 runs fine; after
+`source[0]` in the parent, 4 of 4 crashed; after writing a small ArrayRecord file in the parent,
+4 of 4 crashed; after preparing the dataset in the parent, 6 of 7 crashed.
 
 `open(name, split)` reads the split once, in the calling process, and holds it decoded in
 numpy arrays (47 MB for Fashion-MNIST's train split, like torchvision's `FashionMNIST`); its
@@ -203,7 +205,7 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
         builder.download_and_prepare(**(download_and_prepare_kwargs or {}))
     if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
         return InMemorySource(_read_array_record(builder, split))
-    # Hypothetically any other format TFDS reads with tf.data; TF decodes the PNGs in C++.
+    # TFRecord: tf.data reads the whole split at once and TF decodes the PNGs in C++.
     arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
     return InMemorySource({key: np.asarray(value) for key, value in arrays.items()})
 
@@ -212,12 +214,15 @@ def _read_array_record(builder: Any, split: str) -> dict[str, np.ndarray]:
     """Every record of the split, in order, parsed and decoded here: images by `decode_pngs`, integers as int64."""
     import tensorflow_datasets as tfds
 
-    # TFDS's own copy of tf.train.Example, which its numpy path parses with: `tf.train.Example` would import
-    # all of TensorFlow (18 s measured on this machine) into a process that otherwise needs none of it.
+    # TFDS's own copy of tf.train.Example ("public API of the proto package", TFDS 4.9.4 to 4.9.10), which its
+    # numpy path parses with: `tf.train.Example` would import all of TensorFlow (18 s measured here) into a
+    # process that otherwise needs none of it.
     from tensorflow_datasets.proto import tf_example_pb2
 
-    raw = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-    records = raw.__getitems__(range(len(raw)))
+    # The serialized records: the ArrayRecord source under TFDS's (its `data_source` field, in every TFDS
+    # since 4.9.4; `deserialize_method=RAW_BYTES` would say the same but arrived after 4.9.4).
+    raw = builder.as_data_source(split=split).data_source
+    records = raw.__getitems__(range(len(raw))) if len(raw) else []
     features = builder.info.features
     images = [key for key, feature in features.items() if isinstance(feature, tfds.features.Image)]
     integers = [
