@@ -106,8 +106,11 @@ def link() -> FileServer:
     server.stop()
 
 
-@pytest.mark.parametrize("connections", ["1", "4"])
-@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize(
+    ("kill", "connections"),
+    [(signal.SIGKILL, "1"), (signal.SIGKILL, "4"), (signal.SIGINT, "4"), (signal.SIGTERM, "1")],
+    ids=["SIGKILL-1", "SIGKILL-4", "SIGINT-4", "SIGTERM-1"],
+)
 def test_the_next_worker_resumes_what_a_killed_one_downloaded(tmp_path, files, reference, link, kill, connections):
     link.serve_files("upstream", files)
     env = worker_env(tmp_path, BinarizedMnist, files, [f"{link.url}/upstream/"])
