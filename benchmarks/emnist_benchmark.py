@@ -1,0 +1,271 @@
+"""EMNIST at full size: ours against TFDS's built-in `emnist` and a floor builder, each in a fresh process.
+
+    python benchmarks/emnist_benchmark.py [--rounds 1] [--files DIR] [--rate 4] [--download-config mnist]
+                                          [--skip prepare build download]
+
+It writes a full-size gzip.zip once (`testing.write_archive`: every config's members at upstream's
+counts, synthetic images, about 480 MiB; into `benchmarks/data/emnist/`), then per round:
+
+- prepare `byclass` (814,255 examples) from that local archive: ours (the archive as a manual dir,
+  verified by its sha256), TFDS's built-in (its public `download_and_extract` handed the local
+  file, so TFDS's own extraction of the zip and of the gzip members runs), and the floor (same
+  schema and example count, one constant pre-encoded PNG: the least a GeneratorBasedBuilder takes);
+  seconds and peak resident memory of each (the process; and its children, our PNG helper);
+- all six configs in one command, `tfds build mnist_variants_emnist --imports ...` with the archive
+  as manual dir: total seconds and the peak resident memory of the largest process;
+- time to data: nothing to a prepared `--download-config` through the real download path from a
+  loopback server throttled to `--rate` MB/s per connection, ours and the built-in, whole-process
+  wall time (start-up included), alternating who goes first.
+Ratios are taken round by round; medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_benchmark import floor_builder
+
+PREPARED = "byclass"
+REGISTRY_MODULE = "emnist_benchmark_registry"
+
+
+def register(archive: Path, url: str, scratch: Path) -> Path:
+    """A checksums file registering the generated archive under `url`, as a mirror's would be."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    with archive.open("rb") as file:  # streamed: the figures are not to count a copy made here
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    tsv = scratch / "mnist_variants_emnist.tsv"
+    tsv.write_text(f"{url}\t{archive.stat().st_size}\t{digest}\tgzip.zip\n")
+    return tsv
+
+
+def builtin_from(archive: Path):
+    """TFDS's emnist, its public `download_and_extract` handed the local archive (TFDS's `extract` runs)."""
+    import tensorflow_datasets as tfds
+
+    return mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", lambda dl_manager, url: dl_manager.extract(archive)
+    )
+
+
+def peak_rss() -> dict[str, float]:
+    return {
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def prepare(contender: str, archive: Path, data_dir: str) -> dict:
+    """In this (fresh) process: prepare byclass once."""
+    import tensorflow_datasets as tfds
+    from etils import epath
+
+    from mnist_variants import Emnist, testing
+
+    counts = testing.EMNIST_COUNTS[PREPARED]
+    config = tfds.download.DownloadConfig(try_download_gcs=False)
+    if contender == "ours":
+        Emnist._checksums_path = epath.Path(register(archive, Emnist.SOURCES[0] + "gzip.zip", Path(data_dir)))
+        builder = Emnist(config=PREPARED, data_dir=data_dir)
+        config = tfds.download.DownloadConfig(manual_dir=str(archive.parent))
+        patch = mock.patch.dict({})
+    elif contender == "builtin":
+        builder, patch = tfds.builder_cls("emnist")(config=PREPARED, data_dir=data_dir), builtin_from(archive)
+    else:
+        builder, patch = floor_builder(Emnist, counts)(data_dir=data_dir), mock.patch.dict({})
+    with patch:
+        started = time.perf_counter()
+        builder.download_and_prepare(download_dir=os.path.join(data_dir, "downloads"), download_config=config)
+        seconds = time.perf_counter() - started
+    assert {split: info.num_examples for split, info in builder.info.splits.items()} == counts
+    return {"seconds": seconds, **peak_rss()}
+
+
+def build_all(archive: Path, data_dir: str) -> dict:
+    """In this (fresh) process: `tfds build mnist_variants_emnist` (every config), timed, its peak memory read."""
+    scratch = Path(data_dir)
+    tsv = register(archive, "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", scratch)
+    (scratch / f"{REGISTRY_MODULE}.py").write_text(
+        "import mnist_variants\nfrom etils import epath\n"
+        f"mnist_variants.Emnist._checksums_path = epath.Path({str(tsv)!r})\n"
+    )
+    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
+    command = [tfds_cli, "build", "mnist_variants_emnist", "--imports", REGISTRY_MODULE,
+               "--manual_dir", str(archive.parent), "--data_dir", str(scratch / "data")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch), os.environ.get("PYTHONPATH", "")])}
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-5000:])
+    built = sorted(path.parent.name for path in (scratch / "data" / "mnist_variants_emnist").glob("*/1.0.0"))
+    assert len(built) == 6, built
+    return {"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def download(contender: str, config_name: str, base_url: str, archive: Path, data_dir: str) -> dict:
+    """In this (fresh) process: nothing to prepared data, downloading from `base_url`."""
+    import tensorflow_datasets as tfds
+    from etils import epath
+    from tensorflow_datasets.core.download import checksums
+
+    from mnist_variants import Emnist
+
+    url = base_url + "gzip.zip"
+    if contender == "ours":
+        Emnist.SOURCES = (base_url,)
+        Emnist._checksums_path = epath.Path(register(archive, url, Path(data_dir)))
+        builder = Emnist(config=config_name, data_dir=data_dir)
+    else:
+        builtin = tfds.builder_cls("emnist")
+        registered = checksums.load_url_infos(epath.Path(register(archive, url, Path(data_dir))))
+        builtin.URL = url
+        builtin.url_infos = registered
+        builder = builtin(config=config_name, data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return peak_rss()
+
+
+def in_fresh_process(*args: str) -> dict:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{result.stderr[-5000:]}")
+    return {"wall_seconds": wall, **json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def generate(files: Path) -> Path:
+    from mnist_variants import Emnist, testing
+
+    archive = files / "emnist" / "gzip.zip"
+    if not archive.exists():
+        print(f"writing a full-size gzip.zip to {archive} (minutes) ...", flush=True)
+        written = testing.write_archive(Emnist, files / "emnist.incomplete", seed=11)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, archive)
+    return archive
+
+
+def run_round(archive: Path, args: argparse.Namespace, number: int) -> dict[str, dict]:
+    figures: dict[str, dict] = {}
+    files = str(args.files)
+    with tempfile.TemporaryDirectory(prefix="emnist_bench_") as root:
+        if "prepare" not in args.skip:
+            for contender in ("ours", "builtin", "floor"):
+                figures[contender] = in_fresh_process(
+                    "--files", files, "--child", "prepare", contender, f"{root}/{contender}"
+                )
+                shutil.rmtree(f"{root}/{contender}", ignore_errors=True)
+                print(f"  round {number + 1}: prepare {PREPARED}, {contender}: {figures[contender]}", flush=True)
+        if "build" not in args.skip:
+            os.makedirs(f"{root}/build")
+            figures["build"] = in_fresh_process("--files", files, "--child", "build", "-", f"{root}/build")
+            shutil.rmtree(f"{root}/build", ignore_errors=True)
+            print(f"  round {number + 1}: tfds build, all six configs: {figures['build']}", flush=True)
+        if "download" not in args.skip:
+            from mnist_variants import testing
+
+            server = testing.FileServer(bytes_per_second=args.rate * 1e6)
+            server.serve("/nist/gzip.zip", archive.read_bytes())
+            try:
+                for contender in ("ours", "builtin")[:: 1 if number % 2 == 0 else -1]:
+                    server.sent.clear()
+                    figures[f"download_{contender}"] = in_fresh_process(
+                        "--files", files, "--download-config", args.download_config, "--child", "download",
+                        contender, f"{root}/dl_{contender}", f"{server.url}/nist/",
+                    )  # fmt: skip
+                    figures[f"download_{contender}"]["bytes_sent"] = sum(server.sent.values())
+                    shutil.rmtree(f"{root}/dl_{contender}", ignore_errors=True)
+                    print(
+                        f"  round {number + 1}: download, {contender}: {figures[f'download_{contender}']}", flush=True
+                    )
+            finally:
+                server.stop()
+    return figures
+
+
+def report(rounds: list[dict], archive_size: int) -> None:
+    def median(key: str, field: str) -> float:
+        return statistics.median(r[key][field] for r in rounds)
+
+    def ratio(a: str, b: str, field: str) -> float:
+        return statistics.median(r[a][field] / r[b][field] for r in rounds)
+
+    print(f"\n{len(rounds)} round(s), medians; archive {archive_size / (1 << 20):.1f} MiB")
+    if "ours" in rounds[0]:
+        print(f"| prepare {PREPARED} | seconds | peak RSS MiB (process) | peak RSS MiB (children) |")
+        print("|---|---|---|---|")
+        for contender in ("ours", "builtin", "floor"):
+            print(
+                f"| {contender} | {median(contender, 'seconds'):.1f} | {median(contender, 'peak_rss_mib'):.0f} |"
+                f" {median(contender, 'children_peak_rss_mib'):.0f} |"
+            )
+        print(
+            f"built-in / ours {ratio('builtin', 'ours', 'seconds'):.2f}x, ours / floor"
+            f" {ratio('ours', 'floor', 'seconds'):.2f}x, built-in / floor {ratio('builtin', 'floor', 'seconds'):.2f}x"
+        )
+    if "build" in rounds[0]:
+        print(
+            f"tfds build, all six configs: {median('build', 'seconds'):.1f} s,"
+            f" peak RSS of the largest process {median('build', 'peak_rss_mib'):.0f} MiB"
+        )
+    if "download_ours" in rounds[0]:
+        print(
+            f"time to data: ours {median('download_ours', 'wall_seconds'):.1f} s, built-in"
+            f" {median('download_builtin', 'wall_seconds'):.1f} s, ours / built-in"
+            f" {ratio('download_ours', 'download_builtin', 'wall_seconds'):.2f}x; bytes sent / archive: ours"
+            f" {median('download_ours', 'bytes_sent') / archive_size:.3f}x, built-in"
+            f" {median('download_builtin', 'bytes_sent') / archive_size:.3f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
+    parser.add_argument("--rate", type=float, default=4.0, help="MB/s per connection")
+    parser.add_argument("--download-config", default="mnist")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["prepare", "build", "download"])
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    archive = args.files / "emnist" / "gzip.zip"
+    if args.child:
+        action, contender, data_dir, *rest = args.child
+        if action == "prepare":
+            figures = prepare(contender, archive, data_dir)
+        elif action == "build":
+            figures = build_all(archive, data_dir)
+        else:
+            figures = download(contender, args.download_config, rest[0], archive, data_dir)
+        print(json.dumps(figures))
+        return
+
+    archive = generate(args.files)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+    rounds = [run_round(archive, args, number) for number in range(args.rounds)]
+    report(rounds, archive.stat().st_size)
+
+
+if __name__ == "__main__":
+    main()
