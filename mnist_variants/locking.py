@@ -91,6 +91,11 @@ _NO_SOFT_FALLBACK = (
 )
 
 
+def _say(message: str) -> None:
+    """One line in one write, so lines of waiting threads do not interleave."""
+    print(message + "\n", end="", flush=True)
+
+
 def _file_lock(lock_file: str) -> filelock.BaseFileLock:
     return filelock.FileLock(lock_file, **_NO_SOFT_FALLBACK)
 
@@ -125,7 +130,7 @@ def hold(lock_file: os.PathLike | str, waiting_message: str) -> Iterator[bool]:
     turn = _thread_lock(os.path.realpath(path) if local else path)
     told = not turn.acquire(blocking=False)
     if told:
-        print(waiting_message, flush=True)
+        _say(waiting_message)
         turn.acquire()
     try:
         lock = _acquire(path, waiting_message, told) if local else None
@@ -149,7 +154,7 @@ def _acquire(path: str, waiting_message: str, told: bool) -> filelock.BaseFileLo
             lock.acquire(timeout=0)
         except filelock.Timeout:
             if not told:
-                print(waiting_message, flush=True)
+                _say(waiting_message)
             lock.acquire()
     except NotImplementedError as error:  # filelock 3 on ENOSYS, should the probe have missed it
         _warn_no_locks(path, error)

@@ -46,7 +46,7 @@ class LockWorker(Watched):
         """(thread, held, entered, left) of every turn the worker took."""
         entered, turns = {}, []
         for line in self.out.splitlines():
-            kind, *fields = line.split()
+            kind, *fields = line.split() or [""]
             if kind == "ENTER":
                 entered[fields[0]] = (fields[1] == "True", float(fields[2]))
             elif kind == "LEAVE":
@@ -75,6 +75,7 @@ def test_processes_take_turns_and_each_waiter_says_so_once(tmp_path, workers):
     workers += [LockWorker(tmp_path, number, lock_file, "--seconds", "0.4", "--times", "2") for number in range(3)]
     for worker in workers:
         worker.finish()
+        assert f"FILELOCK {filelock.__version__}" in worker.out  # the version this test runs with
     assert_one_at_a_time([turn for worker in workers for turn in worker.intervals()])
     for worker in workers:
         assert worker.out.count("Waiting") <= 2 and "Warning" not in worker.err, worker.err

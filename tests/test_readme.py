@@ -11,7 +11,7 @@ language (```` ```text ````), or as a shell line that starts with something else
 
 How they run offline with the registered upstream checksums: in a fresh home folder (so
 `~/tensorflow_datasets` and the keras cache are empty) and working directory, with
-`MNIST_VARIANTS_MIRROR` pointing at a loopback server that serves generated files, and a
+`MNIST_VARIANTS_MIRROR` pointing at a loopback server that serves every dataset's dummy files, and a
 `sitecustomize.py` that imports `tests/workers/registered_dummies.py`, which registers those
 files' checksums and the mirror as the builders' only source in every Python process.
 """
@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dummy_files, write_registry
+import tensorflow_datasets as tfds
+from conftest import DUMMY_DATA, REPO, dummy_files, write_registry
 
-from mnist_variants import BinarizedMnist, FashionMnist, testing
+from mnist_variants import FashionMnist, testing
 
 README = REPO / "README.md"
 RUNNABLE_COMMANDS = ("tfds ", ".venv/bin/python examples/")
@@ -65,16 +66,24 @@ def test_the_rule_finds_the_blocks_that_claim_to_run():
 
 @pytest.fixture
 def mirror(tmp_path, file_server) -> dict[str, str]:
-    """The environment under which README code runs offline: fresh home, loopback mirror, test checksums."""
-    generated = testing.write_upstream_files(FashionMnist, tmp_path / "generated", FASHION_COUNTS, seed=5)
-    datasets = {FashionMnist: {name: path.read_bytes() for name, path in generated.items()}}
-    datasets[BinarizedMnist] = dummy_files("binarized_mnist")
+    """The environment under which README code runs offline: fresh home, loopback mirror, test checksums.
+
+    The mirror holds every dataset of dummy_data/ in `<mirror>/<registered name>/`, as a user's mirror
+    does (MNIST, Kuzushiji-MNIST and Fashion-MNIST share file names); Fashion-MNIST generated, larger.
+    """
     url = f"{file_server.url}/mirror/"
     registry = {}
-    for builder_cls, files in datasets.items():
-        file_server.serve_files("mirror", files)
-        tsv = write_registry(tmp_path / "registry" / builder_cls.name, builder_cls, files, url)
-        registry[builder_cls.name] = {"sources": [url], "checksums": str(tsv)}
+    for folder in sorted(path.name for path in DUMMY_DATA.iterdir() if path.is_dir()):
+        builder_cls = tfds.builder_cls(f"mnist_variants_{folder}")
+        if builder_cls is FashionMnist:
+            generated = testing.write_upstream_files(FashionMnist, tmp_path / "generated", FASHION_COUNTS, seed=5)
+            files = {name: path.read_bytes() for name, path in generated.items()}
+        else:
+            files = dummy_files(folder)
+        file_server.serve_files(f"mirror/{builder_cls.name}", files)
+        source = f"{url}{builder_cls.name}/"
+        tsv = write_registry(tmp_path / "registry" / builder_cls.name, builder_cls, files, source)
+        registry[builder_cls.name] = {"sources": [source], "checksums": str(tsv)}
     (tmp_path / "registry.json").write_text(json.dumps(registry))
     site = tmp_path / "site"
     site.mkdir()
