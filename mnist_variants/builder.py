@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import inspect
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,6 +23,8 @@ from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
 from mnist_variants import fetching, formats, locations, png, preparation, verification
+
+SUBMISSION_IMAGES = 1 << 16  # images per submission to the PNG helper (51 MB of pixels)
 
 
 def checksums_dir() -> epath.Path:
@@ -198,8 +201,15 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             with contextlib.closing(fetching.Fetch(self.wanted(), dl_manager).splits()) as arrivals:
                 for split, files in arrivals:
                     arrays[split] = self._read_split(files)
-                    # Encoding runs ahead of TFDS's writer, which takes the PNGs as they come.
-                    pngs[split] = encoder.submit(arrays[split]["image"])
+                    # Encoding runs ahead of TFDS's writer, which takes the PNGs as they come; in submissions
+                    # of at most SUBMISSION_IMAGES, so the helper holds one of them, not a split of 547 MB.
+                    images = arrays[split]["image"]
+                    pngs[split] = itertools.chain.from_iterable(
+                        [
+                            encoder.submit(images[start : start + SUBMISSION_IMAGES])
+                            for start in range(0, len(images), SUBMISSION_IMAGES)
+                        ]
+                    )
         finally:
             encoder.close()
         return {split: self._generate_examples(pngs[split], arrays[split]) for split in self.split_files}
