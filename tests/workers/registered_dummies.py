@@ -38,7 +38,7 @@ def installed_editable() -> bool:
     return bool(direct_url and json.loads(direct_url).get("dir_info", {}).get("editable"))
 
 
-if not installed_editable() and Path(mnist_variants.__file__).resolve().is_relative_to(CHECKOUT):
+if not installed_editable() and Path(mnist_variants.__file__).resolve().is_relative_to(CHECKOUT / "mnist_variants"):
     raise ImportError(f"imported the checkout's {mnist_variants.__file__}, not the installed mnist_variants")
 
 if os.environ.get(REGISTRY_ENV):
