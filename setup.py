@@ -29,6 +29,8 @@ setup(
         "urllib3>=2.3",  # HTTPResponse.read1 (mnist_variants/http_transport.py)
         # One worker prepares a dataset, the others wait (mnist_variants/preparation.py).
         "filelock>=3.12",
+        # tfds.data_source decodes images with OpenCV or PIL and fails with neither (README "Use").
+        "pillow",
     ],
     extras_require={
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.

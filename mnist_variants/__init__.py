@@ -7,6 +7,8 @@ instead of) TFDS's own `binarized_mnist`, `fashion_mnist`, `mnist`, `kmnist` and
 
 from importlib import metadata
 
+# data_sources warns before a PyTorch DataLoader forks workers over ArrayRecord, which crashes them (README).
+from mnist_variants import data_sources  # noqa: F401
 from mnist_variants.binarized_mnist import BinarizedMnist
 from mnist_variants.emnist import Emnist
 from mnist_variants.errors import (
