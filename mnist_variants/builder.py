@@ -223,6 +223,13 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}
 
 
+# MNIST's own file names and layout, which Fashion-MNIST and Kuzushiji-MNIST kept, names included.
+MNIST_FILES = {
+    tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
+    tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
+}
+
+
 class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
     """A labelled variant in MNIST's own format: gzipped IDX images and labels per split, named classes.
 

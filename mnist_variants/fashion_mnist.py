@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from mnist_variants.builder import LabelledIdxBuilder
+from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -46,10 +46,7 @@ class FashionMnist(LabelledIdxBuilder):
         "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # where keras.datasets gets them
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     )
-    SPLIT_FILES = {
-        tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
-        tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
-    }
+    SPLIT_FILES = MNIST_FILES
     MANUAL_SUBFOLDERS = ("FashionMNIST/raw",)  # a torchvision root given as the manual dir
     KERAS_CACHE_FOLDER = "datasets/fashion-mnist"  # keras.datasets.fashion_mnist.load_data() keeps them there
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from mnist_variants.builder import LabelledIdxBuilder
+from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder
 
 CITATION = """\
 @online{clanuwat2018deep,
@@ -29,10 +29,7 @@ class Kmnist(LabelledIdxBuilder):
 
     TITLE = "Kuzushiji-MNIST"
     SOURCES = ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",)
-    SPLIT_FILES = {
-        tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
-        tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
-    }
+    SPLIT_FILES = MNIST_FILES
     MANUAL_SUBFOLDERS = ("KMNIST/raw",)  # a torchvision root given as the manual dir
 
     # One character for each of the 10 rows of Hiragana, named as TFDS names them.

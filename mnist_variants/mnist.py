@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-from mnist_variants.builder import LabelledIdxBuilder
+from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder
 from mnist_variants.locations import KerasNpz
 
 CITATION = """\
@@ -31,10 +31,7 @@ class Mnist(LabelledIdxBuilder):
         "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's
         "http://yann.lecun.com/exdb/mnist/",  # the original; often 403 or silent for years at a time
     )
-    SPLIT_FILES = {
-        tfds.Split.TRAIN: {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
-        tfds.Split.TEST: {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
-    }
+    SPLIT_FILES = MNIST_FILES
     MANUAL_SUBFOLDERS = ("MNIST/raw",)  # a torchvision root given as the manual dir
     # keras.datasets.mnist.load_data() keeps one file, checked by keras against the same sha256.
     KERAS_NPZ = KerasNpz(
