@@ -250,7 +250,8 @@ class Route:
     "cut" sends the headers and half the body, then closes; "stall" sends half the body, then
     nothing until the test ends; "silent" sends nothing at all; "headers" sends the headers, then
     nothing; "trickle" sends the headers, then a byte every 0.3 s; "slow" sends at 1 MB/s;
-    "html" answers 200 with an HTML page; "lie" answers a Range request with 206 and the file
+    "html" answers 200 with an HTML page; "whole" answers a Range request with 200 and the whole
+    file, as a server that ignores Range; "lie" answers a Range request with 206 and the file
     from byte 0; "claim" announces a 64 GiB file (Content-Length, or Content-Range's total).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
     gets the whole file, as HTTP says.
@@ -312,7 +313,7 @@ class FileServer:
                     self.send_error(route.status)
                     return
                 size = len(route.data)
-                start, end = self._range(route, size)
+                start, end = self._range(route, size) if fault != "whole" else (None, None)
                 ranged = start is not None
                 start, end = start or 0, end or size
                 body = route.data[: end - start] if fault == "lie" else route.data[start:end]

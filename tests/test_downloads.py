@@ -233,6 +233,19 @@ def test_a_part_cut_mid_way_is_resumed(monkeypatch, tmp_path, link, capsys):
     assert "Resuming binarized_mnist_train.amat from byte" in capsys.readouterr().out
 
 
+def test_a_later_part_answered_with_the_whole_file_keeps_its_own_bytes(monkeypatch, tmp_path, link):
+    """The first part is answered as asked; the second part's request gets the whole file (200): it reads on
+    to its own bytes and keeps them, instead of failing the source."""
+    files = large_binarized_files(tmp_path)
+    serve_from(monkeypatch, tmp_path, link, BinarizedMnist, files, "upstream")
+    link.serve_files("upstream", files)
+    train, data = "/upstream/binarized_mnist_train.amat", files["binarized_mnist_train.amat"]
+    link.serve(train, data, None, "whole")
+    assert prepare(BinarizedMnist, tmp_path).info.splits["train"].num_examples == 6000
+    assert link.requests.count(train) == 2  # no retry, no other source
+    assert link.sent[train] <= len(data) // 2 + len(data) + (1 << 20)  # the first part, then at most the file
+
+
 def test_a_server_that_ignores_range_gets_one_connection(monkeypatch, tmp_path, file_server):
     files = large_binarized_files(tmp_path)
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, files, "upstream")
