@@ -189,7 +189,7 @@ class _Connection:
         first: bool,
     ) -> None:
         self.url, self.partial, self.span, self.policy = url, partial, span, policy
-        self.cancel, self.progress, self.first = cancel, progress, first
+        self.cancel, self.progress = cancel, progress
         self.whole_file = False  # the server answered the first request with the whole file (200)
         self.may_restart = first  # until the other parts start, a whole-file answer may restart the partial
         self._skip = 0  # bytes of a whole-file answer before this part
