@@ -36,7 +36,7 @@ setup(
         # The `tfds` command line of TFDS 4.9.10 imports these at start-up.
         "cli": ["apache-beam", "mlcroissant"],
         # dill: tfds.testing imports it without declaring it.
-        "test": ["pytest==9.2.0", "hypothesis>=6", "pillow", "ruff==0.17.6", "dill"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis>=6", "pillow", "ruff==0.17.6", "dill"],
         # examples/show.py draws its grid with matplotlib; examples/compare_classifiers.py fits scikit-learn's.
         "examples": ["matplotlib", "scikit-learn"],
         # PyTorch's DataLoader and Grain over random access (README "PyTorch and JAX"); OpenCV doubles the

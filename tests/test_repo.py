@@ -115,9 +115,9 @@ def test_minimum_versions_are_the_declared_lower_bounds():
 
 
 def test_tools_that_decide_pass_or_fail_are_pinned():
-    """ruff and pytest are pinned exactly in the test extra (README, Tests), and those versions are installed."""
+    """ruff, pytest and pytest-xdist are pinned exactly in the test extra (README, Tests), and installed so."""
     extra = re.search(r'"test": \[([^]]*)\]', (REPO / "setup.py").read_text())[1]
-    for tool in ("ruff", "pytest"):
+    for tool in ("ruff", "pytest", "pytest-xdist"):
         pinned = re.search(rf'"{tool}==([^"]+)"', extra)
         assert pinned, f"{tool} is not pinned exactly in setup.py's test extra"
         assert metadata.version(tool) == pinned[1], (tool, metadata.version(tool), pinned[1])
