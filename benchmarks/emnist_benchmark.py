@@ -177,7 +177,10 @@ def run_round(archive: Path, args: argparse.Namespace, number: int) -> dict[str,
     files = str(args.files)
     with tempfile.TemporaryDirectory(prefix="emnist_bench_") as root:
         if "prepare" not in args.skip:
-            for contender in args.contenders:
+            # Who goes first rotates from round to round: neither a warm page cache nor a machine that
+            # speeds up or slows down favours one.
+            turn = number % len(args.contenders)
+            for contender in args.contenders[turn:] + args.contenders[:turn]:
                 figures[contender] = in_fresh_process(
                     "--files", files, "--child", "prepare", contender, f"{root}/{contender}"
                 )
@@ -218,19 +221,20 @@ def report(rounds: list[dict], archive_size: int) -> None:
         return statistics.median(r[a][field] / r[b][field] for r in rounds)
 
     print(f"\n{len(rounds)} round(s), medians; archive {archive_size / (1 << 20):.1f} MiB")
-    if {"ours", "builtin", "floor"} <= rounds[0].keys():
+    prepared = [contender for contender in ("ours", "builtin", "floor") if contender in rounds[0]]
+    if prepared:
         # Children's peak RSS is not shown: Linux counts in it the parent's resident pages at fork (subprocess
         # forks, then execs), so it says how large the parent was, not the PNG helper.
         print(f"| prepare {PREPARED} | seconds | CPU s (process + children) | peak RSS MiB (process) |")
         print("|---|---|---|---|")
-        for contender in ("ours", "builtin", "floor"):
+        for contender in prepared:
             print(
                 f"| {contender} | {median(contender, 'seconds'):.1f} | {median(contender, 'cpu_seconds'):.1f} +"
                 f" {median(contender, 'children_cpu_seconds'):.1f} | {median(contender, 'peak_rss_mib'):.0f} |"
             )
+        pairs = [("builtin", "ours"), ("ours", "floor"), ("builtin", "floor")]
         print(
-            f"built-in / ours {ratio('builtin', 'ours', 'seconds'):.2f}x, ours / floor"
-            f" {ratio('ours', 'floor', 'seconds'):.2f}x, built-in / floor {ratio('builtin', 'floor', 'seconds'):.2f}x"
+            ", ".join(f"{a} / {b} {ratio(a, b, 'seconds'):.2f}x" for a, b in pairs if a in prepared and b in prepared)
         )
     if "build" in rounds[0]:
         print(
