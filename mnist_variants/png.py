@@ -34,6 +34,13 @@ What can go wrong with it, and what happens then:
 - It writes too little, too much or garbage: every message is framed (magic, count,
   length, CRC-32 of the body and of the source pixels) and every PNG is checked to
   decode to its source pixels before it is handed on; a broken promise is an `EncoderError`.
+
+Who checks the PNGs: the thread that consumes them (TFDS's writer), each message in the
+order they arrived, whichever split it belongs to. The reading thread did it first, and
+paid for it: `zlib.decompress` lets go of the GIL, and the reader then waited for TFDS's
+writer to hand it back, image after image. Measured on a full-size MNIST prepare
+(2026-11-25): the checks of 69 batches took 4.0 s of wall time for 0.6 s of CPU, and the
+writer sat waiting for PNGs for 0.6 to 0.75 s in all.
 """
 
 from __future__ import annotations
@@ -215,7 +222,8 @@ class _Submission:
     def __init__(self, images: np.ndarray) -> None:
         self.images = images
         self.received = 0
-        self.batches: queue.SimpleQueue[list[bytes] | BaseException | None] = queue.SimpleQueue()
+        # (number of the message in arrival order, its PNGs), an error, or _ENCODE_HERE.
+        self.batches: queue.SimpleQueue[tuple[int, list[bytes]] | BaseException | None] = queue.SimpleQueue()
 
 
 _ENCODE_HERE = None  # put in a submission's queue: encode the rest in this process
@@ -232,11 +240,18 @@ class PngEncoder:
 
     def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
         self._stall_seconds = stall_seconds
-        self._lock = threading.Lock()  # guards the four fields below
+        self._lock = threading.Lock()  # guards the five fields below
         self._unanswered: collections.deque[_Submission] = collections.deque()
         self._failure: str | None = None  # set once the helper failed after its start
+        self._refusal: str | None = None  # set once a consumer found a PNG that does not decode to its image
         self._here = False  # set when the helper never started: encode in this process
         self._closed = False
+        # Messages received and not yet checked, by number in arrival order (see _check_through).
+        self._unchecked: dict[int, tuple[np.ndarray, list[bytes]]] = {}
+        self._arrived = 0  # messages received (only the reading thread writes it)
+        self._checked = 0  # messages checked: every one numbered below it decodes to its images
+        self._check_lock = threading.Lock()  # one checker at a time, in arrival order
+        self._reading_ended = threading.Event()  # the reading thread is done: the helper's end is known
         self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._helper: subprocess.Popen | None = None
         source = _SOURCE
@@ -275,8 +290,7 @@ class PngEncoder:
             self._closed = True
         self._inputs.put(None)
 
-    @staticmethod
-    def _results(submission: _Submission) -> Iterator[bytes]:
+    def _results(self, submission: _Submission) -> Iterator[bytes]:
         delivered = 0
         while delivered < len(submission.images):
             batch = submission.batches.get()
@@ -285,8 +299,43 @@ class PngEncoder:
                 return
             if isinstance(batch, BaseException):
                 raise EncoderError(str(batch))  # a fresh one per consumer
-            yield from batch
-            delivered += len(batch)
+            number, pngs = batch
+            self._check_through(number)
+            yield from pngs
+            delivered += len(pngs)
+
+    def _check_through(self, number: int) -> None:
+        """Checks every message up to `number` not checked yet, in arrival order; raises EncoderError at a lie.
+
+        In arrival order, so that a consumer never hands on PNGs that came after a lie in another split: every
+        split fails then, as when the helper dies.
+        """
+        with self._check_lock:
+            while self._refusal is None and self._checked <= number:
+                images, pngs = self._unchecked.pop(self._checked)
+                if (bad := decodes_to(pngs, images)) is not None:
+                    where = f"PNG {bad + 1} of its message {self._checked + 1}"
+                    self._refuse(f"sent a PNG that does not decode to its image ({where})")
+                else:
+                    self._checked += 1
+            if self._refusal is not None:
+                raise EncoderError(self._refused())
+
+    def _refuse(self, what: str) -> None:
+        """A consumer found a lie: the helper is killed (if it still runs); the reading thread then reports it."""
+        with self._lock:
+            self._refusal = what
+        if self._helper.poll() is None:
+            self._helper.kill()  # only a signal: the reading thread owns the pipes and reaps the helper
+
+    def _refused(self) -> str:
+        """The failure to report for a refusal: the reading thread's, naming the helper and its exit status."""
+        self._reading_ended.wait(_EXIT_SECONDS + 5)
+        with self._lock:
+            if self._failure is None:  # the helper had sent everything and exited before the lie was found
+                status = describe_exit(self._helper.poll())
+                self._failure = f"PNG helper process (pid {self._helper.pid}, {status}) {self._refusal}"
+            return self._failure
 
     def _feed(self, source: bytes) -> None:
         """Writes the source, then each submission; stops quietly if the helper is gone (_read_messages reports it)."""
@@ -312,6 +361,12 @@ class PngEncoder:
         This thread is the watchdog: whatever ends it (end of output, a broken promise, a stall,
         a bug here) leaves no consumer waiting.
         """
+        try:
+            self._read()
+        finally:
+            self._reading_ended.set()
+
+    def _read(self) -> None:
         reader = _Reader(self._helper.stdout.fileno(), self._stall_seconds, self._owes)
         try:
             greeting = reader.read(len(_GREETING), allow_end=True)
@@ -369,10 +424,12 @@ class PngEncoder:
         images = submission.images[start : start + count]
         if zlib.crc32(images.data) != pixels_crc:
             raise _Broken(f"encoded other pixels than images {start}..{start + count - 1} of a submission")
-        if (bad := decodes_to(pngs, images)) is not None:
-            raise _Broken(f"sent a PNG that does not decode to its image (image {start + bad} of a submission)")
+        # Each PNG is checked by the consumer, before it hands the PNG on (see _check_through).
+        number = self._arrived
+        self._unchecked[number] = (images, pngs)
+        self._arrived += 1
         submission.received += count
-        submission.batches.put(pngs)
+        submission.batches.put((number, pngs))
         if submission.received == len(submission.images):
             with self._lock:
                 self._unanswered.popleft()
@@ -406,6 +463,8 @@ class PngEncoder:
 
     def _fail(self, what: str) -> None:
         """The helper failed after it started: every waiting submission, and every later one, raises."""
+        with self._lock:
+            what = self._refusal or what  # killed for a lie a consumer found: the lie is the news
         failure = self._end_helper(what)
         with self._lock:
             self._failure = failure

@@ -130,6 +130,32 @@ def test_a_helper_killed_with_sigkill_fails_every_waiting_split_in_any_order():
     assert time.monotonic() - killed < 30
 
 
+def test_pngs_are_checked_by_the_thread_that_consumes_them_in_arrival_order(monkeypatch):
+    """Not by the thread that reads the helper's output: that one waited for the GIL after every image."""
+    checked = []
+    real = png.decodes_to
+
+    def recording(pngs, images):
+        checked.append((threading.current_thread().name, len(pngs)))
+        return real(pngs, images)
+
+    monkeypatch.setattr(png, "decodes_to", recording)
+    first, second = testing.synthetic_images(2100, seed=8), testing.synthetic_images(900, seed=9)
+    encoder = png.PngEncoder()
+    iterators = [encoder.submit(first), encoder.submit(second)]
+    encoder.close()
+    result = {}
+    consumer = threading.Thread(target=lambda: result.update(second=list(iterators[1])), name="consumer")
+    consumer.start()
+    consumer.join(60)
+    assert result["second"] == png.encode_batch(second[..., 0])
+    # The second split's consumer checked the first split's messages too, before its own: a lie anywhere
+    # earlier would have failed it.
+    assert checked == [("consumer", 1024), ("consumer", 1024), ("consumer", 52), ("consumer", 900)]
+    assert list(iterators[0]) == png.encode_batch(first[..., 0])
+    assert len(checked) == 4  # nothing is checked twice
+
+
 def two_splits(monkeypatch, mode: str, *sizes: int) -> tuple[png.PngEncoder, list[np.ndarray], list]:
     """An encoder whose helper is faked as `mode` (silent ones are killed after 3 s), given two splits' images."""
     fake_helper(monkeypatch, mode)
