@@ -11,10 +11,10 @@ full-size Fashion-MNIST prepare, same encoder settings, two runs each (2026-11-2
 pool took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
 Encoding costs 23.7 us of CPU per image (1.7 s for Fashion-MNIST's 70,000), which the helper
 takes off this process; checking each PNG it sends back (below) costs 8.7 us per image here
-(0.6 s), about a third of that saving (2026-11-25, CPU time, best of 3). Whole-prepare timings
-of the checked helper against threads could not be taken that day: the 2-core machine ran at
-load 7 to 12, and the same prepare took 15 to 45 s in any mode. If a quiet re-run shows no
-gain over a thread pool, the helper should go.
+(0.6 s), about a third of that saving (2026-11-25, CPU time, best of 3). With the check, on a
+quiet machine the same evening, a full-size MNIST prepare took 10.8 and 11.8 s with the helper
+and 13.4 and 14.3 s encoding in this process. A thread pool was not timed again with the check;
+if one ever shows no loss against the helper, the helper should go.
 
 Simpler designs and what they cost: threads (or `concurrent.futures.ThreadPoolExecutor`)
 fight TFDS's writer for the GIL, the figure above. `multiprocessing` or a
