@@ -251,7 +251,6 @@ class PngEncoder:
         self._arrived = 0  # messages received (only the reading thread writes it)
         self._checked = 0  # messages checked: every one numbered below it decodes to its images
         self._check_lock = threading.Lock()  # one checker at a time, in arrival order
-        self._reading_ended = threading.Event()  # the reading thread is done: the helper's end is known
         self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._helper: subprocess.Popen | None = None
         source = _SOURCE
@@ -267,7 +266,9 @@ class PngEncoder:
             self._here = True
             return
         threading.Thread(target=self._feed, args=(source,), daemon=True, name="png-feed").start()
-        threading.Thread(target=self._read_messages, daemon=True, name="png-read").start()
+        # Its end is when the helper's end is known (see _refused).
+        self._reading = threading.Thread(target=self._read_messages, daemon=True, name="png-read")
+        self._reading.start()
 
     def submit(self, images: np.ndarray) -> Iterator[bytes]:
         """Starts encoding `images`; returns an iterator over their PNGs."""
@@ -330,7 +331,7 @@ class PngEncoder:
 
     def _refused(self) -> str:
         """The failure to report for a refusal: the reading thread's, naming the helper and its exit status."""
-        self._reading_ended.wait(_EXIT_SECONDS + 5)
+        self._reading.join(_EXIT_SECONDS + 5)
         with self._lock:
             if self._failure is None:  # the helper had sent everything and exited before the lie was found
                 status = describe_exit(self._helper.poll())
@@ -356,17 +357,11 @@ class PngEncoder:
                 pass
 
     def _read_messages(self) -> None:
-        """Routes each checked message to its submission; on any failure, tells every waiting submission.
+        """Routes each message, its framing checked, to its submission; on any failure, tells every waiting one.
 
         This thread is the watchdog: whatever ends it (end of output, a broken promise, a stall,
         a bug here) leaves no consumer waiting.
         """
-        try:
-            self._read()
-        finally:
-            self._reading_ended.set()
-
-    def _read(self) -> None:
         reader = _Reader(self._helper.stdout.fileno(), self._stall_seconds, self._owes)
         try:
             greeting = reader.read(len(_GREETING), allow_end=True)
