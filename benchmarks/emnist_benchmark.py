@@ -38,7 +38,7 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_benchmark import floor_builder
+from prepare_benchmark import floor_builder, rotated
 
 PREPARED = "byclass"
 REGISTRY_MODULE = "emnist_benchmark_registry"
@@ -177,10 +177,7 @@ def run_round(archive: Path, args: argparse.Namespace, number: int) -> dict[str,
     files = str(args.files)
     with tempfile.TemporaryDirectory(prefix="emnist_bench_") as root:
         if "prepare" not in args.skip:
-            # Who goes first rotates from round to round: neither a warm page cache nor a machine that
-            # speeds up or slows down favours one.
-            turn = number % len(args.contenders)
-            for contender in args.contenders[turn:] + args.contenders[:turn]:
+            for contender in rotated(args.contenders, number):
                 figures[contender] = in_fresh_process(
                     "--files", files, "--child", "prepare", contender, f"{root}/{contender}"
                 )
