@@ -1,4 +1,4 @@
-"""A minimal PNG writer for 8-bit grayscale images, and a helper process that runs it on another core.
+"""A minimal PNG writer for 8-bit grayscale images, and helper processes that run and check it on another core.
 
 `tfds.features.Image` encodes numpy arrays through a TF graph per example, which
 dominates the cost of preparing these datasets; it passes `bytes` through untouched,
@@ -10,11 +10,9 @@ and threads that call zlib then wait for the GIL after every image. Measured on 
 full-size Fashion-MNIST prepare, same encoder settings, two runs each (2026-11-22): a thread
 pool took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
 Encoding costs 23.7 us of CPU per image (1.7 s for Fashion-MNIST's 70,000), which the helper
-takes off this process; checking each PNG it sends back (below) costs 8.7 us per image here
-(0.6 s), about a third of that saving (2026-11-25, CPU time, best of 3). With the check, on a
-quiet machine the same evening, a full-size MNIST prepare took 10.8 and 11.8 s with the helper
-and 13.4 and 14.3 s encoding in this process. A thread pool was not timed again with the check;
-if one ever shows no loss against the helper, the helper should go.
+takes off this process. On a quiet machine (2026-11-25), a full-size MNIST prepare took 10.8 and
+11.8 s with the helper and 13.4 and 14.3 s encoding in this process. A thread pool was not timed
+again since; if one ever shows no loss against the helper, the helper should go.
 
 Simpler designs and what they cost: threads (or `concurrent.futures.ThreadPoolExecutor`)
 fight TFDS's writer for the GIL, the figure above. `multiprocessing` or a
@@ -35,12 +33,24 @@ What can go wrong with it, and what happens then:
   length, CRC-32 of the body and of the source pixels) and every PNG is checked to
   decode to its source pixels before it is handed on; a broken promise is an `EncoderError`.
 
-Who checks the PNGs: the thread that consumes them (TFDS's writer), each message in the
-order they arrived, whichever split it belongs to. The reading thread did it first, and
-paid for it: `zlib.decompress` lets go of the GIL, and the reader then waited for TFDS's
-writer to hand it back, image after image. Measured on a full-size MNIST prepare
-(2026-11-25): the checks of 69 batches took 4.0 s of wall time for 0.6 s of CPU, and the
-writer sat waiting for PNGs for 0.6 to 0.75 s in all.
+Who checks the PNGs: a second helper, the checker, started the same way. It is sent each
+message as it arrived, with the pixels it stands for, and answers one verdict per message in
+that order, bound to the CRC-32s of the very body and pixels it checked. A consumer hands PNGs
+on only once every message up to theirs is known good, so a lie anywhere earlier fails every
+split. Why another process: the check (inflate each PNG, compare with its pixels) was most of
+what our preparation cost above the floor. Made by TFDS's writer thread, it took 0.9 s of a
+full-size MNIST prepare and 10.4 s of EMNIST byclass (about 13 us an image, timed inside the
+prepare, 2026-11-25). Made by the thread that reads the helper's output, it waited for the GIL
+after every `zlib.decompress`: the checks of MNIST's 69 batches took 4.0 s of wall time for
+0.6 s of CPU, and the writer waited for PNGs. With the checker, on the same quiet machine, MNIST's
+prepare went from 1.27x the floor to 1.04x (5 rounds), EMNIST byclass's from 1.36x to 1.26x (3 rounds).
+
+The checker only saves this process work. If it cannot start, dies, stalls or answers out of
+place, it is ended with a note on stderr, and the consumers check what it did not answer
+themselves, in arrival order, as they would without it. A PNG it calls bad is checked again
+here before anything fails, so a faulty checker cannot fail a good preparation. What no check
+here would catch is a checker that calls a bad PNG good: that takes a fault in `decodes_to`
+itself, the very code this process would run, which the tests prove against damaged PNGs.
 """
 
 from __future__ import annotations
@@ -80,6 +90,14 @@ _GREETING = b"MVPNG-1\n"
 _MESSAGE = struct.Struct("<4sIIII")  # magic, count of PNGs, body length, CRC-32 of the body, CRC-32 of the pixels
 _MESSAGE_MAGIC = b"MVPm"
 _LENGTH = struct.Struct("<I")
+# Parent -> checker: the source, then per message a header, its pixels and its body as the helper sent it.
+# Checker -> parent: a greeting, then one verdict per message, in the order they were sent.
+_CHECK = struct.Struct("<4sIIIII")  # magic, number of the message, count, height, width, body length
+_CHECK_MAGIC = b"MVPc"
+_CHECKER_GREETING = b"MVPNG-check-1\n"
+_VERDICT = struct.Struct("<4sIIII")  # magic, number, first bad PNG or _ALL_DECODE, CRC-32 of body and of pixels
+_VERDICT_MAGIC = b"MVPv"
+_ALL_DECODE = 0xFFFFFFFF
 # A helper that sends nothing for this long while it owes PNGs is killed: encoding a batch takes
 # milliseconds, so only a stopped or hung helper (or a starved machine) gets near it.
 STALL_SECONDS = 60.0
@@ -145,32 +163,47 @@ def _encode_here(images: np.ndarray) -> Iterator[bytes]:
 def decodes_to(pngs: list[bytes], images: np.ndarray) -> int | None:
     """The index of the first PNG that is not this module's encoding of its image, None if all are.
 
-    Checked: signature and IHDR (size, grayscale, 8 bits), one IDAT whose CRC holds and whose
-    zlib stream (its own checksum included) inflates to exactly the image's scanlines, IEND last.
+    Checked: signature and IHDR (size, grayscale, 8 bits), one IDAT whose length and CRC hold and
+    whose zlib stream (its own checksum included) inflates to exactly the image's scanlines, IEND
+    last. The scanlines are compared once per batch: per image, that comparison cost as much as
+    the inflating.
     """
+    if len(pngs) != len(images):
+        return min(len(pngs), len(images))
     header = _header(*images.shape[1:])
     data_at = len(header) + 8
-    raw = _scanlines(images).reshape(len(images), -1)
+    tail = -(4 + len(_IEND_CHUNK))  # the IDAT's CRC, then IEND
+    scanlines = _scanlines(images).reshape(len(images), -1)
+    inflated = []
     for index, png in enumerate(pngs):
-        length = int.from_bytes(png[len(header) : len(header) + 4], "big")
-        end = data_at + length
+        idat = png[data_at:tail]
         try:
-            if not (
-                png.startswith(header)
-                and png.startswith(b"IDAT", len(header) + 4)
-                and len(png) == end + 4 + len(_IEND_CHUNK)
-                and png.endswith(_IEND_CHUNK)
-                and zlib.crc32(memoryview(png)[data_at:end], _IDAT_CRC) == int.from_bytes(png[end : end + 4], "big")
-                and zlib.decompress(memoryview(png)[data_at:end]) == raw[index].data
+            if (
+                png[:data_at] != header + len(idat).to_bytes(4, "big") + b"IDAT"
+                or png[tail:] != zlib.crc32(idat, _IDAT_CRC).to_bytes(4, "big") + _IEND_CHUNK
             ):
                 return index
+            inflated.append(zlib.decompress(idat, zlib.MAX_WBITS, scanlines.shape[1]))
         except zlib.error:
             return index
-    return None
+    if b"".join(inflated) == scanlines.tobytes():
+        return None
+    pairs = enumerate(zip(inflated, scanlines, strict=True))
+    return next(index for index, (got, want) in pairs if got != want.tobytes())
 
 
-def _helper_command(source_length: int) -> list[str] | None:
-    """The helper's command line, or None where no separate interpreter can run it (frozen applications)."""
+def split_message(body: bytes, count: int) -> list[bytes] | None:
+    """The PNGs of a message body (each as length + bytes), or None unless it holds exactly `count` of them."""
+    pngs, position = [], 0
+    while position + _LENGTH.size <= len(body):
+        (size,) = _LENGTH.unpack_from(body, position)
+        pngs.append(body[position + _LENGTH.size : position + _LENGTH.size + size])
+        position += _LENGTH.size + size
+    return pngs if len(pngs) == count and position == len(body) else None
+
+
+def _command(source_length: int, entry: str) -> list[str] | None:
+    """A plain interpreter running this module's `entry`, or None where none can run (frozen applications)."""
     if getattr(sys, "frozen", False) or not sys.executable or sys.platform == "win32":  # select() needs sockets there
         return None
     # The parent's import path, so numpy is found wherever this process found it (pip --target, pex,
@@ -180,10 +213,20 @@ def _helper_command(source_length: int) -> list[str] | None:
     bootstrap = (
         f"import sys; sys.path[:] = {path!r}; source = sys.stdin.buffer.read(int(sys.argv[1])); "
         "namespace = {'__name__': '_mnist_variants_png_helper'}; "
-        f"exec(compile(source, {__file__!r}, 'exec'), namespace); namespace['serve']()"
+        f"exec(compile(source, {__file__!r}, 'exec'), namespace); namespace[{entry!r}]()"
     )
     # -I: no PYTHON* variables, no user site, no working directory on the path before ours is set.
     return [sys.executable, "-I", "-c", bootstrap, str(source_length)]
+
+
+def _helper_command(source_length: int) -> list[str] | None:
+    """The encoding helper's command line (see `serve`)."""
+    return _command(source_length, "serve")
+
+
+def _checker_command(source_length: int) -> list[str] | None:
+    """The checking helper's command line (see `serve_checks`)."""
+    return _command(source_length, "serve_checks")
 
 
 def _own_source() -> bytes | None:
@@ -213,7 +256,80 @@ _SOURCE = _own_source()
 
 
 class _Broken(Exception):
-    """The helper broke its promise; the message says how."""
+    """A helper broke its promise; the message says how."""
+
+
+class _Process:
+    """A helper process: started from a command, its stderr kept for the message that reports its end."""
+
+    def __init__(self, role: str, popen: subprocess.Popen, stderr) -> None:
+        self.role, self.popen, self._stderr = role, popen, stderr
+
+    @classmethod
+    def start(cls, role: str, command: list[str] | None) -> _Process | None:
+        """The running process, or None if it cannot be started here."""
+        if command is None:
+            return None
+        stderr = tempfile.TemporaryFile()
+        try:
+            popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        except (OSError, ValueError):
+            stderr.close()
+            return None
+        return cls(role, popen, stderr)
+
+    def feed(self, source: bytes, inputs: queue.SimpleQueue, write) -> None:
+        """Writes the source, then `write(stdin, item)` for each input until None; stops quietly if the process
+        is gone (the thread reading its output reports that)."""
+        stdin = self.popen.stdin
+        try:
+            stdin.write(source)
+            stdin.flush()
+            while (item := inputs.get()) is not None:
+                write(stdin, item)
+                stdin.flush()
+        except (OSError, ValueError):
+            while inputs.get() is not None:  # what is queued for a dead process must not stay in memory
+                pass
+        finally:
+            try:
+                stdin.close()
+            except (OSError, ValueError):
+                pass
+
+    def greeted(self, reader: _Reader, greeting: bytes) -> None:
+        """Reads its greeting; _Broken if it ends or says anything else first."""
+        said = reader.read(len(greeting), allow_end=True)
+        if said is None:
+            raise _Broken("did not start (it ended before its greeting)")
+        if said != greeting:
+            raise _Broken(f"did not start (it sent {said!r}, not its greeting)")
+
+    def describe(self, what: str) -> str:
+        return f"{self.role} (pid {self.popen.pid}, {describe_exit(self.popen.poll())}) {what}"
+
+    def end(self, what: str) -> str:
+        """Kills it if it still runs and reaps it; returns what happened, naming it and its exit status."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.wait(0.5)  # it may be exiting on its own: then its own status is the news
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen.stdout.close()
+        said = self._stderr_tail()
+        self._stderr.close()
+        return self.describe(what) + (f"; its stderr ends: {said}" if said else "")
+
+    def finish(self) -> None:
+        """After a clean end of its output: reaped, its pipes closed."""
+        self.popen.stdout.close()
+        self._stderr.close()
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        self._stderr.seek(max(0, self._stderr.tell() - 2000))
+        return self._stderr.read().decode(errors="replace").strip()
 
 
 class _Submission:
@@ -240,35 +356,42 @@ class PngEncoder:
 
     def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
         self._stall_seconds = stall_seconds
-        self._lock = threading.Lock()  # guards the five fields below
+        self._lock = threading.Lock()  # guards the four fields below
         self._unanswered: collections.deque[_Submission] = collections.deque()
         self._failure: str | None = None  # set once the helper failed after its start
-        self._refusal: str | None = None  # set once a consumer found a PNG that does not decode to its image
         self._here = False  # set when the helper never started: encode in this process
         self._closed = False
-        # Messages received and not yet checked, by number in arrival order (see _check_through).
-        self._unchecked: dict[int, tuple[np.ndarray, list[bytes]]] = {}
-        self._arrived = 0  # messages received (only the reading thread writes it)
-        self._checked = 0  # messages checked: every one numbered below it decodes to its images
-        self._check_lock = threading.Lock()  # one checker at a time, in arrival order
+        # The checks, in arrival order across submissions (see _check_through); the condition guards these fields.
+        self._checks = threading.Condition()
+        # Messages received and not yet known to decode to their images, by number in arrival order:
+        # (images, PNGs, the CRC-32s of the message's body and pixels).
+        self._unchecked: dict[int, tuple[np.ndarray, list[bytes], tuple[int, int]]] = {}
+        self._arrived = 0  # messages received
+        self._checked = 0  # every message numbered below it decodes to its images
+        self._checker_up = False  # verdicts come from the checker process; else consumers check
+        self._refusal: str | None = None  # set once a PNG was found that does not decode to its image
         self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
+        self._to_check: queue.SimpleQueue[tuple[int, np.ndarray, bytes] | None] = queue.SimpleQueue()
         self._helper: subprocess.Popen | None = None
+        self._checker: _Process | None = None
         source = _SOURCE
-        command = _helper_command(len(source)) if source else None
-        if command is None:
+        encoding = _Process.start("PNG helper process", _helper_command(len(source)) if source else None)
+        if encoding is None:
             self._here = True
             return
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self._helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
-        except (OSError, ValueError):
-            self._stderr.close()
-            self._here = True
-            return
-        threading.Thread(target=self._feed, args=(source,), daemon=True, name="png-feed").start()
+        self._encoding, self._helper = encoding, encoding.popen
+        threading.Thread(
+            target=encoding.feed, args=(source, self._inputs, _write_submission), daemon=True, name="png-feed"
+        ).start()
         # Its end is when the helper's end is known (see _refused).
         self._reading = threading.Thread(target=self._read_messages, daemon=True, name="png-read")
         self._reading.start()
+        self._checker = _Process.start("PNG checker process", _checker_command(len(source)))
+        if self._checker is not None:
+            self._checker_up = True
+            feed = (source, self._to_check, _write_check)
+            threading.Thread(target=self._checker.feed, args=feed, daemon=True, name="png-check-feed").start()
+            threading.Thread(target=self._read_verdicts, daemon=True, name="png-check-read").start()
 
     def submit(self, images: np.ndarray) -> Iterator[bytes]:
         """Starts encoding `images`; returns an iterator over their PNGs."""
@@ -306,26 +429,31 @@ class PngEncoder:
             delivered += len(pngs)
 
     def _check_through(self, number: int) -> None:
-        """Checks every message up to `number` not checked yet, in arrival order; raises EncoderError at a lie.
+        """Returns once every message up to `number` is known to decode to its images; raises EncoderError at a lie.
 
         In arrival order, so that a consumer never hands on PNGs that came after a lie in another split: every
-        split fails then, as when the helper dies.
+        split fails then, as when the helper dies. The checker process's verdicts come in that order; without
+        it, the consumer checks here.
         """
-        with self._check_lock:
+        with self._checks:
             while self._refusal is None and self._checked <= number:
-                images, pngs = self._unchecked.pop(self._checked)
+                if self._checker_up:
+                    self._checks.wait()
+                    continue
+                images, pngs, _ = self._unchecked.pop(self._checked)
                 if (bad := decodes_to(pngs, images)) is not None:
-                    where = f"PNG {bad + 1} of its message {self._checked + 1}"
-                    self._refuse(f"sent a PNG that does not decode to its image ({where})")
+                    self._refuse(_undecodable(bad, self._checked))
                 else:
                     self._checked += 1
-            if self._refusal is not None:
-                raise EncoderError(self._refused())
+            refused = self._refusal is not None
+        if refused:
+            raise EncoderError(self._refused())
 
     def _refuse(self, what: str) -> None:
-        """A consumer found a lie: the helper is killed (if it still runs); the reading thread then reports it."""
-        with self._lock:
-            self._refusal = what
+        """A lie was found (the caller holds _checks): the helper is killed if it still runs; the reading thread
+        then reports it."""
+        self._refusal = what
+        self._checks.notify_all()
         if self._helper.poll() is None:
             self._helper.kill()  # only a signal: the reading thread owns the pipes and reaps the helper
 
@@ -334,27 +462,8 @@ class PngEncoder:
         self._reading.join(_EXIT_SECONDS + 5)
         with self._lock:
             if self._failure is None:  # the helper had sent everything and exited before the lie was found
-                status = describe_exit(self._helper.poll())
-                self._failure = f"PNG helper process (pid {self._helper.pid}, {status}) {self._refusal}"
+                self._failure = self._encoding.describe(self._refusal)
             return self._failure
-
-    def _feed(self, source: bytes) -> None:
-        """Writes the source, then each submission; stops quietly if the helper is gone (_read_messages reports it)."""
-        stdin = self._helper.stdin
-        try:
-            stdin.write(source)
-            stdin.flush()
-            while (submission := self._inputs.get()) is not None:
-                stdin.write(_SUBMISSION.pack(_SUBMISSION_MAGIC, *submission.images.shape))
-                stdin.write(submission.images.data)
-                stdin.flush()
-        except (OSError, ValueError):
-            pass
-        finally:
-            try:
-                stdin.close()
-            except (OSError, ValueError):
-                pass
 
     def _read_messages(self) -> None:
         """Routes each message, its framing checked, to its submission; on any failure, tells every waiting one.
@@ -362,13 +471,15 @@ class PngEncoder:
         This thread is the watchdog: whatever ends it (end of output, a broken promise, a stall,
         a bug here) leaves no consumer waiting.
         """
+        try:
+            self._read_all_messages()
+        finally:
+            self._to_check.put(None)  # the checker exits once it has answered what it was sent
+
+    def _read_all_messages(self) -> None:
         reader = _Reader(self._helper.stdout.fileno(), self._stall_seconds, self._owes)
         try:
-            greeting = reader.read(len(_GREETING), allow_end=True)
-            if greeting is None:
-                raise _Broken("did not start (it ended before its greeting)")
-            if greeting != _GREETING:
-                raise _Broken(f"did not start (it sent {greeting!r}, not its greeting)")
+            self._encoding.greeted(reader, _GREETING)
         except _Broken as broken:
             self._encode_here_instead(str(broken))
             return
@@ -384,7 +495,7 @@ class PngEncoder:
                 closed = self._closed
             if owed or not closed or self._helper.returncode != 0:
                 raise _Broken(f"ended its output owing {owed} PNGs" + ("" if closed else ", before it was told to"))
-            self._finish()
+            self._encoding.finish()
         except (_Broken, subprocess.TimeoutExpired) as broken:
             self._fail(str(broken))
         except BaseException as error:  # a bug here must not leave a consumer waiting; re-raised
@@ -396,7 +507,7 @@ class PngEncoder:
             return bool(self._unanswered)
 
     def _route(self, reader: _Reader, magic: bytes, count: int, length: int, body_crc: int, pixels_crc: int) -> None:
-        """Reads one message's body and hands its PNGs to the submission it answers, after checking both."""
+        """Reads one message's body and hands its PNGs to the submission it answers, after checking its framing."""
         if magic != _MESSAGE_MAGIC or not 0 < count <= _BATCH:
             raise _Broken(f"sent a malformed message header (magic {magic!r}, count {count})")
         with self._lock:
@@ -409,48 +520,82 @@ class PngEncoder:
         body = reader.read(length)
         if zlib.crc32(body) != body_crc:
             raise _Broken(f"sent a message of {length} bytes whose CRC-32 does not match")
-        pngs, position = [], 0
-        while position < length:
-            (size,) = _LENGTH.unpack_from(body, position)
-            pngs.append(body[position + _LENGTH.size : position + _LENGTH.size + size])
-            position += _LENGTH.size + size
-        if len(pngs) != count or position != length:
-            raise _Broken(f"announced {count} PNGs in {length} bytes but sent {len(pngs)} in {position}")
+        if (pngs := split_message(body, count)) is None:
+            raise _Broken(f"announced {count} PNGs in {length} bytes but sent other lengths")
         images = submission.images[start : start + count]
         if zlib.crc32(images.data) != pixels_crc:
             raise _Broken(f"encoded other pixels than images {start}..{start + count - 1} of a submission")
-        # Each PNG is checked by the consumer, before it hands the PNG on (see _check_through).
+        # Each PNG is checked (by the checker process, or else by the consumer) before it is handed on.
         number = self._arrived
-        self._unchecked[number] = (images, pngs)
-        self._arrived += 1
+        with self._checks:
+            self._unchecked[number] = (images, pngs, (body_crc, pixels_crc))
+            if self._checker_up:
+                self._to_check.put((number, images, body))
+            self._arrived += 1
         submission.received += count
         submission.batches.put((number, pngs))
         if submission.received == len(submission.images):
             with self._lock:
                 self._unanswered.popleft()
 
-    def _stderr_tail(self) -> str:
-        self._stderr.seek(0, os.SEEK_END)
-        self._stderr.seek(max(0, self._stderr.tell() - 2000))
-        return self._stderr.read().decode(errors="replace").strip()
+    def _read_verdicts(self) -> None:
+        """Takes the checker's verdicts, each bound to the bytes it checked; if it fails, consumers check instead.
 
-    def _end_helper(self, what: str) -> str:
-        """Kills the helper if it still runs and reaps it; returns what happened, naming it and its exit status."""
-        if self._helper.poll() is None:
-            try:
-                self._helper.wait(0.5)  # it may be exiting on its own: then its own status is the news
-            except subprocess.TimeoutExpired:
-                self._helper.kill()
-                self._helper.wait()
-        self._helper.stdout.close()
-        said = self._stderr_tail()
-        self._stderr.close()
-        status = f"PNG helper process (pid {self._helper.pid}, {describe_exit(self._helper.returncode)}) {what}"
-        return status + (f"; its stderr ends: {said}" if said else "")
+        The checker only saves this process work: a checker that dies, stalls or says anything out of
+        place is ended, and the messages it did not answer are checked here. A PNG it calls bad is
+        checked here again before it fails anything, so a faulty checker cannot fail a good preparation.
+        """
+        checker = self._checker
+        reader = _Reader(checker.popen.stdout.fileno(), self._stall_seconds, self._checker_owes)
+        try:
+            checker.greeted(reader, _CHECKER_GREETING)
+            while (verdict := reader.read(_VERDICT.size, allow_end=True)) is not None:
+                self._take_verdict(*_VERDICT.unpack(verdict))
+            checker.popen.wait(_EXIT_SECONDS)
+            if self._checker_owes() or checker.popen.returncode != 0:
+                raise _Broken("ended its output before it had answered every message")
+            checker.finish()
+            with self._checks:
+                self._checker_up = False
+                self._checks.notify_all()
+        except (_Broken, subprocess.TimeoutExpired) as broken:
+            self._check_here_instead(str(broken))
+        except BaseException as error:  # a bug here must not leave a consumer waiting; re-raised
+            self._check_here_instead(f"could not be read ({error!r})")
+            raise
+
+    def _take_verdict(self, magic: bytes, number: int, bad: int, body_crc: int, pixels_crc: int) -> None:
+        with self._checks:
+            if self._refusal is not None:  # a lie was found: later verdicts change nothing
+                return
+            if magic != _VERDICT_MAGIC or number != self._checked or number not in self._unchecked:
+                raise _Broken(f"sent a malformed verdict (magic {magic!r}, message {number + 1})")
+            images, pngs, crcs = self._unchecked[number]
+            if (body_crc, pixels_crc) != crcs:
+                raise _Broken(f"checked other bytes than message {number + 1}")
+            if bad == _ALL_DECODE:
+                del self._unchecked[number]
+                self._checked += 1
+                self._checks.notify_all()
+            elif (found := decodes_to(pngs, images)) is None:
+                raise _Broken(f"called PNG {bad + 1} of message {number + 1} bad, which decodes to its image")
+            else:
+                self._refuse(_undecodable(found, number))
+
+    def _checker_owes(self) -> bool:
+        with self._checks:
+            return self._checked < self._arrived and self._refusal is None
+
+    def _check_here_instead(self, what: str) -> None:
+        """The checker failed: consumers check every message it has not answered, in this process."""
+        print(f"{self._checker.end(what)}\nChecking PNGs in this process instead.", file=sys.stderr, flush=True)
+        with self._checks:
+            self._checker_up = False
+            self._checks.notify_all()
 
     def _encode_here_instead(self, what: str) -> None:
         """The helper never started: every submission, waiting or to come, is encoded in this process."""
-        print(f"{self._end_helper(what)}\nEncoding PNGs in this process instead.", file=sys.stderr, flush=True)
+        print(f"{self._encoding.end(what)}\nEncoding PNGs in this process instead.", file=sys.stderr, flush=True)
         with self._lock:
             self._here = True
             while self._unanswered:
@@ -458,21 +603,33 @@ class PngEncoder:
 
     def _fail(self, what: str) -> None:
         """The helper failed after it started: every waiting submission, and every later one, raises."""
-        with self._lock:
-            what = self._refusal or what  # killed for a lie a consumer found: the lie is the news
-        failure = self._end_helper(what)
+        with self._checks:
+            what = self._refusal or what  # killed for a lie found in a PNG: the lie is the news
+        failure = self._encoding.end(what)
         with self._lock:
             self._failure = failure
             while self._unanswered:
                 self._unanswered.popleft().batches.put(EncoderError(self._failure))
 
-    def _finish(self) -> None:
-        self._helper.stdout.close()
-        self._stderr.close()
+
+def _undecodable(index: int, number: int) -> str:
+    return f"sent a PNG that does not decode to its image (PNG {index + 1} of its message {number + 1})"
+
+
+def _write_submission(stdin, submission: _Submission) -> None:
+    stdin.write(_SUBMISSION.pack(_SUBMISSION_MAGIC, *submission.images.shape))
+    stdin.write(submission.images.data)
+
+
+def _write_check(stdin, item: tuple[int, np.ndarray, bytes]) -> None:
+    number, images, body = item
+    stdin.write(_CHECK.pack(_CHECK_MAGIC, number, *images.shape, len(body)))
+    stdin.write(images.data)
+    stdin.write(body)
 
 
 class _Reader:
-    """Exact reads from the helper's output, with a limit on silence while PNGs are owed."""
+    """Exact reads from a helper's output, with a limit on silence while it owes an answer."""
 
     def __init__(self, fd: int, stall_seconds: float, owes) -> None:
         self._fd, self._stall_seconds, self._owes = fd, stall_seconds, owes
@@ -484,7 +641,7 @@ class _Reader:
             ready, _, _ = select.select([self._fd], [], [], self._stall_seconds)
             if not ready:
                 if self._owes():
-                    raise _Broken(f"sent nothing for {self._stall_seconds:g} s while it owed PNGs; killed")
+                    raise _Broken(f"sent nothing for {self._stall_seconds:g} s while it owed an answer; killed")
                 continue
             part = os.read(self._fd, min(size - got, 1 << 20))
             if not part:
@@ -496,8 +653,15 @@ class _Reader:
         return b"".join(parts)
 
 
+def _read_exactly(stream, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        sys.exit(f"PNG helper: {what} was cut short ({len(data)} of {size} bytes)")
+    return data
+
+
 def serve() -> None:
-    """The helper process: greets, then reads (count, height, width, pixels) submissions and writes PNG messages."""
+    """The encoding helper: greets, then reads (count, height, width, pixels) submissions and writes PNG messages."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then closes our stdin
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(_GREETING)
@@ -506,9 +670,7 @@ def serve() -> None:
         magic, count, height, width = _SUBMISSION.unpack(header)
         if magic != _SUBMISSION_MAGIC:
             sys.exit(f"PNG helper: malformed submission header {header!r}")
-        pixels = stdin.read(count * height * width)
-        if len(pixels) != count * height * width:
-            sys.exit(f"PNG helper: a submission was cut short ({len(pixels)} of {count * height * width} bytes)")
+        pixels = _read_exactly(stdin, count * height * width, "a submission")
         images = np.frombuffer(pixels, np.uint8).reshape(count, height, width)
         for start in range(0, count, _BATCH):
             batch = images[start : start + _BATCH]
@@ -517,3 +679,25 @@ def serve() -> None:
             header = _MESSAGE.pack(_MESSAGE_MAGIC, len(pngs), len(body), zlib.crc32(body), zlib.crc32(batch.data))
             stdout.write(header + body)
             stdout.flush()
+
+
+def serve_checks() -> None:
+    """The checking helper: greets, then reads (message number, pixels, body) and writes one verdict for each:
+    the index of its first PNG that does not decode to its image (or _ALL_DECODE), bound to the CRC-32s of
+    the very body and pixels it checked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(_CHECKER_GREETING)
+    stdout.flush()
+    while header := stdin.read(_CHECK.size):
+        magic, number, count, height, width, length = _CHECK.unpack(header)
+        if magic != _CHECK_MAGIC:
+            sys.exit(f"PNG checker: malformed header {header!r}")
+        pixels = _read_exactly(stdin, count * height * width, "the pixels of a message")
+        body = _read_exactly(stdin, length, "a message")
+        pngs = split_message(body, count)
+        images = np.frombuffer(pixels, np.uint8).reshape(count, height, width)
+        bad = 0 if pngs is None else decodes_to(pngs, images)
+        verdict = _ALL_DECODE if bad is None else bad
+        stdout.write(_VERDICT.pack(_VERDICT_MAGIC, number, verdict, zlib.crc32(body), zlib.crc32(pixels)))
+        stdout.flush()
