@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -186,7 +187,8 @@ def decodes_to(pngs: list[bytes], images: np.ndarray) -> int | None:
             inflated.append(zlib.decompress(idat, zlib.MAX_WBITS, scanlines.shape[1]))
         except zlib.error:
             return index
-    if b"".join(inflated) == scanlines.tobytes():
+    # Each to exactly one image's length: else a PNG could carry the start of the next image and still join up.
+    if all(len(rows) == scanlines.shape[1] for rows in inflated) and b"".join(inflated) == scanlines.tobytes():
         return None
     pairs = enumerate(zip(inflated, scanlines, strict=True))
     return next(index for index, (got, want) in pairs if got != want.tobytes())
@@ -588,18 +590,22 @@ class PngEncoder:
 
     def _check_here_instead(self, what: str) -> None:
         """The checker failed: consumers check every message it has not answered, in this process."""
-        print(f"{self._checker.end(what)}\nChecking PNGs in this process instead.", file=sys.stderr, flush=True)
-        with self._checks:
-            self._checker_up = False
-            self._checks.notify_all()
+        try:  # the note first, so that it is out before the consumers go on; they go on whatever happens to it
+            _note(f"{self._checker.end(what)}\nChecking PNGs in this process instead.")
+        finally:
+            with self._checks:
+                self._checker_up = False
+                self._checks.notify_all()
 
     def _encode_here_instead(self, what: str) -> None:
         """The helper never started: every submission, waiting or to come, is encoded in this process."""
-        print(f"{self._encoding.end(what)}\nEncoding PNGs in this process instead.", file=sys.stderr, flush=True)
-        with self._lock:
-            self._here = True
-            while self._unanswered:
-                self._unanswered.popleft().batches.put(_ENCODE_HERE)
+        try:  # the note first, so that it is out before the consumers go on; they go on whatever happens to it
+            _note(f"{self._encoding.end(what)}\nEncoding PNGs in this process instead.")
+        finally:
+            with self._lock:
+                self._here = True
+                while self._unanswered:
+                    self._unanswered.popleft().batches.put(_ENCODE_HERE)
 
     def _fail(self, what: str) -> None:
         """The helper failed after it started: every waiting submission, and every later one, raises."""
@@ -610,6 +616,14 @@ class PngEncoder:
             self._failure = failure
             while self._unanswered:
                 self._unanswered.popleft().batches.put(EncoderError(self._failure))
+
+
+def _note(text: str) -> None:
+    """Says on stderr what changed; a closed or broken stderr (`... 2>&1 | head`) changes nothing else."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _undecodable(index: int, number: int) -> str:
@@ -637,12 +651,18 @@ class _Reader:
     def read(self, size: int, allow_end: bool = False) -> bytes | None:
         """Exactly `size` bytes; None at a clean end of output if `allow_end`; else _Broken."""
         parts, got = [], 0
+        # The silence that counts starts at the last byte read, or later, when an answer became owed: looked
+        # at a few times per limit, so a request made just before a limit ran out is given a whole one.
+        silent_since = time.monotonic()
         while got < size:
-            ready, _, _ = select.select([self._fd], [], [], self._stall_seconds)
+            ready, _, _ = select.select([self._fd], [], [], min(1.0, self._stall_seconds / 4))
             if not ready:
-                if self._owes():
+                if not self._owes():
+                    silent_since = time.monotonic()
+                elif time.monotonic() - silent_since >= self._stall_seconds:
                     raise _Broken(f"sent nothing for {self._stall_seconds:g} s while it owed an answer; killed")
                 continue
+            silent_since = time.monotonic()
             part = os.read(self._fd, min(size - got, 1 << 20))
             if not part:
                 if got == 0 and allow_end:

@@ -212,6 +212,32 @@ def test_a_checker_that_fails_leaves_the_checks_to_the_consumers(monkeypatch, ca
     assert encoder._checker.popen.returncode is not None  # reaped
 
 
+def test_consumers_go_on_when_the_note_of_a_failed_checker_cannot_be_written(monkeypatch):
+    """stderr closed or a broken pipe (`prepare ... 2>&1 | head`): the note is lost, nothing waits for it."""
+    fake_checker(monkeypatch, "sigkill")
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    started = time.monotonic()
+    consume_second_split_first(png.PngEncoder(stall_seconds=3))
+    assert time.monotonic() - started < 30
+
+
+def test_silence_counts_from_when_an_answer_became_owed():
+    """Asked 1.6 s into a 2 s limit, the helper answers 1.4 s later: within its limit, so it is not killed."""
+    read_end, write_end = os.pipe()
+    asked = time.monotonic() + 1.6
+    reader = png._Reader(read_end, 2.0, lambda: time.monotonic() >= asked)
+    answer = threading.Timer(3.0, os.write, (write_end, b"ok"))
+    answer.start()
+    try:
+        assert reader.read(2) == b"ok"
+    finally:
+        answer.cancel()
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_a_lie_is_refused_when_the_checker_is_gone_too(monkeypatch):
     fake_checker(monkeypatch, "no_start")
     _, (first, second), iterators = two_splits(monkeypatch, "wrong_pixels", 3000, 1500)
@@ -279,6 +305,23 @@ def test_the_check_refuses_a_png_of_other_pixels():
     assert png.decodes_to(png.encode_batch(other), images) == 1
     assert png.decodes_to([pngs[0], pngs[1][:-1], pngs[2]], images) == 1
     assert png.decodes_to([pngs[0], pngs[1], pngs[2][:40] + b"x" + pngs[2][41:]], images) == 2
+
+
+def png_of_scanlines(raw: bytes, height: int, width: int) -> bytes:
+    """A well-formed PNG (chunk CRCs, zlib checksum) whose IDAT inflates to `raw`, whatever its length."""
+    idat = zlib.compress(raw)
+    crc = zlib.crc32(idat, zlib.crc32(b"IDAT")).to_bytes(4, "big")
+    return png._header(height, width) + len(idat).to_bytes(4, "big") + b"IDAT" + idat + crc + png._IEND_CHUNK
+
+
+def test_the_check_refuses_pngs_that_join_up_to_the_right_pixels_but_split_them_wrongly():
+    """PNG 1 carries its image and the first byte of image 2, PNG 2 the rest: together, the very scanlines."""
+    images = testing.synthetic_images(3, seed=12)[..., 0]
+    rows = [bytes(1) + row.tobytes() for image in images for row in image]  # filter type 0, then the pixels
+    scanlines = [b"".join(rows[index * 28 : (index + 1) * 28]) for index in range(3)]
+    assert png.decodes_to([png_of_scanlines(raw, 28, 28) for raw in scanlines], images) is None
+    lying = [scanlines[0] + scanlines[1][:1], scanlines[1][1:], scanlines[2]]
+    assert png.decodes_to([png_of_scanlines(raw, 28, 28) for raw in lying], images) == 0
 
 
 def run_anywhere(tmp_path: Path, command: list[str], cwd: Path | None = None) -> str:
