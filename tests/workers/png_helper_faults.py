@@ -28,6 +28,12 @@ CUE_ENV = "MNIST_VARIANTS_TEST_HELPER_CUE"
 
 
 def main() -> None:
+    serve_through(Damaging, "serve")
+
+
+def serve_through(wrapper: type[Intercepting], entry: str) -> None:
+    """Reads the module source as the real helpers do, then, unless MODE fails before that, runs its `entry`
+    with the output going through `wrapper`."""
     mode, length = sys.argv[1], int(sys.argv[2])
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     source = stdin.read(length)
@@ -40,26 +46,49 @@ def main() -> None:
     if mode == "silent":
         time.sleep(600)
     png = {"__name__": "_png_helper_faults"}
-    exec(compile(source, "png.py", "exec"), png)  # the real encoder and protocol
-    sys.stdout = types.SimpleNamespace(buffer=Damaging(stdout, mode, png), flush=stdout.flush)
-    png["serve"]()
+    exec(compile(source, "png.py", "exec"), png)  # the real helpers and protocol
+    sys.stdout = types.SimpleNamespace(buffer=wrapper(stdout, mode, png), flush=stdout.flush)
+    png[entry]()
 
 
-class Damaging:
-    """Passes the helper's output on, and damages its DAMAGED_MESSAGE-th message as MODE says."""
+class Intercepting:
+    """Passes a helper's output on; its greetings untouched, each later write to `alter` (numbered from 1)."""
 
     def __init__(self, out, mode: str, png: dict) -> None:
-        self.out, self.mode, self.png, self.messages = out, mode, png, 0
+        self.out, self.mode, self.png, self.writes = out, mode, png, 0
 
     def flush(self) -> None:
         self.out.flush()
 
     def write(self, data: bytes) -> None:
-        if data == self.png["_GREETING"]:
+        if data in (self.png["_GREETING"], self.png["_CHECKER_GREETING"]):
             self.out.write(data)
             return
-        self.messages += 1
-        if self.messages != DAMAGED_MESSAGE:
+        self.writes += 1
+        self.alter(data, self.writes)
+
+    def alter(self, data: bytes, number: int) -> None:
+        raise NotImplementedError
+
+    def die(self, data: bytes) -> None:
+        """The ways to die that both helpers are tested with: sigkill (half of `data` first), exit_early, stall."""
+        if self.mode == "sigkill":
+            self.out.write(data[: len(data) // 2])
+            self.out.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.mode == "exit_early":
+            self.out.flush()
+            os._exit(3)
+        if self.mode == "stall":
+            self.out.flush()
+            time.sleep(600)
+
+
+class Damaging(Intercepting):
+    """Damages the helper's DAMAGED_MESSAGE-th message as MODE says."""
+
+    def alter(self, data: bytes, number: int) -> None:
+        if number != DAMAGED_MESSAGE:
             self.out.write(data)
             return
         cue = os.environ.get(CUE_ENV)
@@ -69,20 +98,11 @@ class Damaging:
         header_size = self.png["_MESSAGE"].size
         magic, count, length, body_crc, pixels_crc = self.png["_MESSAGE"].unpack_from(data)
         body = data[header_size:]
-        if self.mode == "sigkill":
-            self.out.write(data[: len(data) // 2])
-            self.out.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+        self.die(data)
         if self.mode in ("short", "cut_header"):
             self.out.write(data[:-50] if self.mode == "short" else data[:10])
             self.out.flush()
             os._exit(0)
-        if self.mode == "exit_early":
-            self.out.flush()
-            os._exit(3)
-        if self.mode == "stall":
-            self.out.flush()
-            time.sleep(600)
         if self.mode == "garbage":
             data = data[:header_size] + os.urandom(len(body))
         elif self.mode == "miscount":
