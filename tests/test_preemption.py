@@ -28,7 +28,10 @@ from mnist_variants.testing import FileServer
 
 WORKER = REPO / "tests" / "workers" / "download_worker.py"
 DEADLINE_SECONDS = 180
-# Train is 18.8 MB: four parts of 4.7 MB (or one), at 4 MB/s per connection from the server.
+# Train is 18.8 MB: four parts of 4.7 MB (or one), at 4 MB/s per connection from the server; the victims of
+# the resume test get 1 MB/s, so that from 40% on disk to the whole file there are 2.8 s or more to signal them
+# in (at 4 MB/s over 4 connections, 0.7 s: on a loaded CI machine one victim finished its download first).
+VICTIM_BYTES_PER_SECOND = 1e6
 COUNTS = {"train": 12_000, "validation": 600, "test": 600}
 TRAIN = "binarized_mnist_train.amat"
 
@@ -113,6 +116,7 @@ def link() -> FileServer:
 )
 def test_the_next_worker_resumes_what_a_killed_one_downloaded(tmp_path, files, reference, link, kill, connections):
     link.serve_files("upstream", files)
+    link.bytes_per_second = VICTIM_BYTES_PER_SECOND
     env = worker_env(tmp_path, BinarizedMnist, files, [f"{link.url}/upstream/"])
     env[http_transport.CONNECTIONS_ENV] = connections
     data_dir = tmp_path / "data"
@@ -122,6 +126,7 @@ def test_the_next_worker_resumes_what_a_killed_one_downloaded(tmp_path, files, r
     wait_for(lambda: received(record) >= 0.4 * size, "the victim to receive 40% of the train file")
     victim.send_signal(kill)
     victim.wait(60)
+    link.bytes_per_second = 4e6  # the successor's link
     left = received(record)
     assert 0.4 * size <= left < size and victim.returncode != 0, output(victim)[-3000:]
 
