@@ -374,14 +374,14 @@ class PngEncoder:
         self._refusal: str | None = None  # set once a PNG was found that does not decode to its image
         self._inputs: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._to_check: queue.SimpleQueue[tuple[int, np.ndarray, bytes] | None] = queue.SimpleQueue()
-        self._helper: subprocess.Popen | None = None
+        self._encoding: _Process | None = None
         self._checker: _Process | None = None
         source = _SOURCE
         encoding = _Process.start("PNG helper process", _helper_command(len(source)) if source else None)
         if encoding is None:
             self._here = True
             return
-        self._encoding, self._helper = encoding, encoding.popen
+        self._encoding = encoding
         threading.Thread(
             target=encoding.feed, args=(source, self._inputs, _write_submission), daemon=True, name="png-feed"
         ).start()
@@ -394,6 +394,11 @@ class PngEncoder:
             feed = (source, self._to_check, _write_check)
             threading.Thread(target=self._checker.feed, args=feed, daemon=True, name="png-check-feed").start()
             threading.Thread(target=self._read_verdicts, daemon=True, name="png-check-read").start()
+
+    @property
+    def _helper(self) -> subprocess.Popen | None:
+        """The encoding helper's process, None where it never started."""
+        return self._encoding.popen if self._encoding else None
 
     def submit(self, images: np.ndarray) -> Iterator[bytes]:
         """Starts encoding `images`; returns an iterator over their PNGs."""
@@ -557,9 +562,7 @@ class PngEncoder:
             if self._checker_owes() or checker.popen.returncode != 0:
                 raise _Broken("ended its output before it had answered every message")
             checker.finish()
-            with self._checks:
-                self._checker_up = False
-                self._checks.notify_all()
+            self._check_here()  # nothing is left to check: it answered every message
         except (_Broken, subprocess.TimeoutExpired) as broken:
             self._check_here_instead(str(broken))
         except BaseException as error:  # a bug here must not leave a consumer waiting; re-raised
@@ -590,22 +593,22 @@ class PngEncoder:
 
     def _check_here_instead(self, what: str) -> None:
         """The checker failed: consumers check every message it has not answered, in this process."""
-        try:  # the note first, so that it is out before the consumers go on; they go on whatever happens to it
-            _note(f"{self._checker.end(what)}\nChecking PNGs in this process instead.")
-        finally:
-            with self._checks:
-                self._checker_up = False
-                self._checks.notify_all()
+        _give_up_on(self._checker, what, "Checking PNGs in this process instead.", self._check_here)
+
+    def _check_here(self) -> None:
+        with self._checks:
+            self._checker_up = False
+            self._checks.notify_all()
 
     def _encode_here_instead(self, what: str) -> None:
         """The helper never started: every submission, waiting or to come, is encoded in this process."""
-        try:  # the note first, so that it is out before the consumers go on; they go on whatever happens to it
-            _note(f"{self._encoding.end(what)}\nEncoding PNGs in this process instead.")
-        finally:
-            with self._lock:
-                self._here = True
-                while self._unanswered:
-                    self._unanswered.popleft().batches.put(_ENCODE_HERE)
+        _give_up_on(self._encoding, what, "Encoding PNGs in this process instead.", self._encode_here)
+
+    def _encode_here(self) -> None:
+        with self._lock:
+            self._here = True
+            while self._unanswered:
+                self._unanswered.popleft().batches.put(_ENCODE_HERE)
 
     def _fail(self, what: str) -> None:
         """The helper failed after it started: every waiting submission, and every later one, raises."""
@@ -616,6 +619,15 @@ class PngEncoder:
             self._failure = failure
             while self._unanswered:
                 self._unanswered.popleft().batches.put(EncoderError(self._failure))
+
+
+def _give_up_on(process: _Process, what: str, instead: str, fall_back) -> None:
+    """Ends a failed helper, says so and what happens instead, then calls `fall_back`. The note first, so that
+    it is out before the consumers go on; they go on whatever happens to it."""
+    try:
+        _note(f"{process.end(what)}\n{instead}")
+    finally:
+        fall_back()
 
 
 def _note(text: str) -> None:
