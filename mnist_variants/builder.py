@@ -3,7 +3,8 @@
 A variant subclass states its sources, its files per split, where other tools keep
 them, its `_info` and how one split's files become arrays. Everything else lives here
 once: one preparation at a time (preparation.py), getting and verifying the files
-(fetching.py), parsing every split before anything is written, and fast PNG encoding.
+(fetching.py), checking every split's headers, labels and counts before anything is
+written, and inflating and encoding the images on other cores while TFDS writes (ImageFeed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import contextlib
 import dataclasses
 import importlib.util
 import inspect
-import itertools
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +26,7 @@ from tensorflow_datasets.core.download import checksums as tfds_checksums
 
 from mnist_variants import fetching, formats, locations, png, preparation, verification
 
-SUBMISSION_IMAGES = 1 << 16  # images per submission to the PNG helper (51 MB of pixels)
+SUBMISSION_IMAGES = 1 << 14  # images inflated, then submitted to the PNG helper, at a time (12.8 MB of pixels)
 
 
 def checksums_dir() -> epath.Path:
@@ -163,8 +165,9 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 return None
 
     @abc.abstractmethod
-    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray]:
-        """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8.
+    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray | formats.ImageBatches]:
+        """Parses one split's files (by role) into feature arrays; "image" is (n, 28, 28, 1) uint8, all of it or
+        batches still to be inflated (whose header is checked).
 
         Each file's `data` holds the very bytes that were verified; `path` names it in messages.
         """
@@ -193,34 +196,106 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return verification.load_registry(cls.url_infos, cls._checksums_path)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        encoder = png.PngEncoder()  # boots on another core while the files are fetched
-        arrays, pngs = {}, {}
+        feed = ImageFeed(png.PngEncoder())  # the encoder boots on another core while the files are fetched
+        features = {}
         try:
-            # Each split is parsed as soon as its files are here, while larger files still download;
-            # every split is parsed before TFDS writes anything, so a bad file fails in seconds.
+            # Each split is parsed as soon as its files are here, while larger files still download; every
+            # header, label and count is checked before TFDS writes anything. The images follow, inflated
+            # and encoded on other cores while TFDS writes the first ones (ImageFeed).
             with contextlib.closing(fetching.Fetch(self.wanted(), dl_manager).splits()) as arrivals:
                 for split, files in arrivals:
-                    arrays[split] = self._read_split(files)
-                    # Encoding runs ahead of TFDS's writer, which takes the PNGs as they come; in submissions
-                    # of at most SUBMISSION_IMAGES, so the helper holds one of them, not a split of 547 MB.
-                    images = arrays[split]["image"]
-                    pngs[split] = itertools.chain.from_iterable(
-                        [
-                            encoder.submit(images[start : start + SUBMISSION_IMAGES])
-                            for start in range(0, len(images), SUBMISSION_IMAGES)
-                        ]
-                    )
+                    arrays = self._read_split(files)
+                    features[split] = {feature: values for feature, values in arrays.items() if feature != "image"}
+                    feed.add(split, arrays["image"])
+        except BaseException:
+            feed.stop()
+            raise
         finally:
-            encoder.close()
-        return {split: self._generate_examples(pngs[split], arrays[split]) for split in self.split_files}
+            feed.no_more_splits()
+        return {split: self._generate_examples(feed.pngs(split), features[split]) for split in self.split_files}
 
     def _generate_examples(
-        self, pngs: Iterator[bytes], arrays: Mapping[str, np.ndarray]
+        self, pngs: Iterator[bytes], features: Mapping[str, np.ndarray]
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (index, example) in file order; the same keys as TFDS's builders, hence the same order."""
-        others = {feature: values.tolist() for feature, values in arrays.items() if feature != "image"}
+        others = {feature: values.tolist() for feature, values in features.items()}
         for index, image in enumerate(pngs):
             yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}
+
+
+_END = None  # after a split's last submission in its queue
+
+
+class ImageFeed:
+    """Inflates each split's images on a thread, a batch at a time, and submits each batch to the PNG encoder.
+
+    Why: the images of a large split took seconds to inflate before TFDS could write anything (2.6 s of
+    EMNIST byclass, 2026-11-25); fed in batches, the first PNGs are written while the rest inflate on another
+    core. A problem found late in a body (cut short, corrupt: only a local copy that could not be verified can
+    have one) fails every split at its next image, and TFDS removes what it wrote.
+    """
+
+    def __init__(self, encoder: png.PngEncoder) -> None:
+        self._encoder = encoder
+        self._splits: queue.SimpleQueue[tuple[str, np.ndarray | formats.ImageBatches] | None] = queue.SimpleQueue()
+        self._submitted: dict[str, queue.SimpleQueue] = {}  # split -> what `submit` returned per batch, then _END
+        self._counts: dict[str, int] = {}
+        self._failure: BaseException | None = None  # what stopped the feed
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="image-feed").start()
+
+    def add(self, split: str, images: np.ndarray | formats.ImageBatches) -> None:
+        """Queues a split's images: all of them, or batches still to be inflated."""
+        self._submitted[split] = queue.SimpleQueue()
+        self._counts[split] = len(images)
+        self._splits.put((split, images))
+
+    def no_more_splits(self) -> None:
+        self._splits.put(None)
+
+    def stop(self) -> None:
+        """Nothing more is inflated or submitted: the preparation has failed."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        try:
+            while (item := self._splits.get()) is not None:
+                split, images = item
+                if isinstance(images, formats.ImageBatches):
+                    batches: Iterator[np.ndarray] = images.batches
+                else:
+                    starts = range(0, len(images), SUBMISSION_IMAGES)
+                    batches = (images[start : start + SUBMISSION_IMAGES] for start in starts)
+                for batch in batches:
+                    if self._stopped.is_set():
+                        return
+                    self._submitted[split].put(self._encoder.submit(batch))
+                self._submitted[split].put(_END)
+        except BaseException as error:  # noqa: BLE001 - a damaged body, or a bug here: every split raises it
+            self._failure = error
+        finally:
+            self._encoder.close()
+            for submitted in list(self._submitted.values()):
+                submitted.put(_END)  # wakes a waiting consumer, which then raises or finds its split short
+
+    def pngs(self, split: str) -> Iterator[bytes]:
+        """The split's PNGs in file order; raises what stopped the feed at the next image after it stopped."""
+        delivered, complete = 0, False
+        try:
+            while (submission := self._submitted[split].get()) is not _END:
+                for encoded in submission:
+                    if self._failure is not None:
+                        raise self._failure
+                    yield encoded
+                    delivered += 1
+            if self._failure is not None:
+                raise self._failure
+            if delivered != self._counts[split]:
+                raise png.EncoderError(f"{split}: the images stopped after {delivered} of {self._counts[split]}")
+            complete = True
+        finally:
+            if not complete:
+                self.stop()
 
 
 # MNIST's own file names and layout, which Fashion-MNIST and Kuzushiji-MNIST kept, names included.
@@ -264,10 +339,10 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
         config = self.builder_config
         return config.class_names if isinstance(config, VariantConfig) and config.class_names else self.CLASS_NAMES
 
-    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray]:
+    def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray | formats.ImageBatches]:
         if codes := files.get("class_codes"):  # upstream's own label -> character list: the names must agree
             formats.check_class_names(formats.read_class_codes(codes.data, codes.path), self.class_names, codes.path)
-        images = formats.read_idx_images(files["images"].data, files["images"].path)
+        images = formats.read_idx_images_in_batches(files["images"].data, files["images"].path, SUBMISSION_IMAGES)
         labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names))
         formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}

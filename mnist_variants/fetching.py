@@ -176,7 +176,7 @@ class Fetch:
                 self._check_split(files.values())
                 extras = {role: self.verdicts[name] for role, name in extra_files.items() if name in self.verdicts}
                 yield split, {**extras, **{role: self.verdicts[name] for role, name in files.items()}}
-                # Parsed by now: bytes no other split needs go (a split's member can be hundreds of MB).
+                # Bytes no other split needs go (a split's member can be hundreds of MB) once its parse lets go of them.
                 needed = {name for other in waiting.values() for name in other.values()} | set(extra_files.values())
                 for name in files.values():
                     if name not in needed:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from unittest import mock
 
@@ -17,6 +19,8 @@ from conftest import DUMMY_SPLITS, dummy_files, write_files, write_registry
 from etils import epath
 
 import mnist_variants
+from mnist_variants import formats, png, testing
+from mnist_variants.builder import ImageFeed
 
 
 class ThroughTheManualDir(tfds.testing.DatasetBuilderTestCase):
@@ -180,3 +184,47 @@ print(problems)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
     assert "deprecat" not in result.stderr.lower()
+
+
+def test_the_image_feed_fails_every_split_at_its_next_image_when_a_body_is_found_damaged():
+    """A body found damaged while TFDS writes (the feed's thread inflates ahead) fails the split being written at
+    its next PNG, even one already encoded, and every split not yet written."""
+    train, test = testing.synthetic_images(6, seed=2), testing.synthetic_images(3, seed=3)
+    go_on = threading.Event()
+
+    def damaged_body():
+        yield from (train[:2], train[2:4])
+        go_on.wait(60)
+        raise mnist_variants.MalformedFileError("train-images: corrupt gzip stream")
+
+    feed = ImageFeed(png.PngEncoder())
+    feed.add("train", formats.ImageBatches(6, damaged_body()))
+    feed.add("test", test)
+    feed.no_more_splits()
+    train_pngs = feed.pngs("train")
+    assert next(train_pngs) == png.encode_png(train[0])
+    go_on.set()
+    with pytest.raises(mnist_variants.MalformedFileError, match="corrupt gzip stream"):
+        list(feed.pngs("test"))
+    with pytest.raises(mnist_variants.MalformedFileError, match="corrupt gzip stream"):
+        next(train_pngs)  # the second PNG was encoded (the first batch holds two), yet is not handed on
+
+
+def test_a_split_given_up_stops_the_image_feed_and_ends_the_helper():
+    encoder = png.PngEncoder()
+    feed = ImageFeed(encoder)
+    endless = (testing.synthetic_images(2, seed=seed) for seed in itertools.count())
+    feed.add("train", formats.ImageBatches(10**9, endless))
+    feed.no_more_splits()
+    train_pngs = feed.pngs("train")
+    next(train_pngs)
+    train_pngs.close()  # as when TFDS's writer fails
+    assert encoder._helper.wait(60) == 0  # the feed stopped and closed the encoder: the helper ended
+
+
+def test_a_split_that_comes_short_is_an_error():
+    feed = ImageFeed(png.PngEncoder())
+    feed.add("train", formats.ImageBatches(5, iter([testing.synthetic_images(3, seed=1)])))
+    feed.no_more_splits()
+    with pytest.raises(png.EncoderError, match="train: the images stopped after 3 of 5"):
+        list(feed.pngs("train"))

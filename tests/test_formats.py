@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import time
 import tracemalloc
@@ -179,3 +180,58 @@ def test_gunzip_stops_as_soon_as_the_content_passes_the_limit():
         formats.gunzip(data, "x.gz", limit=99_999)
     assert isinstance(raised.value, MalformedFileError) and raised.value.limit == 99_999
     expect("gzip stream is cut short", lambda data, source: formats.gunzip(data, source, limit=10**6), data[:-20])
+
+
+def in_batches_of_2(data: bytes, source: str) -> np.ndarray:
+    """What `read_idx_images_in_batches` yields, joined."""
+    images = formats.read_idx_images_in_batches(data, source, batch=2)
+    return np.concatenate([*images.batches, np.zeros((0, 28, 28, 1), np.uint8)])
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 100])
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_images_in_batches_are_the_images(batch, compress):
+    data = testing.gzip_bytes(IMAGES_IDX) if compress else IMAGES_IDX
+    images = formats.read_idx_images_in_batches(data, "images", batch)
+    assert len(images) == 7
+    batches = list(images.batches)
+    assert [len(part) for part in batches] == [min(batch, 7 - start) for start in range(0, 7, batch)]
+    np.testing.assert_array_equal(np.concatenate(batches), IMAGES)
+
+
+DAMAGED_IMAGES = {
+    "wrong_magic": LABELS_IDX,
+    "32x32": idx_header(formats.IDX_IMAGES_MAGIC, 2, 32, 32) + bytes(2 * 32 * 32),
+    "truncated_body": IMAGES_IDX[:-100],
+    "trailing_garbage": IMAGES_IDX + b"\x00" * 3,
+    "short_header": b"\x00\x00",
+    "header_cut": IMAGES_IDX[:10],
+    "claims_billions": idx_header(formats.IDX_IMAGES_MAGIC, 2**32 - 1, 28, 28) + IMAGES_IDX[16:],
+}
+BAD_GZIP = {
+    "cut": testing.gzip_bytes(IMAGES_IDX)[:-4],
+    "corrupt_crc": (lambda data: data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])(testing.gzip_bytes(IMAGES_IDX)),
+}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [*DAMAGED_IMAGES.values(), *map(testing.gzip_bytes, DAMAGED_IMAGES.values()), *BAD_GZIP.values()],
+    ids=[*DAMAGED_IMAGES, *(f"{case}_gzip" for case in DAMAGED_IMAGES), *BAD_GZIP],
+)
+def test_images_in_batches_are_refused_as_the_whole_file_is(data):
+    """The same error, word for word: a header's problem when it is read, a body's when it is reached."""
+    with pytest.raises(MalformedFileError) as whole:
+        formats.read_idx_images(data, "data/some-file")
+    assert str(expect(re.escape(str(whole.value)[len("data/some-file: ") :]), in_batches_of_2, data)) == str(
+        whole.value
+    )
+
+
+def test_a_damaged_body_fails_where_it_is_reached_after_the_good_batches():
+    images = formats.read_idx_images_in_batches(testing.gzip_bytes(IMAGES_IDX[:-100]), "some-file", batch=2)
+    assert len(images) == 7  # the header's count: the body is not read yet
+    good = [next(images.batches) for _ in range(3)]
+    np.testing.assert_array_equal(np.concatenate(good), IMAGES[:6])
+    with pytest.raises(MalformedFileError, match=r"promises 7 images \(5488 bytes\) but only 5388 bytes follow"):
+        next(images.batches)

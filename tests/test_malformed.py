@@ -1,4 +1,7 @@
-"""Damaged upstream files stop preparation before anything is written, with an error naming the file.
+"""Damaged upstream files stop preparation with an error naming the file, and leave no prepared dataset.
+
+A header, a label file or a count is refused before anything is written; a damaged image body
+may be found once TFDS writes the first batches (builder.ImageFeed): every split fails there.
 
 Each damaged file is downloaded from a loopback server through the builders' real download path
 (registered as upstream's, so it passes verification and reaches the parser). On the dummy data
@@ -15,6 +18,7 @@ import pytest
 from conftest import assert_nothing_prepared, dummy_files, prepare, serve_from
 
 from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError, testing
+from mnist_variants import builder as builder_module
 
 FULL_SIZE = {
     FashionMnist: {"train": 60_000, "test": 10_000},
@@ -70,7 +74,9 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("case", DAMAGE)
-def test_damaged_file_fails_before_anything_is_written(case, upstream, monkeypatch, tmp_path, file_server):
+def test_damaged_file_fails_naming_it_and_leaves_nothing(case, upstream, request, monkeypatch, tmp_path, file_server):
+    if not request.config.getoption("--full-size"):  # several batches, as the full-size files have (4 of 16,384)
+        monkeypatch.setattr(builder_module, "SUBMISSION_IMAGES", 5)
     builder_cls, damaged, damage, problem = DAMAGE[case]
     files = dict(upstream[builder_cls])
     files[damaged] = damage(files)
