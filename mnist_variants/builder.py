@@ -14,9 +14,10 @@ import contextlib
 import dataclasses
 import importlib.util
 import inspect
+import itertools
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -196,31 +197,46 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return verification.load_registry(cls.url_infos, cls._checksums_path)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        feed = ImageFeed(png.PngEncoder())  # the encoder boots on another core while the files are fetched
+        fetch = fetching.Fetch(self.wanted(), dl_manager)
+        # The encoder boots on another core while the files are fetched; a body found damaged meanwhile
+        # stops the downloads still running, so the preparation fails then, not when they end.
+        feed = ImageFeed(png.PngEncoder(), on_failure=fetch.cancel)
         features = {}
         try:
             # Each split is parsed as soon as its files are here, while larger files still download; every
             # header, label and count is checked before TFDS writes anything. The images follow, inflated
             # and encoded on other cores while TFDS writes the first ones (ImageFeed).
-            with contextlib.closing(fetching.Fetch(self.wanted(), dl_manager).splits()) as arrivals:
+            with contextlib.closing(fetch.splits()) as arrivals:
                 for split, files in arrivals:
                     arrays = self._read_split(files)
                     features[split] = {feature: values for feature, values in arrays.items() if feature != "image"}
                     feed.add(split, arrays["image"])
+                    feed.raise_failure()
+        except Exception as error:
+            feed.stop()
+            if feed.failure is not None and feed.failure is not error:  # the damaged body, not the downloads it stopped
+                raise feed.failure from None
+            raise
         except BaseException:
             feed.stop()
             raise
         finally:
             feed.no_more_splits()
-        return {split: self._generate_examples(feed.pngs(split), features[split]) for split in self.split_files}
+        feed.raise_failure()  # found already: before TFDS writes anything
+        return {split: self._generate_examples(feed.png_batches(split), features[split]) for split in self.split_files}
 
     def _generate_examples(
-        self, pngs: Iterator[bytes], features: Mapping[str, np.ndarray]
+        self, png_batches: Iterator[list[bytes]], features: Mapping[str, np.ndarray]
     ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Yields (index, example) in file order; the same keys as TFDS's builders, hence the same order."""
-        others = {feature: values.tolist() for feature, values in features.items()}
-        for index, image in enumerate(pngs):
-            yield index, {"image": image, **{feature: values[index] for feature, values in others.items()}}
+        """Yields (index, example) in file order; the same keys as TFDS's builders, hence the same order.
+
+        Each example is made in C (the zips, maps and chain): 814,255 of them took 0.4 s so, 0.9 s as a Python
+        loop over nested generators (2026-11-26).
+        """
+        names = ("image", *features)
+        pngs = itertools.chain.from_iterable(png_batches)
+        rows = zip(pngs, *(values.tolist() for values in features.values()), strict=True)
+        yield from enumerate(map(dict, map(zip, itertools.repeat(names), rows)))
 
 
 _END = None  # after a split's last submission in its queue
@@ -232,23 +248,36 @@ class ImageFeed:
     Why: the images of a large split took seconds to inflate before TFDS could write anything (2.6 s of
     EMNIST byclass, 2026-11-25); fed in batches, the first PNGs are written while the rest inflate on another
     core. A problem found late in a body (cut short, corrupt: only a local copy that could not be verified can
-    have one) fails every split at its next image, and TFDS removes what it wrote.
+    have one) fails every split at its next 1,024 images, and TFDS removes what it wrote.
     """
 
-    def __init__(self, encoder: png.PngEncoder) -> None:
+    def __init__(self, encoder: png.PngEncoder, on_failure: Callable[[], None] = lambda: None) -> None:
         self._encoder = encoder
+        self._on_failure = on_failure  # called from the feed's thread when a body is found damaged
         self._splits: queue.SimpleQueue[tuple[str, np.ndarray | formats.ImageBatches] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards the two fields below: a split added after the thread ended
         self._submitted: dict[str, queue.SimpleQueue] = {}  # split -> what `submit` returned per batch, then _END
+        self._ended = False
         self._counts: dict[str, int] = {}
-        self._failure: BaseException | None = None  # what stopped the feed
+        self.failure: BaseException | None = None  # what stopped the feed
         self._stopped = threading.Event()
         threading.Thread(target=self._run, daemon=True, name="image-feed").start()
 
     def add(self, split: str, images: np.ndarray | formats.ImageBatches) -> None:
         """Queues a split's images: all of them, or batches still to be inflated."""
-        self._submitted[split] = queue.SimpleQueue()
+        submitted: queue.SimpleQueue = queue.SimpleQueue()
         self._counts[split] = len(images)
+        with self._lock:
+            self._submitted[split] = submitted
+            if self._ended:  # it failed or was stopped: the split's consumer raises at once
+                submitted.put(_END)
+                return
         self._splits.put((split, images))
+
+    def raise_failure(self) -> None:
+        """Raises what stopped the feed, if a body was found damaged."""
+        if self.failure is not None:
+            raise self.failure
 
     def no_more_splits(self) -> None:
         self._splits.put(None)
@@ -269,27 +298,32 @@ class ImageFeed:
                 for batch in batches:
                     if self._stopped.is_set():
                         return
-                    self._submitted[split].put(self._encoder.submit(batch))
+                    self._submitted[split].put(self._encoder.submit_in_batches(batch))
                 self._submitted[split].put(_END)
         except BaseException as error:  # noqa: BLE001 - a damaged body, or a bug here: every split raises it
-            self._failure = error
+            self.failure = error
+            self._on_failure()
         finally:
             self._encoder.close()
-            for submitted in list(self._submitted.values()):
+            with self._lock:
+                self._ended = True
+                waiting = list(self._submitted.values())
+            for submitted in waiting:
                 submitted.put(_END)  # wakes a waiting consumer, which then raises or finds its split short
 
-    def pngs(self, split: str) -> Iterator[bytes]:
-        """The split's PNGs in file order; raises what stopped the feed at the next image after it stopped."""
+    def png_batches(self, split: str) -> Iterator[list[bytes]]:
+        """The split's PNGs in file order, in the encoder's lists (up to 1,024); raises what stopped the feed at
+        the next list after it stopped."""
         delivered, complete = 0, False
         try:
             while (submission := self._submitted[split].get()) is not _END:
-                for encoded in submission:
-                    if self._failure is not None:
-                        raise self._failure
-                    yield encoded
-                    delivered += 1
-            if self._failure is not None:
-                raise self._failure
+                for pngs in submission:
+                    if self.failure is not None:
+                        raise self.failure
+                    yield pngs
+                    delivered += len(pngs)
+            if self.failure is not None:
+                raise self.failure
             if delivered != self._counts[split]:
                 raise png.EncoderError(f"{split}: the images stopped after {delivered} of {self._counts[split]}")
             complete = True

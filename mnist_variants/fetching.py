@@ -107,6 +107,11 @@ class Fetch:
         )
         self.verdicts: dict[str, verification.Verdict] = {}  # split files here, local, downloaded or unpacked
         self.got: set[str] = set()  # files of `wanted.downloads()` found or downloaded
+        self._cancel = http_transport.Cancel()
+
+    def cancel(self) -> None:
+        """Stops the downloads under way (what they received is kept): the preparation failed elsewhere."""
+        self._cancel.set()
 
     def urls(self, name: str) -> list[str]:
         return source_urls(self.wanted.sources, name, self.wanted.name)
@@ -199,7 +204,7 @@ class Fetch:
     def _downloads(self, names: list[str]) -> Iterator[Iterator[tuple[str, verification.Verdict]]]:
         """Downloads `names` at once; yields an iterator over (name, verdict) in order of arrival."""
         policy = http_transport.policy_from_env()
-        cancel = http_transport.Cancel()
+        cancel = self._cancel
         total = sum(int(self.wanted.registry[name].download.size) for name in names)
         with (
             _progress_bar(total, len(names)) as progress,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -188,7 +189,7 @@ print(problems)
 
 def test_the_image_feed_fails_every_split_at_its_next_image_when_a_body_is_found_damaged():
     """A body found damaged while TFDS writes (the feed's thread inflates ahead) fails the split being written at
-    its next PNG, even one already encoded, and every split not yet written."""
+    its next list of PNGs, even one already encoded, and every split not yet written."""
     train, test = testing.synthetic_images(6, seed=2), testing.synthetic_images(3, seed=3)
     go_on = threading.Event()
 
@@ -201,22 +202,23 @@ def test_the_image_feed_fails_every_split_at_its_next_image_when_a_body_is_found
     feed.add("train", formats.ImageBatches(6, damaged_body()))
     feed.add("test", test)
     feed.no_more_splits()
-    train_pngs = feed.pngs("train")
-    assert next(train_pngs) == png.encode_png(train[0])
+    train_pngs = feed.png_batches("train")
+    assert next(train_pngs) == png.encode_batch(train[:2, ..., 0])
     go_on.set()
     with pytest.raises(mnist_variants.MalformedFileError, match="corrupt gzip stream"):
-        list(feed.pngs("test"))
+        list(feed.png_batches("test"))
     with pytest.raises(mnist_variants.MalformedFileError, match="corrupt gzip stream"):
-        next(train_pngs)  # the second PNG was encoded (the first batch holds two), yet is not handed on
+        next(train_pngs)  # the second batch's PNGs were submitted before the damage was found, yet are not handed on
 
 
 def test_a_split_given_up_stops_the_image_feed_and_ends_the_helper():
     encoder = png.PngEncoder()
+    assert encoder._helper is not None  # the helper process started
     feed = ImageFeed(encoder)
     endless = (testing.synthetic_images(2, seed=seed) for seed in itertools.count())
     feed.add("train", formats.ImageBatches(10**9, endless))
     feed.no_more_splits()
-    train_pngs = feed.pngs("train")
+    train_pngs = feed.png_batches("train")
     next(train_pngs)
     train_pngs.close()  # as when TFDS's writer fails
     assert encoder._helper.wait(60) == 0  # the feed stopped and closed the encoder: the helper ended
@@ -227,4 +229,37 @@ def test_a_split_that_comes_short_is_an_error():
     feed.add("train", formats.ImageBatches(5, iter([testing.synthetic_images(3, seed=1)])))
     feed.no_more_splits()
     with pytest.raises(png.EncoderError, match="train: the images stopped after 3 of 5"):
-        list(feed.pngs("train"))
+        list(feed.png_batches("train"))
+
+
+def test_a_split_added_after_the_feed_failed_fails_at_once():
+    """A split that arrives (downloaded) after another's body was found damaged is not left waiting for ever."""
+
+    def damaged_body():
+        raise mnist_variants.MalformedFileError("t10k: trailing garbage")
+        yield
+
+    feed = ImageFeed(png.PngEncoder())
+    feed.add("test", formats.ImageBatches(3, damaged_body()))
+    deadline = time.monotonic() + 30
+    while feed.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    feed.add("train", testing.synthetic_images(4, seed=1))
+    feed.no_more_splits()
+    outcome: list[BaseException] = []
+    consumer = threading.Thread(target=lambda: outcome.extend(raised(feed.png_batches("train"))), daemon=True)
+    consumer.start()
+    consumer.join(30)
+    assert not consumer.is_alive(), "the train split's consumer is left waiting"
+    assert [str(error) for error in outcome] == ["t10k: trailing garbage"]
+    with pytest.raises(mnist_variants.MalformedFileError, match="trailing garbage"):
+        feed.raise_failure()
+
+
+def raised(iterator) -> list[BaseException]:
+    """What consuming `iterator` raised: [] if it ended."""
+    try:
+        list(iterator)
+    except BaseException as error:  # noqa: BLE001 - the test looks at it
+        return [error]
+    return []

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 
 import pytest
 import tensorflow_datasets as tfds
@@ -266,6 +267,23 @@ def test_damaged_manual_file_fails_before_anything_is_written(
         prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
     assert_nothing_prepared(tmp_path)
     assert file_server.requests == []
+
+
+def test_a_damaged_body_found_while_other_files_download_fails_then(monkeypatch, tmp_path, file_server):
+    """The test split's images, an unverifiable decompressed copy in the manual dir, end in garbage that only
+    inflating its body finds; the train files trickle in meanwhile. The preparation fails naming the copy at once,
+    not when the downloads end (the trickle would take minutes), and leaves no prepared dataset."""
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3")
+    train = {name: data for name, data in FASHION_FILES.items() if name.startswith("train-")}
+    file_server.serve_files("s3", train, "trickle")
+    test = decompressed({name: data for name, data in FASHION_FILES.items() if name.startswith("t10k-")})
+    test["t10k-images-idx3-ubyte"] += b"\0" * 784  # one image more than its header says
+    write_files(tmp_path / "manual", test)
+    started = time.monotonic()
+    with pytest.raises(MalformedFileError, match=r"manual/t10k-images-idx3-ubyte: trailing garbage: 784 bytes"):
+        prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
+    assert time.monotonic() - started < 20  # a bound that only waiting for the downloads would break
+    assert_nothing_prepared(tmp_path, downloads=False)  # what the downloads received is kept for a later run
 
 
 class ForwardProxy:
