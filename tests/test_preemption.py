@@ -124,8 +124,8 @@ def test_the_next_worker_resumes_what_a_killed_one_downloaded(tmp_path, files, r
     victim = start(tmp_path, env, data_dir)
     size = len(files[TRAIN])
     wait_for(lambda: received(record) >= 0.4 * size, "the victim to receive 40% of the train file")
-    victim.send_signal(kill)
-    victim.wait(60)
+    presses = signal_until_it_ends(victim, kill)
+    print(f"the victim ended after {presses} {kill.name}")
     link.bytes_per_second = 4e6  # the successor's link
     left = received(record)
     assert 0.4 * size <= left < size and victim.returncode != 0, output(victim)[-3000:]
@@ -139,6 +139,24 @@ def test_the_next_worker_resumes_what_a_killed_one_downloaded(tmp_path, files, r
     print(f"bytes sent / file bytes: {sum(link.sent.values()) / total:.3f} (left {left:,} of {size:,})")
     assert sum(link.sent.values()) <= 1.1 * total, (dict(link.sent), total)
     assert not [path for path in record.parent.iterdir() if ".partial" in path.name]  # done: the partials went
+
+
+def signal_until_it_ends(victim: subprocess.Popen, kill: signal.Signals) -> int:
+    """Sends `kill` until the victim ends, as a user presses Ctrl-C again; returns how many were sent.
+
+    Twice in CI trials (2026-11-25 and 26, both on a loaded machine) a SIGINT-4 victim went on to finish its
+    download and preparation after one SIGINT: a KeyboardInterrupt raised where something swallows it (a bare
+    `except:` such as TFDS's `is_notebook`, or a finalizer) is the suspicion, not verified. A second press stops it.
+    """
+    for presses in range(1, 6):
+        victim.send_signal(kill)
+        try:
+            victim.wait(60 if kill != signal.SIGINT else 1)
+            return presses
+        except subprocess.TimeoutExpired:
+            continue
+    victim.wait(60)
+    return presses
 
 
 def leave_partial(folder: Path, url: str, data: bytes, received_bytes: int, sha256: str, validator: str) -> None:
