@@ -10,12 +10,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 
 import registered_dummies  # noqa: F401 - the test's sources and checksums
 import tensorflow_datasets as tfds
 
 
 def main() -> None:
+    if signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}):  # a blocked mask is inherited too
+        print("SIGINT was inherited blocked; unblocked", flush=True)
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is not signal.default_int_handler:
+        # Python keeps an inherited SIG_IGN for SIGINT; a user's shell never hands one on, but a test process
+        # may have had it set (then a victim ignores every Ctrl-C). Ctrl-C is made to do what it does for users.
+        print(f"SIGINT was inherited as {inherited!r}; restored to Python's default", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("--data_dir", required=True)
