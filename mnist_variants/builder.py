@@ -212,13 +212,11 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                     features[split] = {feature: values for feature, values in arrays.items() if feature != "image"}
                     feed.add(split, arrays["image"])
                     feed.raise_failure()
-        except Exception as error:
+        except BaseException as error:
             feed.stop()
-            if feed.failure is not None and feed.failure is not error:  # the damaged body, not the downloads it stopped
+            # The damaged body, not the downloads it stopped (a Ctrl-C stays a Ctrl-C).
+            if isinstance(error, Exception) and feed.failure is not None and feed.failure is not error:
                 raise feed.failure from None
-            raise
-        except BaseException:
-            feed.stop()
             raise
         finally:
             feed.no_more_splits()
@@ -318,12 +316,10 @@ class ImageFeed:
         try:
             while (submission := self._submitted[split].get()) is not _END:
                 for pngs in submission:
-                    if self.failure is not None:
-                        raise self.failure
+                    self.raise_failure()
                     yield pngs
                     delivered += len(pngs)
-            if self.failure is not None:
-                raise self.failure
+            self.raise_failure()
             if delivered != self._counts[split]:
                 raise png.EncoderError(f"{split}: the images stopped after {delivered} of {self._counts[split]}")
             complete = True
