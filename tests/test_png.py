@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import zlib_ng
 from conftest import worker_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -185,6 +186,7 @@ CHECKER_FAILURES = {
     "stall": "sent nothing for 3 s while it owed an answer",
     "says_bad": "called PNG 1 of message 2 bad, which decodes to its image",
     "other_bytes": "checked other bytes than message 2",
+    "other_pixels": "found other pixels in message 2 than its PNGs decode to",
     "out_of_order": "sent a malformed verdict",
 }
 
@@ -206,8 +208,9 @@ def test_a_checker_that_fails_leaves_the_checks_to_the_consumers(monkeypatch, ca
     err = capfd.readouterr().err
     assert re.search(r"PNG checker process \(pid \d+, [^)]+\) ", err) and said in err, err
     assert "Checking PNGs in this process instead." in err
-    # Here were checked only the messages it had not answered (and, for says_bad, the one it called bad).
-    answered = {"no_start": 0, "says_bad": 0}.get(mode, 1)
+    # Here were checked only the messages it had not answered (and, for says_bad and other_pixels, the one it
+    # called bad or whose pixels it misreported).
+    answered = {"no_start": 0, "says_bad": 0, "other_pixels": 0}.get(mode, 1)
     assert [count for _, count in checked_here] == [1024, 1024, 52, 900][answered:]
     assert encoder._checker.popen.returncode is not None  # reaped
 
@@ -324,6 +327,25 @@ def test_the_check_refuses_pngs_that_join_up_to_the_right_pixels_but_split_them_
     assert png.decodes_to([png_of_scanlines(raw, 28, 28) for raw in lying], images) == 0
 
 
+def test_the_checkers_verdict_names_a_png_of_the_wrong_form_and_tells_what_the_others_decode_to():
+    images = testing.synthetic_images(3, seed=13)[..., 0]
+    pngs = png.encode_batch(images)
+    assert png.decoded_pixels_crc(pngs, 28, 28) == (None, zlib.crc32(images.data))
+    other = images.copy()
+    other[2, 27, 27] ^= 1
+    assert png.decoded_pixels_crc(png.encode_batch(other), 28, 28) == (None, zlib.crc32(other.data))
+    assert png.decoded_pixels_crc([pngs[0], pngs[1][:-1], pngs[2]], 28, 28)[0] == 1
+    assert png.decoded_pixels_crc(pngs, 28, 27)[0] == 0  # another size in IHDR
+    # The same pixels behind filter type 1 (Sub): a decoder would return others. Refused by its form.
+    sub = bytearray(b"".join(bytes(1) + row.tobytes() for row in images[1]))
+    sub[29] = 1
+    assert png.decoded_pixels_crc([pngs[0], png_of_scanlines(bytes(sub), 28, 28), pngs[2]], 28, 28)[0] == 1
+    rows = [bytes(1) + row.tobytes() for image in images for row in image]
+    scanlines = [b"".join(rows[index * 28 : (index + 1) * 28]) for index in range(3)]
+    lying = [scanlines[0] + scanlines[1][:1], scanlines[1][1:], scanlines[2]]
+    assert png.decoded_pixels_crc([png_of_scanlines(raw, 28, 28) for raw in lying], 28, 28)[0] == 0
+
+
 def run_anywhere(tmp_path: Path, command: list[str], cwd: Path | None = None) -> str:
     """Runs a png_anywhere.py command in a working directory whose modules shadow the standard library's."""
     cwd = cwd or tmp_path / "project"
@@ -343,15 +365,17 @@ def test_the_helper_starts_beside_a_shadowing_module_and_under_isolation_flags(t
 
 
 def test_the_helper_finds_numpy_where_the_parent_found_it(tmp_path):
-    """As with pip --target, pex or Bazel: numpy only on the sys.path the program sets up itself."""
+    """As with pip --target, pex or Bazel: numpy and zlib-ng only on the sys.path the program sets up itself."""
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True, timeout=120)
     bare = tmp_path / "bare" / "bin" / "python"
-    assert subprocess.run([bare, "-c", "import numpy"], capture_output=True, timeout=60).returncode != 0
+    for module in ("numpy", "zlib_ng"):
+        assert subprocess.run([bare, "-c", f"import {module}"], capture_output=True, timeout=60).returncode != 0
     target = tmp_path / "target"
     target.mkdir()
-    for name in ("numpy", "numpy.libs"):
-        if (Path(np.__file__).parents[1] / name).exists():
-            (target / name).symlink_to(Path(np.__file__).parents[1] / name)
+    for package in (Path(np.__file__).parent, Path(zlib_ng.__file__).parent):
+        for name in (package.name, f"{package.name}.libs"):
+            if (package.parent / name).exists():
+                (target / name).symlink_to(package.parent / name)
     out = run_anywhere(tmp_path, [str(bare), str(ANYWHERE), "--path", str(target), "--png", str(PNG_SOURCE)])
     assert "HELPER yes" in out
 

@@ -6,7 +6,8 @@ It starts as png_helper_faults.py does (same no_start), then, by MODE:
 no_start (exits before its greeting), or it serves with the real code and, at its second
 verdict: sigkill (half a verdict, then SIGKILL to itself), exit_early (exit 3 instead), stall
 (sleeps instead), says_bad (calls the first PNG bad, which is not), other_bytes (a wrong CRC-32
-of the body it checked), out_of_order (the verdict of another message).
+of the body it checked), other_pixels (a wrong CRC-32 of the pixels the PNGs decode to),
+out_of_order (the verdict of another message).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Failing(Intercepting):
             data = verdict.pack(magic, message, 0, body_crc, pixels_crc)
         elif self.mode == "other_bytes":
             data = verdict.pack(magic, message, bad, body_crc ^ 1, pixels_crc)
+        elif self.mode == "other_pixels":
+            data = verdict.pack(magic, message, bad, body_crc, pixels_crc ^ 1)
         elif self.mode == "out_of_order":
             data = verdict.pack(magic, message + 1, bad, body_crc, pixels_crc)
         self.out.write(data)
