@@ -252,7 +252,7 @@ class ImageFeed:
     def __init__(self, encoder: png.PngEncoder, on_failure: Callable[[], None] = lambda: None) -> None:
         self._encoder = encoder
         self._on_failure = on_failure  # called from the feed's thread when a body is found damaged
-        self._splits: queue.SimpleQueue[tuple[str, np.ndarray | formats.ImageBatches] | None] = queue.SimpleQueue()
+        self._splits: queue.SimpleQueue[tuple[str, formats.ImageBatches] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards the two fields below: a split added after the thread ended
         self._submitted: dict[str, queue.SimpleQueue] = {}  # split -> what `submit` returned per batch, then _END
         self._ended = False
@@ -263,6 +263,8 @@ class ImageFeed:
 
     def add(self, split: str, images: np.ndarray | formats.ImageBatches) -> None:
         """Queues a split's images: all of them, or batches still to be inflated."""
+        if isinstance(images, np.ndarray):
+            images = formats.ImageBatches.of(images, SUBMISSION_IMAGES)
         submitted: queue.SimpleQueue = queue.SimpleQueue()
         self._counts[split] = len(images)
         with self._lock:
@@ -288,12 +290,7 @@ class ImageFeed:
         try:
             while (item := self._splits.get()) is not None:
                 split, images = item
-                if isinstance(images, formats.ImageBatches):
-                    batches: Iterator[np.ndarray] = images.batches
-                else:
-                    starts = range(0, len(images), SUBMISSION_IMAGES)
-                    batches = (images[start : start + SUBMISSION_IMAGES] for start in starts)
-                for batch in batches:
+                for batch in images.batches:
                     if self._stopped.is_set():
                         return
                     self._submitted[split].put(self._encoder.submit_in_batches(batch))

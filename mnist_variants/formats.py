@@ -137,11 +137,18 @@ def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) ->
 
 @dataclasses.dataclass(frozen=True)
 class ImageBatches:
-    """The images of an IDX file whose header is read and checked: `count` of them, inflated batch by batch as
-    `batches` is iterated. A problem in the body (cut short, corrupt, trailing garbage) is raised there."""
+    """`count` images, batch by batch. An IDX file's (`read_idx_images_in_batches`) have a checked header and
+    are inflated as `batches` is iterated: a problem in the body (cut short, corrupt, trailing garbage) is
+    raised there."""
 
     count: int
     batches: Iterator[np.ndarray]  # (n, 28, 28, 1) uint8 arrays, in file order
+
+    @classmethod
+    def of(cls, images: np.ndarray, batch: int) -> ImageBatches:
+        """Images parsed whole (Binarized MNIST's text files), in batches of `batch`: views, no copies."""
+        starts = range(0, len(images), batch)
+        return cls(len(images), (images[start : start + batch] for start in starts))
 
     def __len__(self) -> int:
         return self.count
