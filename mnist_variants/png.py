@@ -5,14 +5,14 @@ dominates the cost of preparing these datasets; it passes `bytes` through untouc
 so we hand it PNGs made here. Decoders (TF, PIL) return exactly the input pixels;
 the tests prove it.
 
-Why a process: TFDS's writer keeps this process's GIL busy while it ingests examples,
-and threads that call zlib then wait for the GIL after every image. Measured on a
-full-size Fashion-MNIST prepare, same encoder settings, two runs each (2026-11-22): a thread
-pool took 5.0 and 5.2 s, the helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor.
-Encoding costs 23.7 us of CPU per image (1.7 s for Fashion-MNIST's 70,000), which the helper
-takes off this process. On a quiet machine (2026-11-25), a full-size MNIST prepare took 10.8 and
-11.8 s with the helper and 13.4 and 14.3 s encoding in this process. A thread pool was not timed
-again since; if one ever shows no loss against the helper, the helper should go.
+Why a process: TFDS's writer keeps this process's GIL busy while it ingests examples, and threads
+that call zlib then wait for the GIL after every image. Measured on a full-size Fashion-MNIST
+prepare, same encoder settings, two runs each (2026-11-22): a thread pool took 5.0 and 5.2 s, the
+helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor. Encoding cost 23.7 us of CPU per
+image then (1.7 s for Fashion-MNIST's 70,000; 5.8 us with zlib-ng since, see COMPRESSION_LEVEL),
+which the helper takes off this process. On a quiet machine (2026-11-25), a full-size MNIST prepare
+took 10.8 and 11.8 s with the helper and 13.4 and 14.3 s encoding in this process. A thread pool was
+not timed again since; if one ever shows no loss against the helper, the helper should go.
 
 Simpler designs and what they cost: threads (or `concurrent.futures.ThreadPoolExecutor`)
 fight TFDS's writer for the GIL, the figure above. `multiprocessing` or a
@@ -33,27 +33,27 @@ What can go wrong with it, and what happens then:
   length, CRC-32 of the body and of the source pixels) and every PNG is checked to
   decode to its source pixels before it is handed on; a broken promise is an `EncoderError`.
 
-Who checks the PNGs: a second helper, the checker, started the same way. It is sent each
-message as it arrived and answers one verdict per message in that order: whether every PNG has
-this module's form and inflates to one image, bound to the CRC-32 of the very body it checked,
-and the CRC-32 of the pixels they decode to, which this process compares with that of the pixels
-it holds (sending it the pixels instead was 638 MB more through pipes for EMNIST). A consumer hands PNGs
-on only once every message up to theirs is known good, so a lie anywhere earlier fails every
-split. Why another process: the check (inflate each PNG, compare with its pixels) was most of
-what our preparation cost above the floor. Made by TFDS's writer thread, it took 0.9 s of a
+Who checks the PNGs: a second helper, the checker, started the same way. It is sent each message as
+it arrived and answers one verdict per message in that order: whether every PNG has this module's
+form and inflates to one image, bound to the CRC-32 of the very body it checked, and the CRC-32 of
+the pixels they decode to, which this process compares with that of the pixels it holds (sending it
+the pixels instead was 638 MB more through pipes for EMNIST). A consumer hands PNGs on only once
+every message up to theirs is known good, so a lie anywhere earlier fails every split. Why another
+process: the check (inflating each PNG, then comparing with its pixels, as it was made then) was
+most of what our preparation cost above the floor. Made by TFDS's writer thread, it took 0.9 s of a
 full-size MNIST prepare and 10.4 s of EMNIST byclass (about 13 us an image, timed inside the
-prepare, 2026-11-25). Made by the thread that reads the helper's output, it waited for the GIL
-after every `zlib.decompress`: the checks of MNIST's 69 batches took 4.0 s of wall time for
-0.6 s of CPU, and the writer waited for PNGs. With the checker, on the same quiet machine, MNIST's
-prepare went from 1.27x the floor to 1.04x (5 rounds), EMNIST byclass's from 1.36x to 1.26x (3 rounds).
+prepare, 2026-11-25). Made by the thread that reads the helper's output, it waited for the GIL after
+every `zlib.decompress`: the checks of MNIST's 69 batches took 4.0 s of wall time for 0.6 s of CPU,
+and the writer waited for PNGs. With the checker, on the same quiet machine, MNIST's prepare went
+from 1.27x the floor to 1.04x (5 rounds), EMNIST byclass's from 1.36x to 1.26x (3 rounds).
 
 The checker only saves this process work. If it cannot start, dies, stalls or answers out of
 place, it is ended with a note on stderr, and the consumers check what it did not answer
 themselves, in arrival order, as they would without it. A message it calls bad, or whose pixels'
 CRC-32 differs, is checked again here before anything fails, so a faulty checker cannot fail a good
 preparation. What no check here would catch is a checker that calls a bad PNG good: that takes a
-fault in `_inflate` itself, the very code this process would run, which the tests prove against
-damaged PNGs, or PNGs that decode to other pixels with the same CRC-32 over their message, which a
+fault in `_inflate` or `decoded_pixels_crc`, code this process runs too, which the tests prove
+against damaged PNGs, or PNGs that decode to other pixels with the same CRC-32 over their message, which a
 random fault gives once in 2**32 (the framing of every message trusts CRC-32 the same way).
 """
 
@@ -80,11 +80,11 @@ from zlib_ng import zlib_ng
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IDAT_CRC = zlib.crc32(b"IDAT")
 _IEND_CHUNK = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
-# Deflated by zlib-ng (a maintained, faster zlib with the same streams) at level 1; inflated, to check them,
-# by the standard library's zlib, as the readers of the prepared data do (TensorFlow, PIL). Measured on
-# 1,024 of the benchmark's MNIST images (2026-11-26, best of 7): 5.8 us and 246.1 B an image, against
-# 20.8 us and 242.7 B for zlib's level 1 with its RLE strategy, used before; on a full-size EMNIST byclass
-# prepare, the helpers' CPU went from 31 to 36 s to 18 s (3 rounds each).
+# Deflated by zlib-ng (a maintained, faster zlib: the same format, not the same bytes) at level 1; inflated,
+# to check them, by the standard library's zlib, as the readers of the prepared data do (TensorFlow, PIL).
+# Measured on 1,024 of the benchmark's MNIST images (2026-11-26, best of 7): 5.8 us and 246.1 B an image,
+# against 20.8 us and 242.7 B for zlib's level 1 with its RLE strategy, used before. In a full-size EMNIST
+# byclass prepare (5 rounds each), the helpers' CPU fell from 32.9-36.1 s to 15.9-18.1 s.
 COMPRESSION_LEVEL = 1
 _BATCH = 1024  # images per message from the helper
 
@@ -173,13 +173,16 @@ def _inflate(pngs: list[bytes], height: int, width: int) -> tuple[int | None, li
     image: (its index or None, the scanlines of those before it).
 
     Checked: signature and IHDR (size, grayscale, 8 bits), one IDAT whose length and CRC hold and whose
-    zlib stream (its own checksum included) inflates to exactly one image's scanlines, IEND last. Exactly:
+    zlib stream (its own checksum included) inflates to exactly one image's scanlines, each of filter type 0
+    (None), and ends the IDAT (it ends with the stream's checksum: `zlib.decompress` ignores what follows a
+    stream, and a decompressobj that would tell cost 2.5 us more an image), IEND last. Exactly one image's:
     else a PNG could carry the start of the next image and still join up. Not checked: the pixels.
     """
     header = _header(height, width)
     data_at = len(header) + 8
     tail = -(4 + len(_IEND_CHUNK))  # the IDAT's CRC, then IEND
     size = height * (width + 1)
+    unfiltered = bytes(height)  # every scanline's first byte, its filter type
     inflated = []
     for index, png in enumerate(pngs):
         idat = png[data_at:tail]
@@ -188,6 +191,8 @@ def _inflate(pngs: list[bytes], height: int, width: int) -> tuple[int | None, li
                 png[:data_at] != header + len(idat).to_bytes(4, "big") + b"IDAT"
                 or png[tail:] != zlib.crc32(idat, _IDAT_CRC).to_bytes(4, "big") + _IEND_CHUNK
                 or len(rows := zlib.decompress(idat, zlib.MAX_WBITS, size)) != size
+                or idat[-4:] != zlib.adler32(rows).to_bytes(4, "big")
+                or rows[:: width + 1] != unfiltered
             ):
                 return index, inflated
         except zlib.error:
@@ -218,9 +223,6 @@ def decoded_pixels_crc(pngs: list[bytes], height: int, width: int) -> tuple[int 
     for EMNIST byclass."""
     bad, inflated = _inflate(pngs, height, width)
     scanlines = np.frombuffer(b"".join(inflated), np.uint8).reshape(len(inflated), height, width + 1)
-    filtered = np.flatnonzero(scanlines[:, :, 0].any(axis=1))  # every scanline must have filter type 0 (None)
-    if len(filtered):
-        bad = int(filtered[0])
     return bad, zlib.crc32(np.ascontiguousarray(scanlines[:, :, 1:]))
 
 
@@ -584,8 +586,9 @@ class PngEncoder:
         """Takes the checker's verdicts, each bound to the bytes it checked; if it fails, consumers check instead.
 
         The checker only saves this process work: a checker that dies, stalls or says anything out of
-        place is ended, and the messages it did not answer are checked here. A PNG it calls bad is
-        checked here again before it fails anything, so a faulty checker cannot fail a good preparation.
+        place is ended, and the messages it did not answer are checked here. A message it calls bad, or
+        whose pixels' CRC-32 it gives otherwise, is checked here again before it fails anything, so a
+        faulty checker cannot fail a good preparation.
         """
         checker = self._checker
         reader = _Reader(checker.popen.stdout.fileno(), self._stall_seconds, self._checker_owes)

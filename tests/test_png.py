@@ -310,9 +310,10 @@ def test_the_check_refuses_a_png_of_other_pixels():
     assert png.decodes_to([pngs[0], pngs[1], pngs[2][:40] + b"x" + pngs[2][41:]], images) == 2
 
 
-def png_of_scanlines(raw: bytes, height: int, width: int) -> bytes:
-    """A well-formed PNG (chunk CRCs, zlib checksum) whose IDAT inflates to `raw`, whatever its length."""
-    idat = zlib.compress(raw)
+def png_of_scanlines(raw: bytes, height: int, width: int, after_stream: bytes = b"") -> bytes:
+    """A well-formed PNG (chunk CRCs, zlib checksum) whose IDAT inflates to `raw`, whatever its length; its IDAT
+    holds `after_stream` after the zlib stream."""
+    idat = zlib.compress(raw) + after_stream
     crc = zlib.crc32(idat, zlib.crc32(b"IDAT")).to_bytes(4, "big")
     return png._header(height, width) + len(idat).to_bytes(4, "big") + b"IDAT" + idat + crc + png._IEND_CHUNK
 
@@ -340,6 +341,10 @@ def test_the_checkers_verdict_names_a_png_of_the_wrong_form_and_tells_what_the_o
     sub = bytearray(b"".join(bytes(1) + row.tobytes() for row in images[1]))
     sub[29] = 1
     assert png.decoded_pixels_crc([pngs[0], png_of_scanlines(bytes(sub), 28, 28), pngs[2]], 28, 28)[0] == 1
+    # The very scanlines, with bytes after the zlib stream (which zlib.decompress would ignore).
+    scanlines_2 = b"".join(bytes(1) + row.tobytes() for row in images[2])
+    trailing = [pngs[0], pngs[1], png_of_scanlines(scanlines_2, 28, 28, after_stream=b"x")]
+    assert png.decoded_pixels_crc(trailing, 28, 28)[0] == 2 and png.decodes_to(trailing, images) == 2
     rows = [bytes(1) + row.tobytes() for image in images for row in image]
     scanlines = [b"".join(rows[index * 28 : (index + 1) * 28]) for index in range(3)]
     lying = [scanlines[0] + scanlines[1][:1], scanlines[1][1:], scanlines[2]]
