@@ -318,11 +318,15 @@ def png_of_scanlines(raw: bytes, height: int, width: int, after_stream: bytes = 
     return png._header(height, width) + len(idat).to_bytes(4, "big") + b"IDAT" + idat + crc + png._IEND_CHUNK
 
 
+def unfiltered_scanlines(images: np.ndarray) -> list[bytes]:
+    """Each image's scanlines as its IDAT holds them: every row filter type 0 (None), then its pixels."""
+    return [b"".join(bytes(1) + row.tobytes() for row in image) for image in images]
+
+
 def test_the_check_refuses_pngs_that_join_up_to_the_right_pixels_but_split_them_wrongly():
     """PNG 1 carries its image and the first byte of image 2, PNG 2 the rest: together, the very scanlines."""
     images = testing.synthetic_images(3, seed=12)[..., 0]
-    rows = [bytes(1) + row.tobytes() for image in images for row in image]  # filter type 0, then the pixels
-    scanlines = [b"".join(rows[index * 28 : (index + 1) * 28]) for index in range(3)]
+    scanlines = unfiltered_scanlines(images)
     assert png.decodes_to([png_of_scanlines(raw, 28, 28) for raw in scanlines], images) is None
     lying = [scanlines[0] + scanlines[1][:1], scanlines[1][1:], scanlines[2]]
     assert png.decodes_to([png_of_scanlines(raw, 28, 28) for raw in lying], images) == 0
@@ -338,15 +342,13 @@ def test_the_checkers_verdict_names_a_png_of_the_wrong_form_and_tells_what_the_o
     assert png.decoded_pixels_crc([pngs[0], pngs[1][:-1], pngs[2]], 28, 28)[0] == 1
     assert png.decoded_pixels_crc(pngs, 28, 27)[0] == 0  # another size in IHDR
     # The same pixels behind filter type 1 (Sub): a decoder would return others. Refused by its form.
-    sub = bytearray(b"".join(bytes(1) + row.tobytes() for row in images[1]))
+    scanlines = unfiltered_scanlines(images)
+    sub = bytearray(scanlines[1])
     sub[29] = 1
     assert png.decoded_pixels_crc([pngs[0], png_of_scanlines(bytes(sub), 28, 28), pngs[2]], 28, 28)[0] == 1
     # The very scanlines, with bytes after the zlib stream (which zlib.decompress would ignore).
-    scanlines_2 = b"".join(bytes(1) + row.tobytes() for row in images[2])
-    trailing = [pngs[0], pngs[1], png_of_scanlines(scanlines_2, 28, 28, after_stream=b"x")]
+    trailing = [pngs[0], pngs[1], png_of_scanlines(scanlines[2], 28, 28, after_stream=b"x")]
     assert png.decoded_pixels_crc(trailing, 28, 28)[0] == 2 and png.decodes_to(trailing, images) == 2
-    rows = [bytes(1) + row.tobytes() for image in images for row in image]
-    scanlines = [b"".join(rows[index * 28 : (index + 1) * 28]) for index in range(3)]
     lying = [scanlines[0] + scanlines[1][:1], scanlines[1][1:], scanlines[2]]
     assert png.decoded_pixels_crc([png_of_scanlines(raw, 28, 28) for raw in lying], 28, 28)[0] == 0
 
