@@ -113,6 +113,7 @@ _ALL_DECODE = 0xFFFFFFFF
 # milliseconds, so only a stopped or hung helper (or a starved machine) gets near it.
 STALL_SECONDS = 60.0
 _EXIT_SECONDS = 10.0  # how long a helper that closed its output may take to exit
+_READ_AHEAD = 1 << 20  # the most read from a helper's output at a time, and the size asked of its pipe
 
 
 class EncoderError(RuntimeError):
@@ -696,18 +697,25 @@ def _write_check(stdin, item: tuple[int, np.ndarray, bytes]) -> None:
 
 
 class _Reader:
-    """Exact reads from a helper's output, with a limit on silence while it owes an answer."""
+    """Exact reads from a helper's output, with a limit on silence while it owes an answer.
+
+    It reads ahead, up to _READ_AHEAD bytes a call, from a pipe made as large (where Linux allows): a message
+    then takes one wake-up of the reading thread instead of one per 64 KiB, and each wake-up waits for the
+    GIL that TFDS's writer holds. With 1,024 PNGs a message, that writer waited for the GIL 12,700 times in a
+    full-size EMNIST byclass prepare, and the thread reading the helper's output woke 13,000 times (2026-11-26).
+    """
 
     def __init__(self, fd: int, stall_seconds: float, owes) -> None:
         self._fd, self._stall_seconds, self._owes = fd, stall_seconds, owes
+        self._ahead = bytearray()  # read, not yet asked for
+        _enlarge_pipe(fd)
 
     def read(self, size: int, allow_end: bool = False) -> bytes | None:
         """Exactly `size` bytes; None at a clean end of output if `allow_end`; else _Broken."""
-        parts, got = [], 0
         # The silence that counts starts at the last byte read, or later, when an answer became owed: looked
         # at a few times per limit, so a request made just before a limit ran out is given a whole one.
         silent_since = time.monotonic()
-        while got < size:
+        while len(self._ahead) < size:
             ready, _, _ = select.select([self._fd], [], [], min(1.0, self._stall_seconds / 4))
             if not ready:
                 if not self._owes():
@@ -716,14 +724,25 @@ class _Reader:
                     raise _Broken(f"sent nothing for {self._stall_seconds:g} s while it owed an answer; killed")
                 continue
             silent_since = time.monotonic()
-            part = os.read(self._fd, min(size - got, 1 << 20))
+            part = os.read(self._fd, max(size - len(self._ahead), _READ_AHEAD))
             if not part:
-                if got == 0 and allow_end:
+                if not self._ahead and allow_end:
                     return None
-                raise _Broken(f"ended its output {got} bytes into a {size}-byte read")
-            parts.append(part)
-            got += len(part)
-        return b"".join(parts)
+                raise _Broken(f"ended its output {len(self._ahead)} bytes into a {size}-byte read")
+            self._ahead += part
+        data = bytes(self._ahead[:size])
+        del self._ahead[:size]
+        return data
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Makes the pipe at `fd` hold _READ_AHEAD bytes where Linux lets it (fs.pipe-max-size); else leaves it."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_AHEAD)
+    except (ImportError, AttributeError, OSError):  # not Linux, not a pipe, or above the limit: 64 KiB it is
+        pass
 
 
 def _read_exactly(stream, size: int, what: str) -> bytes:
