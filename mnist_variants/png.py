@@ -313,6 +313,8 @@ class _Process:
         except (OSError, ValueError):
             stderr.close()
             return None
+        for pipe in (popen.stdin, popen.stdout):
+            _enlarge_pipe(pipe.fileno())
         return cls(role, popen, stderr)
 
     def feed(self, source: bytes, inputs: queue.SimpleQueue, write) -> None:
@@ -699,7 +701,7 @@ def _write_check(stdin, item: tuple[int, np.ndarray, bytes]) -> None:
 class _Reader:
     """Exact reads from a helper's output, with a limit on silence while it owes an answer.
 
-    It reads ahead, up to _READ_AHEAD bytes a call, from a pipe made as large (where Linux allows): a message
+    It reads ahead, up to _READ_AHEAD bytes a call, from a pipe made as large (`_Process.start`): a message
     then takes one wake-up of the reading thread instead of one per 64 KiB, and each wake-up waits for the
     GIL that TFDS's writer holds. With 1,024 PNGs a message, that writer waited for the GIL 12,700 times in a
     full-size EMNIST byclass prepare, and the thread reading the helper's output woke 13,000 times (2026-11-26).
@@ -708,7 +710,6 @@ class _Reader:
     def __init__(self, fd: int, stall_seconds: float, owes) -> None:
         self._fd, self._stall_seconds, self._owes = fd, stall_seconds, owes
         self._ahead = bytearray()  # read, not yet asked for
-        _enlarge_pipe(fd)
 
     def read(self, size: int, allow_end: bool = False) -> bytes | None:
         """Exactly `size` bytes; None at a clean end of output if `allow_end`; else _Broken."""
@@ -736,7 +737,11 @@ class _Reader:
 
 
 def _enlarge_pipe(fd: int) -> None:
-    """Makes the pipe at `fd` hold _READ_AHEAD bytes where Linux lets it (fs.pipe-max-size); else leaves it."""
+    """Makes the pipe at `fd` hold _READ_AHEAD bytes where Linux lets it (fs.pipe-max-size); else leaves it.
+
+    Both ways: at 64 KiB, the 12.8 MB of a submission crossed in 200 pieces, each a wake-up of the helper on
+    another core and of the thread writing to it (in a VM, each wake-up on another core costs an interrupt).
+    """
     try:
         import fcntl
 

@@ -95,6 +95,11 @@ def test_helper_process_keeps_order_across_submissions():
     first, second = testing.synthetic_images(2500, seed=2), testing.synthetic_images(7, seed=3)
     encoder = png.PngEncoder()
     assert encoder._helper is not None  # the helper process started
+    if sys.platform.startswith("linux"):  # both of its pipes hold 1 MiB: fewer wake-ups on either side
+        import fcntl
+
+        pipes = (encoder._helper.stdin, encoder._helper.stdout, encoder._checker.popen.stdin)
+        assert [fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) for pipe in pipes] == [png._READ_AHEAD] * 3
     pngs = [encoder.submit(first), encoder.submit(second)]
     encoder.close()
     second_pngs, first_pngs = list(pngs[1]), list(pngs[0])  # consumed out of order on purpose
@@ -252,8 +257,9 @@ def test_a_message_is_read_at_one_wake_up_and_what_follows_is_kept(monkeypatch):
     real_read, reads = os.read, []
     monkeypatch.setattr(png.os, "read", lambda fd, size: reads.append(size) or real_read(fd, size))
     try:
-        reader = png._Reader(read_end, 5.0, lambda: True)
+        png._enlarge_pipe(write_end)  # as `_Process.start` does with both pipes of a helper
         assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) == png._READ_AHEAD
+        reader = png._Reader(read_end, 5.0, lambda: True)
         message = os.urandom(300_000)  # a message of 1,024 EMNIST PNGs is about this size
         assert os.write(write_end, b"HEAD" + message + b"NEXT") == 300_008  # all of it: the pipe holds 1 MiB
         assert [reader.read(4), reader.read(300_000), reader.read(2)] == [b"HEAD", message, b"NE"]
