@@ -246,7 +246,7 @@ class ImageFeed:
     Why: the images of a large split took seconds to inflate before TFDS could write anything (2.6 s of
     EMNIST byclass, 2026-11-25); fed in batches, the first PNGs are written while the rest inflate on another
     core. A problem found late in a body (cut short, corrupt: only a local copy that could not be verified can
-    have one) fails every split at its next 1,024 images, and TFDS removes what it wrote.
+    have one) fails every split at its next 4,096 images, and TFDS removes what it wrote.
     """
 
     def __init__(self, encoder: png.PngEncoder, on_failure: Callable[[], None] = lambda: None) -> None:
@@ -307,7 +307,7 @@ class ImageFeed:
                 submitted.put(_END)  # wakes a waiting consumer, which then raises or finds its split short
 
     def png_batches(self, split: str) -> Iterator[list[bytes]]:
-        """The split's PNGs in file order, in the encoder's lists (up to 1,024); raises what stopped the feed at
+        """The split's PNGs in file order, in the encoder's lists (up to 4,096); raises what stopped the feed at
         the next list after it stopped."""
         delivered, complete = 0, False
         try:

@@ -150,10 +150,15 @@ def record_checks_here(monkeypatch) -> list[tuple[str, int]]:
     return checked
 
 
+# Images in the first split of two: three messages of the helper, the second one whole, the last one short.
+FIRST_SPLIT = 2 * png._BATCH + 52
+MESSAGES = [png._BATCH, png._BATCH, 52, 900]  # then the second split's 900 images in one message
+
+
 def consume_second_split_first(encoder: png.PngEncoder) -> None:
-    """Submits two splits (2100 and 900 images), consumes the second in a thread named "consumer", then the
-    first; checks the bytes."""
-    first, second = testing.synthetic_images(2100, seed=8), testing.synthetic_images(900, seed=9)
+    """Submits two splits (FIRST_SPLIT and 900 images), consumes the second in a thread named "consumer", then
+    the first; checks the bytes."""
+    first, second = testing.synthetic_images(FIRST_SPLIT, seed=8), testing.synthetic_images(900, seed=9)
     iterators = [encoder.submit(first), encoder.submit(second)]
     encoder.close()
     result = {}
@@ -181,7 +186,7 @@ def test_without_a_checker_consumers_check_in_arrival_order(monkeypatch):
     consume_second_split_first(png.PngEncoder())
     # The second split's consumer checked the first split's messages too, before its own: a lie anywhere
     # earlier would have failed it. Nothing is checked twice.
-    assert checked == [("consumer", 1024), ("consumer", 1024), ("consumer", 52), ("consumer", 900)]
+    assert checked == [("consumer", count) for count in MESSAGES]
 
 
 # Each way the checker can fail, and what happens: the consumers check what it did not answer.
@@ -217,7 +222,7 @@ def test_a_checker_that_fails_leaves_the_checks_to_the_consumers(monkeypatch, ca
     # Here were checked only the messages it had not answered (and, for says_bad and other_pixels, the one it
     # called bad or whose pixels it misreported).
     answered = {"no_start": 0, "says_bad": 0, "other_pixels": 0}.get(mode, 1)
-    assert [count for _, count in checked_here] == [1024, 1024, 52, 900][answered:]
+    assert [count for _, count in checked_here] == MESSAGES[answered:]
     assert encoder._checker.popen.returncode is not None  # reaped
 
 
@@ -260,7 +265,7 @@ def test_a_message_is_read_at_one_wake_up_and_what_follows_is_kept(monkeypatch):
         png._enlarge_pipe(write_end)  # as `_Process.start` does with both pipes of a helper
         assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) == png._READ_AHEAD
         reader = png._Reader(read_end, 5.0, lambda: True)
-        message = os.urandom(300_000)  # a message of 1,024 EMNIST PNGs is about this size
+        message = os.urandom(300_000)  # 1,024 EMNIST PNGs (a message holds up to 4,096, in two reads then)
         assert os.write(write_end, b"HEAD" + message + b"NEXT") == 300_008  # all of it: the pipe holds 1 MiB
         assert [reader.read(4), reader.read(300_000), reader.read(2)] == [b"HEAD", message, b"NE"]
         assert len(reads) == 1
@@ -275,7 +280,7 @@ def test_a_message_is_read_at_one_wake_up_and_what_follows_is_kept(monkeypatch):
 
 def test_a_lie_is_refused_when_the_checker_is_gone_too(monkeypatch):
     fake_checker(monkeypatch, "no_start")
-    _, (first, second), iterators = two_splits(monkeypatch, "wrong_pixels", 3000, 1500)
+    _, (first, second), iterators = two_splits(monkeypatch, "wrong_pixels", FIRST_SPLIT, 1500)
     for images, iterator in reversed(list(zip((first, second), iterators, strict=True))):
         pngs, error = drain(iterator)
         assert isinstance(error, png.EncoderError) and "does not decode to its image" in str(error), error
@@ -312,7 +317,7 @@ BROKEN_PROMISES = {
 
 @pytest.mark.parametrize(("mode", "status"), BROKEN_PROMISES.items(), ids=list(BROKEN_PROMISES))
 def test_a_helper_that_dies_or_lies_fails_every_split_naming_its_exit_status(monkeypatch, mode, status):
-    encoder, (first, second), iterators = two_splits(monkeypatch, mode, 3000, 1500)
+    encoder, (first, second), iterators = two_splits(monkeypatch, mode, FIRST_SPLIT, 1500)
     started = time.monotonic()
     for images, iterator in reversed(list(zip((first, second), iterators, strict=True))):
         pngs, error = drain(iterator)
@@ -444,7 +449,7 @@ def test_refuses_what_it_cannot_encode(images, error):
         png.as_grayscale_batch(images)
 
 
-FASHION_COUNTS = {"train": 3000, "test": 600}  # three messages of the helper for train, one for test
+FASHION_COUNTS = {"train": FIRST_SPLIT, "test": 600}  # three messages of the helper for train, one for test
 
 
 def faulty_worker(tmp_path: Path, number: int, mode: str, env: dict[str, str]) -> Watched:
