@@ -90,9 +90,9 @@ COMPRESSION_LEVEL = 1
 # of pixels against zlib's 6.2 ms (2026-11-26); each image's pixels pass three of them (helper, checker, here).
 # Images per message from the helper. Each message wakes three threads here (reading it, passing it to the checker,
 # reading the verdict), and each wake-up takes the GIL from TFDS's writer. With 4,096 instead of 1,024, in full-size
-# EMNIST byclass prepares (2026-11-26, paired rounds): the writer's thread waited about 1,800 times instead of
-# 2,700 and sat 4.3 s instead of 5.8 s in the run queue; 58.8 to 67.7 s against 64.2 to 70.0 s. Larger
-# messages saved little more (16,384: 1,150 waits) and delay the first PNGs (0.6 s against 0.2 s).
+# EMNIST byclass prepares (2026-11-26): the writer's thread woke for the GIL about 1,800 times instead of 2,700 and
+# sat 4.3 s instead of 5.8 s in the run queue. The wall time showed no difference beside the code before (3 rounds:
+# 69.8 s against 72.2 s, the floor at 51.7 to 58.9 s). 16,384 woke it 1,150 times but delays the first PNGs (0.6 s).
 _BATCH = 4096
 
 # The protocol. Parent -> helper: the module's source (its length is argv[1]), then submissions,
