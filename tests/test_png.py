@@ -150,15 +150,16 @@ def record_checks_here(monkeypatch) -> list[tuple[str, int]]:
     return checked
 
 
-# Images in the first split of two: three messages of the helper, the second one whole, the last one short.
-FIRST_SPLIT = 2 * png._BATCH + 52
-MESSAGES = [png._BATCH, png._BATCH, 52, 900]  # then the second split's 900 images in one message
+# Two splits in messages of the helper: the first in three (two whole, then 52 images), so that the second message,
+# the one the fault helpers damage, lies inside it; the second split in one.
+FIRST_SPLIT, SECOND_SPLIT = 2 * png._BATCH + 52, 900
+MESSAGES = [png._BATCH, png._BATCH, 52, SECOND_SPLIT]
 
 
 def consume_second_split_first(encoder: png.PngEncoder) -> None:
-    """Submits two splits (FIRST_SPLIT and 900 images), consumes the second in a thread named "consumer", then
-    the first; checks the bytes."""
-    first, second = testing.synthetic_images(FIRST_SPLIT, seed=8), testing.synthetic_images(900, seed=9)
+    """Submits two splits (FIRST_SPLIT and SECOND_SPLIT images), consumes the second in a thread named "consumer",
+    then the first; checks the bytes."""
+    first, second = testing.synthetic_images(FIRST_SPLIT, seed=8), testing.synthetic_images(SECOND_SPLIT, seed=9)
     iterators = [encoder.submit(first), encoder.submit(second)]
     encoder.close()
     result = {}
