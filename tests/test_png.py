@@ -68,6 +68,17 @@ def test_chunks_are_well_formed():
     assert kinds == [b"IHDR", b"IDAT", b"IEND"] and position == len(encoded)
 
 
+def test_the_window_is_the_smallest_libpng_would_choose_and_changes_nothing_else():
+    # libpng's png_deflate_claim: halve while the data plus 262 bytes fit in half the window.
+    assert [png.window_bits(size) for size in (1, 250, 262, 812, 16_384, 10**6)] == [9, 9, 10, 11, 15, 15]
+    images = testing.synthetic_images(200, seed=9)[..., 0]
+    for encoded, image in zip(png.encode_batch(images), images, strict=True):
+        idat = encoded[41:-16]
+        assert idat[0] >> 4 == png.window_bits(28 * 29) - 8  # the zlib header's CINFO names the window
+        full_window = png.zlib_ng.compress(png._scanlines(image[np.newaxis])[0], png.COMPRESSION_LEVEL, 15)
+        assert idat[2:] == full_window[2:]  # the same deflate stream and checksum as with 2**15
+
+
 def drain(iterator, seconds: float = 60) -> tuple[list[bytes], BaseException | None]:
     """The PNGs an iterator yields and the error that ends it (in a thread: a consumer left waiting fails)."""
     outcome: dict = {"pngs": [], "error": None}
