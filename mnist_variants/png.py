@@ -9,10 +9,10 @@ Why a process: TFDS's writer keeps this process's GIL busy while it ingests exam
 that call zlib then wait for the GIL after every image. Measured on a full-size Fashion-MNIST
 prepare, same encoder settings, two runs each (2026-11-22): a thread pool took 5.0 and 5.2 s, the
 helper process 4.3 and 4.4 s, against 3.2 and 3.4 s for the floor. Encoding cost 23.7 us of CPU per
-image then (1.7 s for Fashion-MNIST's 70,000; 5.8 us with zlib-ng since, see COMPRESSION_LEVEL),
-which the helper takes off this process. On a quiet machine (2026-11-25), a full-size MNIST prepare
-took 10.8 and 11.8 s with the helper and 13.4 and 14.3 s encoding in this process. A thread pool was
-not timed again since; if one ever shows no loss against the helper, the helper should go.
+image then (1.7 s for Fashion-MNIST's 70,000; 5.8 us with zlib-ng since, see COMPRESSION_LEVEL, 4.4 us with
+a smaller window, see window_bits), which the helper takes off this process. On a quiet machine (2026-11-25),
+a full-size MNIST prepare took 10.8 and 11.8 s with the helper and 13.4 and 14.3 s encoding in this process.
+A thread pool was not timed again since; if one ever shows no loss against the helper, the helper should go.
 
 Simpler designs and what they cost: threads (or `concurrent.futures.ThreadPoolExecutor`)
 fight TFDS's writer for the GIL, the figure above. `multiprocessing` or a
@@ -157,7 +157,8 @@ def window_bits(size: int) -> int:
     """The zlib window for `size` bytes of scanlines, by libpng's own rule (`png_deflate_claim`): halved while
     the data and deflate's 262-byte lookahead still fit in half of it, down to 2**9.
 
-    Every earlier byte stays in reach, so the same PNGs come out but for the window the stream's header names.
+    Every earlier byte stays in reach, so the deflate stream is the same; only the zlib header, which names the
+    window, differs.
     What it saves is deflate's set-up: 812 bytes (a 28x28 image) took 4.4 us with 2**11 against 5.6 us with
     2**15, 250.0 bytes each (best of 15, 40,960 generated EMNIST images, zlib-ng level 1, 2026-11-26).
     """
