@@ -21,6 +21,7 @@ from mnist_variants.errors import (
 from mnist_variants.fashion_mnist import FashionMnist
 from mnist_variants.kmnist import Kmnist
 from mnist_variants.mnist import Mnist
+from mnist_variants.mnist_corrupted import MnistCorrupted
 
 __version__ = metadata.version("mnist-variants")
 
@@ -33,6 +34,7 @@ __all__ = [
     "Kmnist",
     "MalformedFileError",
     "Mnist",
+    "MnistCorrupted",
     "MnistVariantsError",
     "WrongFileError",
 ]

@@ -1,0 +1,446 @@
+"""MNIST-C: 16 configs read out of one verified mnist_c.zip, strict `.npy` members, MNIST's labels.
+
+On the dummy archive (dummy_data/mnist_corrupted/mnist_c.zip: MNIST's dummy images and labels, every
+config) by default; `pytest --full-size` compares every config with TFDS's mnist_corrupted on a full-size
+generated archive. The archive's digest, and MNIST's dummy files' (whose labels MNIST-C's must equal),
+are registered for each test in place of upstream's. TFDS's builder reads the same archive through its
+public `download_and_extract` and `extract`.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from conftest import DUMMY_DATA, DUMMY_SPLITS, dummy_files, register_dummy_checksums, serve_from, write_files
+from etils import epath
+from tensorflow_datasets.core.download import checksums as tfds_checksums
+
+from mnist_variants import (
+    ChecksumMismatchError,
+    DownloadFailedError,
+    Emnist,
+    MalformedFileError,
+    Mnist,
+    MnistCorrupted,
+    fetching,
+    formats,
+    testing,
+)
+
+ARCHIVE = (DUMMY_DATA / "mnist_corrupted" / "mnist_c.zip").read_bytes()
+MNIST_FILES = dummy_files("mnist")
+COUNTS = DUMMY_SPLITS["mnist_corrupted"]
+CONFIGS = [config.name for config in MnistCorrupted.BUILDER_CONFIGS]
+UNREACHABLE = ("http://127.0.0.1:9/unreachable/",)
+FULL_SIZE = {"train": 60_000, "test": 10_000}
+
+
+def members(archive: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        return {info.filename: opened.read(info) for info in opened.infolist() if not info.is_dir()}
+
+
+def rezipped(changes: dict[str, bytes | None]) -> bytes:
+    """The dummy archive with members replaced (or, for None, left out)."""
+    files = {name.removeprefix("mnist_c/"): data for name, data in {**members(ARCHIVE), **changes}.items()}
+    buffer = io.BytesIO()
+    testing.write_zip(buffer, [(name, data) for name, data in files.items() if data is not None], "mnist_c/")
+    return buffer.getvalue()
+
+
+def register(monkeypatch, tmp_path, archive: bytes = ARCHIVE, mnist_files: dict[str, bytes] = MNIST_FILES) -> None:
+    """The archive's digest, and MNIST's files' (whose labels MNIST-C's must equal), registered for the test."""
+    register_dummy_checksums(monkeypatch, tmp_path, MnistCorrupted, {"mnist_c.zip": archive})
+    register_dummy_checksums(monkeypatch, tmp_path, Mnist, mnist_files)
+
+
+def offline(monkeypatch, tmp_path, archive: bytes = ARCHIVE, folder: str = "") -> Path:
+    """The archive, registered, in a manual dir (or its `folder`); no source answers."""
+    register(monkeypatch, tmp_path, archive)
+    monkeypatch.setattr(MnistCorrupted, "SOURCES", UNREACHABLE)
+    write_files(tmp_path / "manual" / folder, {"mnist_c.zip": archive})
+    return tmp_path / "manual"
+
+
+def prepare(config: str, tmp_path: Path, manual_dir: Path | None = None) -> tfds.core.DatasetBuilder:
+    builder = MnistCorrupted(config=config, data_dir=tmp_path / "data")
+    builder.download_and_prepare(
+        download_dir=tmp_path / "downloads", download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+    return builder
+
+
+def examples(builder, split: str) -> dict[str, np.ndarray]:
+    return tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False, batch_size=-1))
+
+
+def builtin_class() -> type[tfds.core.GeneratorBasedBuilder]:
+    theirs = tfds.builder_cls("mnist_corrupted")
+    assert theirs.__module__.startswith("tensorflow_datasets."), theirs
+    return theirs
+
+
+def prepare_builtin(config: str, data_dir: Path, archive: Path) -> tfds.core.DatasetBuilder:
+    """TFDS's mnist_corrupted on the same archive: public `download_and_extract` gets the local file, which
+    TFDS's own `extract` unzips."""
+
+    def local_archive(dl_manager, url):
+        assert url == "https://zenodo.org/record/3239543/files/mnist_c.zip", url
+        return dl_manager.extract(archive)
+
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", local_archive):
+        builder = builtin_class()(config=config, data_dir=data_dir)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return builder
+
+
+def test_registered_beside_tfds_with_its_sixteen_configs(tmp_path):
+    assert tfds.builder_cls(MnistCorrupted.name) is MnistCorrupted
+    assert CONFIGS == [config.name for config in builtin_class().BUILDER_CONFIGS]
+    assert len(CONFIGS) == 16 and CONFIGS[0] == "identity"
+    for config in ("identity", "canny_edges"):
+        mine = tfds.builder(f"{MnistCorrupted.name}/{config}", data_dir=tmp_path).info
+        theirs = tfds.builder(f"mnist_corrupted/{config}", data_dir=tmp_path).info
+        assert mine.supervised_keys == theirs.supervised_keys == ("image", "label")
+        assert mine.features["image"].shape == theirs.features["image"].shape == (28, 28, 1)
+        assert mine.features["image"].np_dtype == theirs.features["image"].np_dtype == np.uint8
+        assert mine.features["label"].num_classes == theirs.features["label"].num_classes == 10
+        assert "Mu, Norman and Gilmer, Justin" in mine.citation and mine.redistribution_info.license == "CC BY 4.0"
+
+
+def test_the_archive_is_registered_as_tfds_registers_it():
+    line = (
+        "https://zenodo.org/record/3239543/files/mnist_c.zip\t246661575\t"
+        "af9ee8c6a815870c7fdde5af84c7bf8db0bcfa1f41056db83871037fba70e493\tmnist_c.zip"
+    )
+    assert Path(MnistCorrupted._checksums_path).read_text().strip() == line
+    theirs = tfds_checksums.load_url_infos(epath.Path(tfds.__file__).parent / "url_checksums" / "mnist_corrupted.txt")
+    assert tfds_checksums.load_url_infos(MnistCorrupted._checksums_path) == theirs
+    assert MnistCorrupted.upstream_filenames() == ["mnist_c.zip"]
+
+
+def test_the_dummy_archive_is_shaped_as_upstreams():
+    """Deflated members (upstream's 879 MB of `.npy` fit in 235 MiB), folder entries, `identity` is MNIST."""
+    with zipfile.ZipFile(io.BytesIO(ARCHIVE)) as opened:
+        infos = {info.filename: info for info in opened.infolist()}
+    for config in CONFIGS:
+        assert infos[f"mnist_c/{config}/"].is_dir()
+        for split in ("train", "test"):
+            for role in ("images", "labels"):
+                assert infos[f"mnist_c/{config}/{split}_{role}.npy"].compress_type == zipfile.ZIP_DEFLATED
+    identity = members(ARCHIVE)
+    mnist = {name: formats.gunzip(data) for name, data in MNIST_FILES.items()}
+    for split, files in Mnist.SPLIT_FILES.items():
+        images = formats.read_npy_images(identity[f"mnist_c/identity/{split}_images.npy"])
+        np.testing.assert_array_equal(images, formats.read_idx_images(mnist[files["images"]]))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_same_examples_as_tfds_mnist_corrupted(config, monkeypatch, tmp_path, file_server):
+    """Every config, example for example, in order, against TFDS's builder prepared on the same archive."""
+    serve_from(monkeypatch, tmp_path, file_server, MnistCorrupted, {"mnist_c.zip": ARCHIVE}, "zenodo")
+    register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
+    mine = prepare(config, tmp_path)
+    builtin = prepare_builtin(config, tmp_path / "theirs", DUMMY_DATA / "mnist_corrupted" / "mnist_c.zip")
+    for split, count in COUNTS.items():
+        assert mine.info.splits[split].num_examples == builtin.info.splits[split].num_examples == count
+        ours, theirs = examples(mine, split), examples(builtin, split)
+        np.testing.assert_array_equal(ours["image"], theirs["image"], err_msg=f"{split}/image")
+        np.testing.assert_array_equal(ours["label"], theirs["label"], err_msg=f"{split}/label")
+        assert ours["label"].dtype == theirs["label"].dtype == np.int64
+
+
+def in_memory(config: str, manual_dir: Path, tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Each split's arrays as our builder hands them to its example generation, through its own fetching
+    (the manual dir's archive, verified, its members read) and parsing."""
+    builder = MnistCorrupted(config=config, data_dir=tmp_path / "data")
+    dl_manager = tfds.download.DownloadManager(download_dir=tmp_path / "downloads", manual_dir=manual_dir)
+    return {split: builder._read_split(files) for split, files in fetching.Fetch(builder.wanted(), dl_manager).splits()}
+
+
+def tfds_generated(config: str, extracted: Path, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The keys and examples TFDS's own example generation yields from the extracted members, in its order."""
+    builder = builtin_class()(config=config, data_dir=extracted / "unused")
+    keys, images, labels = [], [], []
+    for key, example in builder._generate_examples(data_dir=str(extracted / "mnist_c"), is_train=split == "train"):
+        keys.append(key)
+        images.append(example["image"])
+        labels.append(example["label"])
+    return np.array(keys), {"image": np.stack(images), "label": np.array(labels)}
+
+
+def sorted_rows(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Each example as one row (its pixels, then its label), rows sorted: the examples as a multiset."""
+    rows = np.concatenate([arrays["image"].reshape(len(arrays["image"]), -1), arrays["label"][:, None]], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def full_size(request, tmp_path_factory) -> tuple[Path, dict[str, bytes]] | None:
+    """With --full-size: a full-size generated mnist_c.zip (every config, 60,000 / 10,000) and the MNIST
+    label files whose labels it holds."""
+    if not request.config.getoption("--full-size"):
+        return None
+    folder = tmp_path_factory.mktemp("mnist_c")
+    images = {
+        split: testing.synthetic_images(count, seed=31 + index)
+        for index, (split, count) in enumerate(FULL_SIZE.items())
+    }
+    labels = {
+        split: testing.synthetic_labels(count, seed=41 + index)
+        for index, (split, count) in enumerate(FULL_SIZE.items())
+    }
+    with (folder / "mnist_c.zip").open("wb") as target:
+        testing.write_mnist_c_archive(MnistCorrupted, target, images, labels, compresslevel=1)
+    mnist_files = {
+        files["labels"]: testing.gzip_bytes(formats.encode_idx(labels[split]))
+        for split, files in Mnist.SPLIT_FILES.items()
+    }
+    return folder / "mnist_c.zip", mnist_files
+
+
+def test_full_size_every_config_yields_what_tfds_generates(full_size, monkeypatch, tmp_path):
+    """--full-size: every config's 70,000 examples as our builder reads them, key for key, against what TFDS's
+    mnist_corrupted generates from the extracted members; one config (`fog`) also prepared whole and read back.
+
+    Arrays are compared in memory: preparing 16 full-size configs twice would take far longer than CI allows,
+    and the PNG round trip is the same code for every config (checked whole on `fog`)."""
+    if full_size is None:
+        pytest.skip("--full-size compares every config on a full-size generated archive")
+    path, mnist_files = full_size
+    archive = path.read_bytes()
+    manual = offline(monkeypatch, tmp_path, archive)
+    register_dummy_checksums(monkeypatch, tmp_path, Mnist, mnist_files)
+    del archive
+    for config in CONFIGS:
+        extracted = tmp_path / "extracted" / config
+        with zipfile.ZipFile(path) as opened:
+            for split in FULL_SIZE:
+                for role in ("images", "labels"):
+                    opened.extract(f"mnist_c/{config}/{split}_{role}.npy", extracted)
+        ours = in_memory(config, manual, tmp_path)
+        for split, count in FULL_SIZE.items():
+            keys, theirs = tfds_generated(config, extracted, split)
+            np.testing.assert_array_equal(keys, np.arange(count))  # ours are enumerate's: the same keys, order
+            assert len(ours[split]["label"]) == count
+            np.testing.assert_array_equal(ours[split]["image"], theirs["image"], err_msg=f"{config}/{split}")
+            np.testing.assert_array_equal(ours[split]["label"], theirs["label"], err_msg=f"{config}/{split}")
+        if config == "fog":  # prepared whole: the PNGs decode to the same examples (order: the keys, above)
+            prepared = prepare(config, tmp_path / "fog", manual)
+            for split, count in FULL_SIZE.items():
+                assert prepared.info.splits[split].num_examples == count
+                np.testing.assert_array_equal(
+                    *(
+                        sorted_rows(arrays)
+                        for arrays in (examples(prepared, split), tfds_generated(config, extracted, split)[1])
+                    )
+                )
+        for file in extracted.rglob("*.npy"):
+            file.unlink()
+
+
+def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, tmp_path, file_server, capsys):
+    serve_from(monkeypatch, tmp_path, file_server, MnistCorrupted, {"mnist_c.zip": ARCHIVE}, "zenodo")
+    register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
+    opened = []
+    real_open = zipfile.ZipFile.open
+
+    def counting_open(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    chosen = ("identity", "glass_blur", "canny_edges")
+    for config in chosen:
+        builder = prepare(config, tmp_path)
+        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
+    assert dict(file_server.sent) == {"/zenodo/mnist_c.zip": len(ARCHIVE)}  # once, for all of them
+    assert capsys.readouterr().out.count("Using mnist_c.zip downloaded earlier") == len(chosen) - 1
+    assert sorted(path.name for path in (tmp_path / "downloads").rglob("*") if path.is_file()) == [
+        "mnist_c.zip",
+        "mnist_c.zip.lock",
+    ]
+    assert sorted(opened) == sorted(  # each config read its own four members, once each
+        f"mnist_c/{config}/{split}_{role}.npy" for config in chosen for split in COUNTS for role in ("images", "labels")
+    )
+
+
+@pytest.mark.parametrize("folder", ["", MnistCorrupted.name])
+def test_a_manual_dir_holding_mnist_c_zip_works_offline(folder, monkeypatch, tmp_path, capsys):
+    manual = offline(monkeypatch, tmp_path, folder=folder)
+    builder = prepare("zigzag", tmp_path, manual_dir=manual)
+    assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
+    where = manual / folder / "mnist_c.zip"
+    assert f"Using local copy of mnist_c.zip: {where} (verified: the upstream file)" in capsys.readouterr().out
+
+
+def test_extracted_folders_are_not_used_and_it_is_said(monkeypatch, tmp_path, capsys):
+    """No digest of an image member is known: the folders extracted from mnist_c.zip are never used."""
+    register(monkeypatch, tmp_path)
+    monkeypatch.setattr(MnistCorrupted, "SOURCES", UNREACHABLE)
+    write_files(
+        tmp_path / "manual" / "mnist_c" / "rotate",
+        {name.rsplit("/", 1)[-1]: data for name, data in members(ARCHIVE).items() if "/rotate/" in name},
+    )
+    with pytest.raises(DownloadFailedError) as failure:
+        prepare("rotate", tmp_path, manual_dir=tmp_path / "manual")
+    statement = (
+        "files extracted from mnist_c.zip, and no digest of MNIST-C's members is known, so they cannot be"
+        " verified. Put mnist_c.zip itself in the manual dir"
+    )
+    assert statement in capsys.readouterr().out
+    assert statement in str(failure.value)
+    assert not list((tmp_path / "data").rglob("*.tfrecord*"))
+
+
+def test_images_of_28x28_and_labels_of_any_integer_type_are_read_as_tfds_reads_them(monkeypatch, tmp_path):
+    """(n, 28, 28) images and int64 labels, which TFDS's builder stores too: the same examples."""
+    files = members(ARCHIVE)
+    changes = {}
+    for split in COUNTS:
+        images = formats.read_npy_images(files[f"mnist_c/scale/{split}_images.npy"])
+        labels = formats.read_npy_labels(files[f"mnist_c/scale/{split}_labels.npy"])
+        changes[f"mnist_c/scale/{split}_images.npy"] = testing.npy_bytes(images[..., 0])
+        changes[f"mnist_c/scale/{split}_labels.npy"] = testing.npy_bytes(labels.astype(np.int64))
+    builder = prepare("scale", tmp_path, manual_dir=offline(monkeypatch, tmp_path, rezipped(changes)))
+    reference = prepare("scale", tmp_path / "as_upstream", manual_dir=offline(monkeypatch, tmp_path / "ref"))
+    for split in COUNTS:
+        ours, expected = examples(builder, split), examples(reference, split)
+        np.testing.assert_array_equal(ours["image"], expected["image"])
+        np.testing.assert_array_equal(ours["label"], expected["label"])
+
+
+IMAGES = "mnist_c/shear/train_images.npy"
+LABELS = "mnist_c/shear/train_labels.npy"
+
+
+def npy_member(name: str) -> np.ndarray:
+    read = formats.read_npy_images if name.endswith("images.npy") else formats.read_npy_labels
+    return np.array(read(members(ARCHIVE)[name]))
+
+
+def with_header(array: np.ndarray, header: dict) -> bytes:
+    """`array`'s bytes behind a hand-written .npy 1.0 header (what np.save would not write)."""
+    text = repr(header).encode("latin1")
+    text += b" " * (-(10 + len(text) + 1) % 64) + b"\n"
+    return formats.NPY_MAGIC + b"\x01\x00" + len(text).to_bytes(2, "little") + text + array.tobytes()
+
+
+LABEL_COUNT = COUNTS["train"]
+
+
+def pickled(array: np.ndarray) -> bytes:
+    """An object array as `np.save(..., allow_pickle=True)` writes it: a pickle behind a .npy header."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("member", "data", "problem"),
+    [
+        (LABELS, pickled(np.array([None] * LABEL_COUNT)), r"holds Python objects \(object\).*refused"),
+        (IMAGES, testing.npy_bytes(np.asfortranarray(npy_member(IMAGES)[..., 0])), r"Fortran order, expected C"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES).astype(np.float32)), r"float32 images of shape"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES).reshape(LABEL_COUNT, -1)), r"uint8 images of shape \(12, 784\)"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES)[:, :27]), r"uint8 images of shape \(12, 27, 28, 1\)"),
+        (LABELS, testing.npy_bytes(npy_member(LABELS).astype(np.float64)), r"float64 labels of shape \(12,\)"),
+        (LABELS, testing.npy_bytes(npy_member(LABELS)[:, None]), r"uint8 labels of shape \(12, 1\), expected one"),
+        (LABELS, testing.npy_bytes(np.full(LABEL_COUNT, 10, np.uint8)), r"label 10 at index 0 is outside 0\.\.9"),
+        (LABELS, testing.npy_bytes(np.full(LABEL_COUNT, -1, np.int64)), r"label -1 at index 0 is outside 0\.\.9"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES))[:-5], r"cut short: its header describes 9,408 bytes"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES)) + b"\0", r"trailing garbage: its header describes 9,408"),
+        (
+            IMAGES,
+            with_header(npy_member(IMAGES), {"descr": "|u1", "fortran_order": False, "shape": (10**12, 28, 28, 1)}),
+            r"its header describes 784,000,000,000,000 bytes",
+        ),
+        (IMAGES, b"\x89PNG\r\n\x1a\n" + bytes(100), r"not a \.npy array"),
+        (IMAGES, formats.NPY_MAGIC + b"\x03\x00" + bytes(100), r"\.npy format version 3\.0"),
+        (IMAGES, formats.NPY_MAGIC + b"\x01\x00\xff\x00{'descr'", r"\.npy header cut short"),
+        (IMAGES, with_header(np.zeros(3, np.uint8), {"descr": "|u1", "shape": (3,)}), r"not a \.npy array"),
+        (IMAGES, testing.npy_bytes(npy_member(IMAGES)[:-1]), r"holds 11 images but .* holds 12 labels"),
+        (LABELS, testing.npy_bytes(npy_member(LABELS)[::-1]), r"are not MNIST's train-labels-idx1-ubyte\.gz"),
+        (LABELS, testing.npy_bytes(np.zeros(0, np.uint8)), r"holds 12 images but .* holds 0 labels"),
+    ],
+    ids=[
+        "pickle",
+        "fortran",
+        "float_images",
+        "flat_images",
+        "27_rows",
+        "float_labels",
+        "2d_labels",
+        "label_10",
+        "label_minus_1",
+        "cut",
+        "trailing",
+        "huge_header",
+        "not_npy",
+        "version_3",
+        "cut_header",
+        "bad_header",
+        "count_mismatch",
+        "other_labels",
+        "no_labels",
+    ],
+)
+def test_a_malformed_member_is_named_with_its_archive(member, data, problem, monkeypatch, tmp_path):
+    """The archive verifies (its digest is registered for the test), yet a member is bad: a MalformedFileError
+    naming archive and member; nothing written."""
+    manual = offline(monkeypatch, tmp_path, rezipped({member: data}))
+    with pytest.raises(MalformedFileError, match=problem) as failure:
+        prepare("shear", tmp_path, manual_dir=manual)
+    assert f"mnist_c.zip[{member}]" in str(failure.value)
+    assert not list((tmp_path / "data").rglob("*.tfrecord*"))
+
+
+def test_a_missing_member_or_other_labels_in_every_config_are_refused(monkeypatch, tmp_path):
+    archive = rezipped({"mnist_c/fog/test_labels.npy": None})
+    with pytest.raises(MalformedFileError, match=r"mnist_c\.zip: has no member mnist_c/fog/test_labels\.npy"):
+        prepare("fog", tmp_path, manual_dir=offline(monkeypatch, tmp_path, archive))
+    # Labels of the same count and classes, MNIST's but shuffled, in every config: not MNIST-C's.
+    shuffled = {
+        f"mnist_c/{config}/test_labels.npy": testing.npy_bytes(np.roll(npy_member("mnist_c/fog/test_labels.npy"), 1))
+        for config in CONFIGS
+    }
+    with pytest.raises(MalformedFileError, match=r"test_labels\.npy\]: its 5 labels are not MNIST's t10k-labels"):
+        prepare("fog", tmp_path / "shuffled", manual_dir=offline(monkeypatch, tmp_path / "s", rezipped(shuffled)))
+
+
+def test_other_datasets_files_given_as_mnist_c_zip_are_named(monkeypatch, tmp_path):
+    """EMNIST's gzip.zip, or MNIST's labels, under MNIST-C's name: refused, naming whose they are."""
+    offline(monkeypatch, tmp_path)
+    emnist_archive = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes()
+    register_dummy_checksums(monkeypatch, tmp_path / "emnist", Emnist, {"gzip.zip": emnist_archive})
+    with pytest.raises(ChecksumMismatchError, match=r"mnist_c\.zip is EMNIST's gzip\.zip, not MNIST-C's mnist_c"):
+        prepare("identity", tmp_path, manual_dir=write_manual(tmp_path / "m1", emnist_archive))
+    labels = MNIST_FILES["train-labels-idx1-ubyte.gz"]
+    with pytest.raises(ChecksumMismatchError, match=r"is MNIST's train-labels-idx1-ubyte\.gz, not MNIST-C's"):
+        prepare("identity", tmp_path / "labels", manual_dir=write_manual(tmp_path / "m2", labels))
+
+
+def write_manual(folder: Path, data: bytes) -> Path:
+    write_files(folder, {"mnist_c.zip": data})
+    return folder
+
+
+def test_mnist_c_zip_given_as_another_datasets_file_is_named(monkeypatch, tmp_path):
+    """mnist_c.zip under EMNIST's archive's name: refused as MNIST-C's (upstream's gzip.zip is the larger file,
+    as the one registered for EMNIST here)."""
+    register(monkeypatch, tmp_path)
+    register_dummy_checksums(monkeypatch, tmp_path / "emnist", Emnist, {"gzip.zip": bytes(len(ARCHIVE) * 2)})
+    monkeypatch.setattr(Emnist, "SOURCES", UNREACHABLE)
+    write_files(tmp_path / "emnist_manual", {"gzip.zip": ARCHIVE})
+    builder = Emnist(config="digits", data_dir=tmp_path / "data")
+    config = tfds.download.DownloadConfig(manual_dir=tmp_path / "emnist_manual")
+    with pytest.raises(ChecksumMismatchError, match=r"gzip\.zip is MNIST-C's mnist_c\.zip, not EMNIST's gzip\.zip"):
+        builder.download_and_prepare(download_config=config)
