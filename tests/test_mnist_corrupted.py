@@ -1,8 +1,8 @@
 """MNIST-C: 16 configs read out of one verified mnist_c.zip, strict `.npy` members, MNIST's labels.
 
 On the dummy archive (dummy_data/mnist_corrupted/mnist_c.zip: MNIST's dummy images and labels, every
-config) by default; `pytest --full-size` compares every config with TFDS's mnist_corrupted on a full-size
-generated archive. The archive's digest, and MNIST's dummy files' (whose labels MNIST-C's must equal),
+config); test_identity.py compares every config with TFDS's mnist_corrupted on a full-size generated
+archive under `pytest --full-size`. The archive's digest, and MNIST's dummy files' (whose labels MNIST-C's must equal),
 are registered for each test in place of upstream's. TFDS's builder reads the same archive through its
 public `download_and_extract` and `extract`.
 """
@@ -28,7 +28,6 @@ from mnist_variants import (
     MalformedFileError,
     Mnist,
     MnistCorrupted,
-    fetching,
     formats,
     testing,
 )
@@ -38,7 +37,6 @@ MNIST_FILES = dummy_files("mnist")
 COUNTS = DUMMY_SPLITS["mnist_corrupted"]
 CONFIGS = [config.name for config in MnistCorrupted.BUILDER_CONFIGS]
 UNREACHABLE = ("http://127.0.0.1:9/unreachable/",)
-FULL_SIZE = {"train": 60_000, "test": 10_000}
 
 
 def members(archive: bytes) -> dict[str, bytes]:
@@ -155,95 +153,6 @@ def test_same_examples_as_tfds_mnist_corrupted(config, monkeypatch, tmp_path, fi
         np.testing.assert_array_equal(ours["image"], theirs["image"], err_msg=f"{split}/image")
         np.testing.assert_array_equal(ours["label"], theirs["label"], err_msg=f"{split}/label")
         assert ours["label"].dtype == theirs["label"].dtype == np.int64
-
-
-def in_memory(config: str, manual_dir: Path, tmp_path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Each split's arrays as our builder hands them to its example generation, through its own fetching
-    (the manual dir's archive, verified, its members read) and parsing."""
-    builder = MnistCorrupted(config=config, data_dir=tmp_path / "data")
-    dl_manager = tfds.download.DownloadManager(download_dir=tmp_path / "downloads", manual_dir=manual_dir)
-    return {split: builder._read_split(files) for split, files in fetching.Fetch(builder.wanted(), dl_manager).splits()}
-
-
-def tfds_generated(config: str, extracted: Path, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The keys and examples TFDS's own example generation yields from the extracted members, in its order."""
-    builder = builtin_class()(config=config, data_dir=extracted / "unused")
-    keys, images, labels = [], [], []
-    for key, example in builder._generate_examples(data_dir=str(extracted / "mnist_c"), is_train=split == "train"):
-        keys.append(key)
-        images.append(example["image"])
-        labels.append(example["label"])
-    return np.array(keys), {"image": np.stack(images), "label": np.array(labels)}
-
-
-def sorted_rows(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Each example as one row (its pixels, then its label), rows sorted: the examples as a multiset."""
-    rows = np.concatenate([arrays["image"].reshape(len(arrays["image"]), -1), arrays["label"][:, None]], axis=1)
-    return rows[np.lexsort(rows.T[::-1])]
-
-
-@pytest.fixture(scope="module")
-def full_size(request, tmp_path_factory) -> tuple[Path, dict[str, bytes]] | None:
-    """With --full-size: a full-size generated mnist_c.zip (every config, 60,000 / 10,000) and the MNIST
-    label files whose labels it holds."""
-    if not request.config.getoption("--full-size"):
-        return None
-    folder = tmp_path_factory.mktemp("mnist_c")
-    images = {
-        split: testing.synthetic_images(count, seed=31 + index)
-        for index, (split, count) in enumerate(FULL_SIZE.items())
-    }
-    labels = {
-        split: testing.synthetic_labels(count, seed=41 + index)
-        for index, (split, count) in enumerate(FULL_SIZE.items())
-    }
-    with (folder / "mnist_c.zip").open("wb") as target:
-        testing.write_mnist_c_archive(MnistCorrupted, target, images, labels, compresslevel=1)
-    mnist_files = {
-        files["labels"]: testing.gzip_bytes(formats.encode_idx(labels[split]))
-        for split, files in Mnist.SPLIT_FILES.items()
-    }
-    return folder / "mnist_c.zip", mnist_files
-
-
-def test_full_size_every_config_yields_what_tfds_generates(full_size, monkeypatch, tmp_path):
-    """--full-size: every config's 70,000 examples as our builder reads them, key for key, against what TFDS's
-    mnist_corrupted generates from the extracted members; one config (`fog`) also prepared whole and read back.
-
-    Arrays are compared in memory: preparing 16 full-size configs twice would take far longer than CI allows,
-    and the PNG round trip is the same code for every config (checked whole on `fog`)."""
-    if full_size is None:
-        pytest.skip("--full-size compares every config on a full-size generated archive")
-    path, mnist_files = full_size
-    archive = path.read_bytes()
-    manual = offline(monkeypatch, tmp_path, archive)
-    register_dummy_checksums(monkeypatch, tmp_path, Mnist, mnist_files)
-    del archive
-    for config in CONFIGS:
-        extracted = tmp_path / "extracted" / config
-        with zipfile.ZipFile(path) as opened:
-            for split in FULL_SIZE:
-                for role in ("images", "labels"):
-                    opened.extract(f"mnist_c/{config}/{split}_{role}.npy", extracted)
-        ours = in_memory(config, manual, tmp_path)
-        for split, count in FULL_SIZE.items():
-            keys, theirs = tfds_generated(config, extracted, split)
-            np.testing.assert_array_equal(keys, np.arange(count))  # ours are enumerate's: the same keys, order
-            assert len(ours[split]["label"]) == count
-            np.testing.assert_array_equal(ours[split]["image"], theirs["image"], err_msg=f"{config}/{split}")
-            np.testing.assert_array_equal(ours[split]["label"], theirs["label"], err_msg=f"{config}/{split}")
-        if config == "fog":  # prepared whole: the PNGs decode to the same examples (order: the keys, above)
-            prepared = prepare(config, tmp_path / "fog", manual)
-            for split, count in FULL_SIZE.items():
-                assert prepared.info.splits[split].num_examples == count
-                np.testing.assert_array_equal(
-                    *(
-                        sorted_rows(arrays)
-                        for arrays in (examples(prepared, split), tfds_generated(config, extracted, split)[1])
-                    )
-                )
-        for file in extracted.rglob("*.npy"):
-            file.unlink()
 
 
 def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, tmp_path, file_server, capsys):
