@@ -10,6 +10,11 @@ public `download_and_extract` and `extract`.
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -17,7 +22,17 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, dummy_files, register_dummy_checksums, serve_from, write_files
+from conftest import (
+    DUMMY_DATA,
+    DUMMY_SPLITS,
+    REPO,
+    child_env,
+    dummy_files,
+    register_dummy_checksums,
+    serve_from,
+    write_files,
+    write_registry,
+)
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
@@ -353,3 +368,30 @@ def test_mnist_c_zip_given_as_another_datasets_file_is_named(monkeypatch, tmp_pa
     config = tfds.download.DownloadConfig(manual_dir=tmp_path / "emnist_manual")
     with pytest.raises(ChecksumMismatchError, match=r"gzip\.zip is MNIST-C's mnist_c\.zip, not EMNIST's gzip\.zip"):
         builder.download_and_prepare(download_config=config)
+
+
+def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
+    """examples/compare_classifiers.py --corruption fog, offline: MNIST's rows, then MNIST-C's identity and fog,
+    fit on identity. identity's images and labels are MNIST's, so each classifier scores the same on both."""
+    registry = {}
+    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
+        write_files(tmp_path / "manual" / builder_cls.name, files)
+        tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
+        registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
+    (tmp_path / "family.json").write_text(json.dumps(registry))
+    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+    script = REPO / "examples" / "compare_classifiers.py"
+    run = "import registered_dummies, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
+    command = [sys.executable, "-c", run, str(script), "--datasets", Mnist.name, "--corruption", "fog",
+               "--manual_dir", str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = r"^\| ([\w/]+)( \(fit on identity\))? \| ([^|]+) \| ([\d.]+) \| [\d.]+ \|$"
+    rows = re.findall(row, result.stdout, re.MULTILINE)
+    accuracy = {(name, classifier.strip()): float(value) for name, _, classifier, value in rows}
+    classifiers = ("logistic regression", "random forest", "MLP (256)")
+    names = (Mnist.name, f"{MnistCorrupted.name}/identity", f"{MnistCorrupted.name}/fog")
+    assert set(accuracy) == {(name, classifier) for name in names for classifier in classifiers}, result.stdout
+    for classifier in classifiers:
+        assert accuracy[(names[1], classifier)] == accuracy[(names[0], classifier)], classifier
+    assert f"| {MnistCorrupted.name}/fog (fit on identity) |" in result.stdout
