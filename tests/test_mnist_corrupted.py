@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -395,3 +396,24 @@ def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path
     for classifier in classifiers:
         assert accuracy[(names[1], classifier)] == accuracy[(names[0], classifier)], classifier
     assert f"| {MnistCorrupted.name}/fog (fit on identity) |" in result.stdout
+
+
+def test_tfds_build_builds_all_sixteen_configs_from_a_manual_dir(tmp_path):
+    """`tfds build mnist_variants_mnist_corrupted` with no config named builds every config, offline, from
+    mnist_c.zip: one command, 16 datasets, each as the dummy's counts say."""
+    registry = {}
+    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
+        tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
+        registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
+    (tmp_path / "family.json").write_text(json.dumps(registry))
+    write_files(tmp_path / "manual", {"mnist_c.zip": ARCHIVE})
+    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
+    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
+    command = [tfds_cli, "build", MnistCorrupted.name, "--imports", "registered_dummies", "--manual_dir",
+               str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for config in CONFIGS:
+        builder = tfds.builder(f"{MnistCorrupted.name}/{config}", data_dir=tmp_path / "data")
+        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS, config
