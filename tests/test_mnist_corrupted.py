@@ -9,6 +9,7 @@ public `download_and_extract` and `extract`.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path
 from unittest import mock
 
+import conftest
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -83,11 +85,8 @@ def offline(monkeypatch, tmp_path, archive: bytes = ARCHIVE, folder: str = "") -
 
 
 def prepare(config: str, tmp_path: Path, manual_dir: Path | None = None) -> tfds.core.DatasetBuilder:
-    builder = MnistCorrupted(config=config, data_dir=tmp_path / "data")
-    builder.download_and_prepare(
-        download_dir=tmp_path / "downloads", download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
-    return builder
+    """conftest's prepare, of one config."""
+    return conftest.prepare(functools.partial(MnistCorrupted, config=config), tmp_path, manual_dir)
 
 
 def examples(builder, split: str) -> dict[str, np.ndarray]:
@@ -175,18 +174,12 @@ def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, 
     serve_from(monkeypatch, tmp_path, file_server, MnistCorrupted, {"mnist_c.zip": ARCHIVE}, "zenodo")
     register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
     file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
-    opened = []
-    real_open = zipfile.ZipFile.open
-
-    def counting_open(self, name, *args, **kwargs):
-        opened.append(getattr(name, "filename", name))
-        return real_open(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
     chosen = ("identity", "glass_blur", "canny_edges")
-    for config in chosen:
-        builder = prepare(config, tmp_path)
-        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
+    with mock.patch.object(zipfile.ZipFile, "open", autospec=True, side_effect=zipfile.ZipFile.open) as spy:
+        for config in chosen:
+            builder = prepare(config, tmp_path)
+            assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
+    opened = [getattr(call.args[1], "filename", call.args[1]) for call in spy.call_args_list]
     assert dict(file_server.sent) == {"/zenodo/mnist_c.zip": len(ARCHIVE)}  # once, for all of them
     assert capsys.readouterr().out.count("Using mnist_c.zip downloaded earlier") == len(chosen) - 1
     assert sorted(path.name for path in (tmp_path / "downloads").rglob("*") if path.is_file()) == [
