@@ -1,8 +1,9 @@
-"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST, Kuzushiji-MNIST and EMNIST.
+"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST, Kuzushiji-MNIST, EMNIST, MNIST-C.
 
 Importing this package registers `mnist_variants_binarized_mnist`, `mnist_variants_fashion_mnist`,
-`mnist_variants_mnist`, `mnist_variants_kmnist` and `mnist_variants_emnist` with TFDS, beside (not
-instead of) TFDS's own `binarized_mnist`, `fashion_mnist`, `mnist`, `kmnist` and `emnist`.
+`mnist_variants_mnist`, `mnist_variants_kmnist`, `mnist_variants_emnist` and
+`mnist_variants_mnist_corrupted` with TFDS, beside (not instead of) TFDS's own `binarized_mnist`,
+`fashion_mnist`, `mnist`, `kmnist`, `emnist` and `mnist_corrupted`.
 """
 
 from importlib import metadata
