@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_benchmark import DATASETS, builder_class, generate
+from prepare_benchmark import DATASETS, builder_class, generate, register_mnist_labels
 
 CONTENDERS = ("ours", "builtin")
 
@@ -55,6 +55,11 @@ def point_at(dataset: str, contender: str, base_url: str, files: Path, scratch: 
         checksums.save_url_infos(epath.Path(tsv), infos)
         builder_cls.SOURCES = (base_url,)
         builder_cls._checksums_path = epath.Path(tsv)
+        if dataset == "mnist_corrupted":  # its labels are checked against the generated MNIST's
+            register_mnist_labels(str(files), str(scratch))
+    elif dataset == "mnist_corrupted":  # TFDS's mnist_corrupted names its archive's whole URL
+        sys.modules[builder_cls.__module__]._DOWNLOAD_URL = base_url + names[0]
+        builder_cls.url_infos = infos
     elif hasattr(builder_cls, "URL"):  # TFDS's MNIST family: fashion_mnist, mnist, kmnist
         builder_cls.URL = base_url
         builder_cls.url_infos = infos

@@ -36,6 +36,8 @@ DATASETS = {
     ),
     "mnist": ("mnist_variants:Mnist", "mnist", {"train": 60_000, "test": 10_000}),
     "kmnist": ("mnist_variants:Kmnist", "kmnist", {"train": 60_000, "test": 10_000}),
+    # One config (the default, `identity`) of the 16 in mnist_c.zip; its labels are the generated MNIST's.
+    "mnist_corrupted": ("mnist_variants:MnistCorrupted", "mnist_corrupted", {"train": 60_000, "test": 10_000}),
 }
 CONTENDERS = ("ours", "builtin", "floor")
 
@@ -98,6 +100,31 @@ def register_files(builder_cls, files: str, scratch: str) -> None:
     builder_cls._checksums_path = tsv
 
 
+def register_mnist_labels(files: str, scratch: str) -> None:
+    """MNIST-C's labels are checked against MNIST's registered label digests: here, those of the generated MNIST
+    files (beside `files`, in `mnist/`), whose labels the generated mnist_c.zip holds."""
+    import hashlib
+
+    from etils import epath
+    from tensorflow_datasets.core.download import checksums
+
+    from mnist_variants import Mnist, formats
+
+    def info(data: bytes, name: str) -> checksums.UrlInfo:
+        return checksums.UrlInfo(len(data), hashlib.sha256(data).hexdigest(), name)
+
+    downloads, contents = {}, {}
+    for split_files in Mnist.SPLIT_FILES.values():
+        name = split_files["labels"]
+        data = (Path(files).parent / "mnist" / name).read_bytes()
+        downloads[Mnist.SOURCES[0] + name] = info(data, name)
+        contents[Mnist.SOURCES[0] + name] = info(bytes(formats.gunzip(data)), name.removesuffix(".gz"))
+    tsv = epath.Path(scratch) / f"{Mnist.name}.tsv"
+    checksums.save_url_infos(tsv, downloads)
+    checksums.save_url_infos(epath.Path(scratch) / f"{Mnist.name}.decompressed.tsv", contents)
+    Mnist._checksums_path = tsv
+
+
 def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
     """In this (fresh) process: prepare once, return seconds and peak resident memory.
 
@@ -111,6 +138,8 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
     builder_cls = builder_class(dataset, contender)
     if contender == "ours":
         register_files(builder_cls, files, data_dir)
+        if dataset == "mnist_corrupted":
+            register_mnist_labels(files, data_dir)
     builder = builder_cls(data_dir=data_dir)
     config = tfds.download.DownloadConfig(manual_dir=files if contender == "ours" else None)
     with testing.downloads_from(files):
@@ -165,8 +194,24 @@ def generate(files: Path) -> None:
         folder = files / dataset
         if not (folder / "complete").exists():
             print(f"writing full-size {dataset} files to {folder} ...", flush=True)
-            testing.write_upstream_files(builder_class(dataset, "ours"), folder, counts, seed=11)
+            if dataset == "mnist_corrupted":
+                write_mnist_c(folder, files / "mnist")
+            else:
+                testing.write_upstream_files(builder_class(dataset, "ours"), folder, counts, seed=11)
             (folder / "complete").write_text("")
+
+
+def write_mnist_c(folder: Path, mnist: Path) -> None:
+    """A full-size mnist_c.zip made of the generated MNIST's images and labels (every config, deflated)."""
+    from mnist_variants import Mnist, MnistCorrupted, formats, testing
+
+    images, labels = {}, {}
+    for split, names in Mnist.SPLIT_FILES.items():
+        images[split] = formats.read_idx_images((mnist / names["images"]).read_bytes())
+        labels[split] = formats.read_idx_labels((mnist / names["labels"]).read_bytes())
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / MnistCorrupted.ARCHIVE.filename).open("wb") as target:
+        testing.write_mnist_c_archive(MnistCorrupted, target, images, labels)
 
 
 def main() -> None:

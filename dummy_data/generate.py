@@ -3,7 +3,9 @@
 Run from anywhere: `python dummy_data/generate.py`. Deterministic, so the committed
 files only change when this script does. Each dataset is one declaration in DATASETS, or in
 ARCHIVES where upstream ships its files as members of one archive (EMNIST's gzip.zip: every
-config's four files and its label-to-character mapping, under `gzip/`).
+config's four files and its label-to-character mapping, under `gzip/`). MNIST-C's mnist_c.zip holds
+MNIST's dummy images (shifted a pixel further right, and darkened, in each config after `identity`) and
+MNIST's dummy labels, which its builder checks against MNIST's registered ones.
 
 The data carries something to learn, so the examples' tests can tell a model that learned from
 one that did not: in a labelled dataset each image has its label drawn in (a white square in
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, formats, testing
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, formats, testing
 from mnist_variants.builder import MnistVariantBuilder
 
 HERE = Path(__file__).resolve().parent
@@ -122,6 +124,16 @@ def archive_bytes(dummy: DummyArchive) -> bytes:
     return buffer.getvalue()
 
 
+def mnist_c_archive_bytes() -> bytes:
+    """MNIST-C's mnist_c.zip: every config's `.npy` members, made of MNIST's dummy images and labels."""
+    files = split_files(DATASETS["mnist"])
+    images = {split: formats.read_idx_images(files[names["images"]]) for split, names in Mnist.SPLIT_FILES.items()}
+    labels = {split: formats.read_idx_labels(files[names["labels"]]) for split, names in Mnist.SPLIT_FILES.items()}
+    buffer = io.BytesIO()
+    testing.write_mnist_c_archive(MnistCorrupted, buffer, images, labels)
+    return buffer.getvalue()
+
+
 def main() -> None:
     for folder, dummy in DATASETS.items():
         (HERE / folder).mkdir(exist_ok=True)
@@ -133,6 +145,10 @@ def main() -> None:
         data = archive_bytes(dummy)
         (HERE / folder / dummy.builder_cls.ARCHIVE.filename).write_bytes(data)
         print(f"{folder}/{dummy.builder_cls.ARCHIVE.filename}: {len(data)} bytes")
+    (HERE / "mnist_corrupted").mkdir(exist_ok=True)
+    data = mnist_c_archive_bytes()
+    (HERE / "mnist_corrupted" / MnistCorrupted.ARCHIVE.filename).write_bytes(data)
+    print(f"mnist_corrupted/{MnistCorrupted.ARCHIVE.filename}: {len(data)} bytes")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST, Kuzushiji-MNIST and EMNIST.
+"""TFDS builders for the MNIST-format family: Binarized MNIST, Fashion-MNIST, MNIST, Kuzushiji-MNIST, EMNIST, MNIST-C.
 
 Importing this package registers `mnist_variants_binarized_mnist`, `mnist_variants_fashion_mnist`,
-`mnist_variants_mnist`, `mnist_variants_kmnist` and `mnist_variants_emnist` with TFDS, beside (not
-instead of) TFDS's own `binarized_mnist`, `fashion_mnist`, `mnist`, `kmnist` and `emnist`.
+`mnist_variants_mnist`, `mnist_variants_kmnist`, `mnist_variants_emnist` and
+`mnist_variants_mnist_corrupted` with TFDS, beside (not instead of) TFDS's own `binarized_mnist`,
+`fashion_mnist`, `mnist`, `kmnist`, `emnist` and `mnist_corrupted`.
 """
 
 from importlib import metadata
@@ -21,6 +22,7 @@ from mnist_variants.errors import (
 from mnist_variants.fashion_mnist import FashionMnist
 from mnist_variants.kmnist import Kmnist
 from mnist_variants.mnist import Mnist
+from mnist_variants.mnist_corrupted import MnistCorrupted
 
 __version__ = metadata.version("mnist-variants")
 
@@ -33,6 +35,7 @@ __all__ = [
     "Kmnist",
     "MalformedFileError",
     "Mnist",
+    "MnistCorrupted",
     "MnistVariantsError",
     "WrongFileError",
 ]

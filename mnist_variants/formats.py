@@ -10,6 +10,7 @@ claims more items than the file can hold is refused before anything is sized by 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import struct
@@ -430,3 +431,83 @@ def check_class_names(codes: dict[int, tuple[int, ...]], names: Sequence[str], s
     unmapped = [label for label, name in enumerate(names) if label not in codes and name != UNUSED_CLASS]
     if unmapped:
         raise MalformedFileError(f"{where}: lists no character for the declared labels {unmapped}")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy_bytes(data: bytes, source: Source) -> np.ndarray:
+    """The array of a `.npy` file given as bytes (MNIST-C's archive members), read strictly; a view of `data`.
+
+    numpy's own header reader parses the header (a Python literal: `ast.literal_eval`, never `eval`),
+    on a copy of the header alone. Refused: pickled objects (never loaded), Fortran order, and any data
+    that is not exactly the bytes the header describes; nothing is sized by the header before that.
+    """
+    where = os.fspath(source)
+    view = memoryview(data)
+    if bytes(view[:6]) != NPY_MAGIC or len(view) < 10:
+        raise MalformedFileError(f"{where}: not a .npy array (its first bytes are {bytes(view[:8])!r})")
+    version = (view[6], view[7])
+    if version not in ((1, 0), (2, 0)):  # 3.0 only adds utf-8 field names: structured arrays, refused anyway
+        raise MalformedFileError(f"{where}: .npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
+    length_bytes = 2 if version == (1, 0) else 4
+    header_end = 8 + length_bytes + int.from_bytes(view[8 : 8 + length_bytes], "little")
+    if header_end > len(view):
+        raise MalformedFileError(f"{where}: .npy header cut short ({len(view):,} of {header_end:,} bytes)")
+    header = io.BytesIO(bytes(view[:header_end]))
+    try:
+        np.lib.format.read_magic(header)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read(header)
+    except ValueError as error:
+        raise MalformedFileError(f"{where}: not a .npy array ({error})") from None
+    if dtype.hasobject:
+        raise MalformedFileError(f"{where}: holds Python objects ({dtype}), which load only as pickles: refused")
+    if fortran_order:
+        raise MalformedFileError(f"{where}: an array in Fortran order, expected C order")
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(view) - header_end != size:
+        held = len(view) - header_end
+        problem = "cut short" if held < size else "trailing garbage"
+        raise MalformedFileError(
+            f"{where}: {problem}: its header describes {size:,} bytes of {dtype} {shape}, the file holds {held:,}"
+        )
+    return np.frombuffer(view[header_end:], dtype=dtype).reshape(shape)
+
+
+def read_npy_images(data: bytes, source: Source = "<bytes>") -> np.ndarray:
+    """A `.npy` file of 28x28 uint8 images, (n, 28, 28, 1) or (n, 28, 28), as (n, 28, 28, 1): a view, no copy."""
+    images = _read_npy_bytes(data, source)
+    if images.dtype != np.uint8 or images.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE[:2]):
+        raise MalformedFileError(
+            f"{os.fspath(source)}: {images.dtype} images of shape {images.shape},"
+            f" expected uint8 of (n, {IMAGE_SIDE}, {IMAGE_SIDE}, 1) or (n, {IMAGE_SIDE}, {IMAGE_SIDE})"
+        )
+    return images.reshape(-1, *IMAGE_SHAPE)
+
+
+def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 10) -> np.ndarray:
+    """A `.npy` file of integer labels, one per image, each 0..num_classes-1, as a (n,) uint8 array."""
+    where = os.fspath(source)
+    labels = _read_npy_bytes(data, source)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise MalformedFileError(f"{where}: {labels.dtype} labels of shape {labels.shape}, expected one integer each")
+    out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if out_of_range.size:
+        first = int(out_of_range[0])
+        raise MalformedFileError(
+            f"{where}: label {labels[first]} at index {first} is outside 0..{num_classes - 1}"
+            f" ({out_of_range.size} such labels)"
+        )
+    return labels.astype(np.uint8)
+
+
+def check_labels_are(labels: np.ndarray, source: Source, size: int, sha256: str, whose: str) -> None:
+    """Raises unless `labels` are those of the IDX label file of this `size` and `sha256` (`whose`: "MNIST's
+    train labels"): its encoding is hashed, 8 bytes plus one a label, so no other file need be at hand."""
+    encoded = encode_idx(labels)
+    if len(encoded) != size or hashlib.sha256(encoded).hexdigest() != sha256:
+        raise MalformedFileError(
+            f"{os.fspath(source)}: its {len(labels):,} labels are not {whose} ({size - 8:,} labels, sha256"
+            f" {sha256} in IDX form)"
+        )

@@ -26,6 +26,7 @@ DUMMY_SPLITS = {
     "mnist": {"train": 12, "test": 5},
     "kmnist": {"train": 12, "test": 5},
     "emnist": {"train": 16, "test": 6},  # every config of dummy_data/emnist/gzip.zip
+    "mnist_corrupted": {"train": 12, "test": 5},  # every config of mnist_c.zip: MNIST's dummy examples
 }
 
 

@@ -6,14 +6,17 @@ On the dummy data by default; `pytest --full-size` repeats it on full-size gener
 
 from __future__ import annotations
 
+import shutil
+import zipfile
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, serve_from
+from conftest import DUMMY_DATA, DUMMY_SPLITS, register_dummy_checksums, serve_from
 
-from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, testing
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, fetching, formats, testing
 
 # (our builder, TFDS's builder, folder of its dummy data, full-size split counts as upstream)
 CASES = [
@@ -92,3 +95,102 @@ def test_same_examples_as_tfds_builtin(
                 ours_examples[feature], theirs_examples[feature], err_msg=f"{split}/{feature}"
             )
         assert len(ours_examples["image"]) == count
+
+
+# MNIST-C: 16 configs of 70,000 examples. Preparing each twice (ours, TFDS's) at full size would take far longer
+# than CI allows, so every config's examples are compared in memory: the arrays our builder hands to its example
+# generation (through its own fetching and parsing) against what TFDS's own example generation yields from the
+# extracted members, key for key. The PNG round trip is the same code for every config: one config (`fog`) is
+# also prepared whole and read back. On the dummy archive, test_mnist_corrupted.py prepares both builders.
+MNIST_C_FULL_SIZE = {"train": 60_000, "test": 10_000}
+MNIST_C_PREPARED_WHOLE = "fog"
+
+
+def _mnist_c_ours_in_memory(config: str, manual_dir, tmp_path) -> dict[str, dict[str, np.ndarray]]:
+    """Each split's arrays as our builder hands them to its example generation: the manual dir's archive
+    verified and its members read by our fetching, parsed by the builder."""
+    builder = MnistCorrupted(config=config, data_dir=tmp_path / "data")
+    dl_manager = tfds.download.DownloadManager(
+        download_dir=tmp_path / "downloads",
+        manual_dir=manual_dir,
+        manual_dir_instructions=builder.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    )
+    return {split: builder._read_split(files) for split, files in fetching.Fetch(builder.wanted(), dl_manager).splits()}
+
+
+def _mnist_c_tfds_generated(config: str, extracted, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The keys and examples TFDS's mnist_corrupted generates from the extracted members, in its order.
+
+    Its `_generate_examples` is private to TFDS; calling it is what keeps a full-size comparison of 16
+    configs inside CI's time (its public path encodes 1.1 million PNGs through TensorFlow)."""
+    theirs = tfds.builder_cls("mnist_corrupted")
+    assert theirs.__module__.startswith("tensorflow_datasets."), theirs
+    builder = theirs(config=config, data_dir=extracted / "unused")
+    keys, images, labels = [], [], []
+    for key, example in builder._generate_examples(data_dir=str(extracted / "mnist_c"), is_train=split == "train"):
+        keys.append(key)
+        images.append(example["image"])
+        labels.append(example["label"])
+    return np.array(keys), {"image": np.stack(images), "label": np.array(labels)}
+
+
+def _sorted_rows(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Each example as one row (its pixels, then its label), rows sorted: the examples as a multiset."""
+    flat = arrays["image"].reshape(len(arrays["image"]), -1).astype(np.int64)
+    rows = np.concatenate([flat, arrays["label"].astype(np.int64)[:, None]], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def _mnist_c_archive(request, tmp_path) -> tuple[Path, dict[str, bytes], dict[str, int]]:
+    """The archive (full-size generated with --full-size, else the dummy), MNIST's files whose labels it holds,
+    and its split counts."""
+    if not request.config.getoption("--full-size"):
+        files = {path.name: path.read_bytes() for path in (DUMMY_DATA / "mnist").iterdir()}
+        return DUMMY_DATA / "mnist_corrupted" / "mnist_c.zip", files, DUMMY_SPLITS["mnist_corrupted"]
+    counts = MNIST_C_FULL_SIZE
+    images = {split: testing.synthetic_images(count, seed=31 + i) for i, (split, count) in enumerate(counts.items())}
+    labels = {split: testing.synthetic_labels(count, seed=41 + i) for i, (split, count) in enumerate(counts.items())}
+    path = tmp_path / "archive" / "mnist_c.zip"
+    path.parent.mkdir()
+    with path.open("wb") as target:
+        testing.write_mnist_c_archive(MnistCorrupted, target, images, labels, compresslevel=1)
+    mnist_files = {
+        files["labels"]: testing.gzip_bytes(formats.encode_idx(labels[split]))
+        for split, files in Mnist.SPLIT_FILES.items()
+    }
+    return path, mnist_files, counts
+
+
+def test_mnist_corrupted_every_config_yields_what_tfds_generates(request, monkeypatch, tmp_path):
+    """MNIST-C, every config: the same keys and examples as TFDS's mnist_corrupted generates from the same archive
+    (in memory, see above); `fog` prepared whole reads back as the same examples."""
+    archive, mnist_files, counts = _mnist_c_archive(request, tmp_path)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "mnist_c.zip").symlink_to(archive)
+    register_dummy_checksums(monkeypatch, tmp_path, MnistCorrupted, {"mnist_c.zip": archive.read_bytes()})
+    register_dummy_checksums(monkeypatch, tmp_path, Mnist, mnist_files)
+    monkeypatch.setattr(MnistCorrupted, "SOURCES", ("http://127.0.0.1:9/unreachable/",))
+    for config in [config.name for config in MnistCorrupted.BUILDER_CONFIGS]:
+        extracted = tmp_path / "extracted" / config
+        with zipfile.ZipFile(archive) as opened:
+            opened.extractall(extracted, [name for name in opened.namelist() if name.startswith(f"mnist_c/{config}/")])
+        ours = _mnist_c_ours_in_memory(config, manual, tmp_path)
+        for split, count in counts.items():
+            keys, theirs = _mnist_c_tfds_generated(config, extracted, split)
+            np.testing.assert_array_equal(keys, np.arange(count))  # ours are enumerate's: the same keys, so order
+            assert len(ours[split]["image"]) == len(ours[split]["label"]) == count
+            np.testing.assert_array_equal(ours[split]["image"], theirs["image"], err_msg=f"{config}/{split}/image")
+            np.testing.assert_array_equal(ours[split]["label"], theirs["label"], err_msg=f"{config}/{split}/label")
+        if config == MNIST_C_PREPARED_WHOLE:
+            builder = MnistCorrupted(config=config, data_dir=tmp_path / "prepared")
+            builder.download_and_prepare(
+                download_dir=tmp_path / "downloads", download_config=tfds.download.DownloadConfig(manual_dir=manual)
+            )
+            for split, count in counts.items():
+                assert builder.info.splits[split].num_examples == count
+                prepared = _sorted_rows(_examples(builder, split))
+                np.testing.assert_array_equal(
+                    prepared, _sorted_rows(_mnist_c_tfds_generated(config, extracted, split)[1])
+                )
+        shutil.rmtree(extracted)
