@@ -304,8 +304,10 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
         raise BadRecordError(f"progress record's spans are {_shown(spans)}")
     parsed, edge = [], 0
     for index, span in enumerate(spans):
-        if not (isinstance(span, list) and len(span) == 3 and all(_is_int(value) for value in span)):
+        if not (isinstance(span, list) and len(span) == 3):
             raise BadRecordError(f"progress record's span {index} is {_shown(span)}")
+        if wrong := [value for value in span if not _is_int(value)]:
+            raise BadRecordError(f"progress record's span {index} holds {_shown(wrong[0])}")
         start, position, end = span
         if start != edge or not start <= position <= end or end > size:
             raise BadRecordError(f"progress record's span {index} ({start}, {position}, {end}) is out of place")
