@@ -314,6 +314,7 @@ def test_a_full_disk_stops_the_download_at_once_naming_the_folder(monkeypatch, t
         assert asked == {f"/mirror/{BinarizedMnist.name}"}, file_server.requests  # no further source
         left = [path.name for path in (small / BinarizedMnist.name).iterdir()]
         assert not [name for name in left if ".json." in name], left  # no temporary record
+        assert f"{TRAIN}.partial" in left  # the bytes written stay for the next run
     assert not os.path.ismount(small)  # `mounted` fails the test if a descriptor left open kept it busy
 
 
