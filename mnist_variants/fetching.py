@@ -5,7 +5,10 @@ and judged by their content (verification.py). Missing files download all at onc
 its own list of sources in turn, into the download dir's `<dataset name>/` folder:
 http_transport.py carries the bytes into a partial download (partials.py) that a later process
 resumes if this one dies. A download is read once, verified against the registered sha256 and
-size, and those very bytes are handed on; only then does the file take its final name. Splits
+size, and those very bytes are handed on; only then does the file take its final name. A file
+already verified there is used without the lock (a read-only download dir works); everything
+in the folder is opened through shared_files.py (never followed, never waited on), and a write
+the disk refuses ends the download at once (`shared_files.LocalDiskError`), no other source asked. Splits
 are handed over as soon as all their files are here, so the builder parses one while a larger
 file still downloads.
 

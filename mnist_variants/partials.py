@@ -46,6 +46,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,7 @@ class Partial:
             self._fd = None
 
     @contextlib.contextmanager
-    def _disk(self):
+    def _disk(self) -> Iterator[None]:
         """A write the local disk refuses (full, read-only, ...) becomes a LocalDiskError saying so."""
         try:
             yield
