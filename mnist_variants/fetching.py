@@ -5,7 +5,10 @@ and judged by their content (verification.py). Missing files download all at onc
 its own list of sources in turn, into the download dir's `<dataset name>/` folder:
 http_transport.py carries the bytes into a partial download (partials.py) that a later process
 resumes if this one dies. A download is read once, verified against the registered sha256 and
-size, and those very bytes are handed on; only then does the file take its final name. Splits
+size, and those very bytes are handed on; only then does the file take its final name. A file
+already verified there is used without the lock (a read-only download dir works); everything
+in the folder is opened through shared_files.py (never followed, never waited on), and a write
+the disk refuses ends the download at once (`shared_files.LocalDiskError`), no other source asked. Splits
 are handed over as soon as all their files are here, so the builder parses one while a larger
 file still downloads.
 
@@ -27,6 +30,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +43,16 @@ from etils import epath
 # tqdm_utils: TFDS's own progress bars, so that `tfds.display_progress_bar(False)` silences ours too.
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from mnist_variants import formats, http_transport, local_copies, locations, locking, partials, verification
+from mnist_variants import (
+    formats,
+    http_transport,
+    local_copies,
+    locations,
+    locking,
+    partials,
+    shared_files,
+    verification,
+)
 from mnist_variants.errors import DownloadFailedError
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
@@ -232,6 +245,8 @@ class Fetch:
             cancel.set()
             concurrent.futures.wait(futures)
             failures = {futures[future]: future.exception() for future in futures if future.exception() is not None}
+            if disk := [failure for failure in failures.values() if isinstance(failure, shared_files.LocalDiskError)]:
+                raise disk[0]  # the disk, not the sources: one error that says so
             reports = [str(failure) for failure in failures.values() if isinstance(failure, _SourcesFailed)]
             if not reports:
                 raise done.exception()
@@ -256,12 +271,20 @@ class Download:
         self.registered = fetch.wanted.registry[name].download
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
+        self.tried: list[str] = []  # the sources tried so far in this run
 
     def run(self) -> verification.Verdict:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # A verified file needs no lock to be read: a read-only download dir works where every file is there.
+        if verdict := self._earlier_download(may_remove=False):
+            return verdict
         waiting = f"Waiting for another process downloading {self.name} into {self.folder}"
-        with locking.hold(self.folder / f"{self.name}.lock", waiting) as held:
-            if verdict := self._earlier_download():
+        with contextlib.ExitStack() as stack:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                held = stack.enter_context(locking.hold(self.folder / f"{self.name}.lock", waiting))
+            except OSError as error:  # a read-only or full disk: no source can help
+                raise shared_files.disk_error(error, self.folder, self._needed()) or error from None
+            if verdict := self._earlier_download(may_remove=True):
                 return verdict
             failures = []
             for url in self.urls:
@@ -270,6 +293,7 @@ class Download:
                 except http_transport.Cancelled:
                     raise _Cancelled(self.name) from None
                 except (http_transport.TransferError, OSError) as error:
+                    self.tried.append(url)
                     if self.cancel.is_set():
                         raise _Cancelled(self.name) from None
                     reason = f"{type(error).__name__}: {error}".strip()
@@ -282,32 +306,43 @@ class Download:
                 )
         raise _SourcesFailed(f"Could not download {self.name} from any source:\n" + "\n".join(failures))
 
-    def _earlier_download(self) -> verification.Verdict | None:
-        """The file an earlier run downloaded and verified, if it still verifies (read once, here)."""
+    def _needed(self) -> str:
+        return f"{self.name} needs {int(self.registered.size):,} bytes there"
+
+    def _earlier_download(self, may_remove: bool) -> verification.Verdict | None:
+        """The file an earlier run downloaded and verified, if it still verifies (read once, here, no further
+        than its registered size + 1, never through a symlink). Only the lock's holder (`may_remove`)
+        removes one that does not verify: without it, another process may be renaming a good one into place."""
         try:
-            data = self.final.read_bytes()
+            data = verification.read_copy(self.final, int(self.registered.size), follow_symlinks=False)
         except FileNotFoundError:
+            return None
+        except verification.UnreadableCopyError as error:
+            if may_remove and (what := shared_files.what_is_there(self.final)):
+                shared_files.move_aside(self.final, what)
+            elif may_remove:
+                print(f"Not using {self.final}: {error.strerror}", flush=True)
             return None
         if self._verifies(data):
             print(f"Using {self.name} downloaded earlier: {self.final}", flush=True)
             return verification.Verdict(
                 path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data
             )
-        print(f"Removing {self.final}: {self._mismatch(data)}", flush=True)
-        self.final.unlink(missing_ok=True)
+        if may_remove:
+            print(f"Removing {self.final}: {self._mismatch(data)}", flush=True)
+            self.final.unlink(missing_ok=True)
         return None
 
     def _from_source(self, url: str, locked: bool) -> bytes:
-        """The file's verified bytes from `url`, resuming what an earlier attempt or process left of it.
+        """The file's verified bytes from `url`, resuming what an earlier attempt, source or process left of it.
 
         Bytes that do not verify are thrown away; if they were pieced together (resumed, or
         several parts), the file is fetched once more from zero, over one connection, before
         the source is given up.
         """
-        identity = partials.Identity(
-            url, int(self.registered.size), self.registered.checksum
-        )  # TFDS's Size prints "15.3 KiB"
-        with self._partial(identity, locked) as partial:
+        # int(): TFDS's Size prints "15.3 KiB"
+        identity = partials.Identity(int(self.registered.size), self.registered.checksum)
+        with self._partial(identity, url, locked) as partial:
             for last_try in (False, True):
                 http_transport.fetch(url, partial, self.policy, self.cancel, self.progress)
                 data = partial.read_all()
@@ -324,26 +359,37 @@ class Download:
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def _partial(self, identity: partials.Identity, locked: bool) -> Iterator[partials.Partial]:
-        """This file's partial download: the shared one, resumed, where the lock is held; else a private one."""
+    def _partial(self, identity: partials.Identity, url: str, locked: bool) -> Iterator[partials.Partial]:
+        """This file's partial download: the shared one, resumed (from any source of the file), where the lock
+        is held; else a private one, removed when done, whatever happens."""
+        temporary = None
         if locked:
-            partial, note = partials.Partial.resume_or_start(Path(self.folder / f"{self.name}.partial"), identity)
+            partial, note = partials.Partial.resume_or_start(Path(self.folder / f"{self.name}.partial"), identity, url)
             if note:
                 print(f"Removing {partial.path}: {note}", flush=True)
-            if partial.inherited:
+            if partial.inherited and self.tried:  # an earlier source's bytes (counted already), of the same file
+                got = f"{partial.inherited:,}, received from {self.tried[-1]}"
+                print(f"Going on with {self.name} from byte {got}", flush=True)
+            elif partial.inherited:
                 print(f"Resuming {self.name} from byte {partial.inherited:,} (left by an earlier run)", flush=True)
                 self.progress(partial.inherited)
         else:  # no locks here: nobody else may write into it, so nobody resumes it either
-            local = locking.supports_locking(self.folder)
-            private = Path(self.folder) if local else Path(tempfile.mkdtemp(prefix="mnist_variants-"))
-            partial = partials.Partial.private(private, self.name, identity)
+            if locking.supports_locking(self.folder):
+                private = Path(self.folder)
+                partials.remove_dead_private(private, self.name)
+            else:
+                private = temporary = Path(tempfile.mkdtemp(prefix="mnist_variants-"))
+            partial = partials.Partial.private(private, self.name, identity, url)
         try:
             yield partial
         finally:
             if locked and partial.received:
-                partial.close()  # kept for a later attempt or process to resume
+                with contextlib.suppress(shared_files.LocalDiskError):  # a full disk: the save is all that is lost
+                    partial.close()  # kept for a later attempt, source or process to resume
             else:
                 partial.discard()
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
 
     def _keep(self, partial: partials.Partial, data: bytes) -> None:
         """The verified file takes its final name (copied where the download dir is remote)."""

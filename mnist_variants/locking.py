@@ -4,8 +4,13 @@ Everything that must not be done twice at once (preparing one dataset version, w
 partial download) takes `hold(lock file)`. It yields True while the lock is really held,
 False where the filesystem offers no lock (the caller then works so that nothing is shared).
 
-Across processes the lock is `filelock`'s `flock`, which the kernel (on NFS, the server)
-releases when its holder dies, so a waiter never waits for a dead one. Where `flock`
+Across processes the lock is `flock`, which the kernel (on NFS, the server) releases when its
+holder dies, so a waiter never waits for a dead one. It is taken on a descriptor of our own,
+opened as every file in a shared folder is (shared_files.py: a planted symlink or FIFO is moved
+aside, never followed; created 0o666 under the umask, so the folder's group can take it too).
+Why not filelock's, as before: it follows a symlink under the lock's name (creating and
+truncating its target), and 3.x sets its own 0o644 on the file, which locks the group out.
+filelock stays where `fcntl` does not exist (Windows). Where `flock`
 fails (NFS without a lock daemon: ENOLCK; Lustre without `-o flock`: ENOSYS; some FUSE
 and SMB mounts: EOPNOTSUPP) nobody waits at all: `hold` yields False and warns once per
 folder. We do not fall back to a lock file that only its holder removes (filelock 4's
@@ -27,6 +32,8 @@ import warnings
 from collections.abc import Iterator
 
 import filelock
+
+from mnist_variants import shared_files
 
 try:
     import fcntl
@@ -56,31 +63,6 @@ def supports_locking(path: os.PathLike | str) -> bool:
 def _thread_lock(key: str) -> threading.Lock:
     with _registry_lock:
         return _thread_locks.setdefault(key, threading.Lock())
-
-
-def _flock_refused(lock_file: str) -> OSError | None:
-    """The error `flock` gives on `lock_file`'s filesystem if it has no locks, else None.
-
-    Our own probe, because filelock's answer depends on its version: 3.x polls for ever on
-    ENOLCK or EOPNOTSUPP and raises NotImplementedError on ENOSYS; 4.x raises on ENOLCK and
-    turns ENOSYS into a soft lock. Called with the thread lock held, so no other thread of this
-    process holds a lock on the file that closing the probe could drop.
-    """
-    if fcntl is None:
-        return None
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in NO_LOCK_ERRNOS:
-            return error
-        if error.errno not in _BUSY_ERRNOS:
-            raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-    return None
 
 
 # filelock 4 falls back to a soft lock unless told not to; older versions have no such option (nor fallback).
@@ -133,21 +115,53 @@ def hold(lock_file: os.PathLike | str, waiting_message: str) -> Iterator[bool]:
         _say(waiting_message)
         turn.acquire()
     try:
-        lock = _acquire(path, waiting_message, told) if local else None
-        try:
-            yield lock is not None
-        finally:
-            if lock is not None:
-                lock.release()
+        if not local:
+            yield False
+        elif fcntl is None:
+            lock = _acquire_filelock(path, waiting_message, told)
+            try:
+                yield lock is not None
+            finally:
+                if lock is not None:
+                    lock.release()
+        else:
+            descriptor = _acquire(path, waiting_message, told)
+            try:
+                yield descriptor is not None
+            finally:
+                if descriptor is not None:
+                    try:
+                        fcntl.flock(descriptor, fcntl.LOCK_UN)
+                    finally:
+                        os.close(descriptor)
     finally:
         turn.release()
 
 
-def _acquire(path: str, waiting_message: str, told: bool) -> filelock.BaseFileLock | None:
-    """The file lock at `path`, held; None (after one warning) where the filesystem refuses `flock`."""
-    if refused := _flock_refused(path):
-        _warn_no_locks(path, refused)
-        return None
+def _acquire(path: str, waiting_message: str, told: bool) -> int | None:
+    """A descriptor of `path` holding its `flock`; None (after one warning) where the filesystem refuses `flock`."""
+    descriptor = shared_files.open_file(path, os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in NO_LOCK_ERRNOS:
+                _warn_no_locks(path, error)
+                os.close(descriptor)
+                return None
+            if error.errno not in _BUSY_ERRNOS:
+                raise
+            if not told:
+                _say(waiting_message)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _acquire_filelock(path: str, waiting_message: str, told: bool) -> filelock.BaseFileLock | None:
+    """Where `fcntl` does not exist (Windows): filelock's lock at `path`, held; None where it cannot lock."""
     lock = _file_lock(path)
     try:
         try:
@@ -156,11 +170,8 @@ def _acquire(path: str, waiting_message: str, told: bool) -> filelock.BaseFileLo
             if not told:
                 _say(waiting_message)
             lock.acquire()
-    except NotImplementedError as error:  # filelock 3 on ENOSYS, should the probe have missed it
-        _warn_no_locks(path, error)
-        return None
-    except OSError as error:
-        if error.errno not in NO_LOCK_ERRNOS:
+    except (NotImplementedError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in NO_LOCK_ERRNOS:
             raise
         _warn_no_locks(path, error)
         return None

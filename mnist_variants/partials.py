@@ -5,8 +5,9 @@ For an upstream file NAME of a dataset, in the download dir's `<dataset name>/` 
 - `NAME`: the complete download, renamed into place only after its sha256 and size verified;
 - `NAME.partial`: the bytes received so far, each part written at its own offset (the file
   has its registered size from the start; what is not yet received reads as zeros);
-- `NAME.partial.json`: what the partial is of (URL, registered size and sha256, the server's
-  ETag or Last-Modified) and, for each part, how far from its start it has been received;
+- `NAME.partial.json`: what the partial is of (registered size and sha256), the validator (ETag
+  or Last-Modified) of the source that last wrote it and that source's URL, and, for each part,
+  how far from its start it has been received;
 - `NAME.lock`: held while a process writes the partial (locking.py), so no two processes
   write one partial, and a partial is resumed only once its writer is gone.
 
@@ -15,22 +16,47 @@ per part, so a process killed at any moment (SIGKILL, OOM, a reboot) leaves a re
 claims no byte it did not write; a lost write (power cut before the page cache reached the
 disk) shows up as a sha256 mismatch, and the file is then fetched again from zero.
 
+A partial is of a file, not of a URL: any source of the same registered size and sha256
+resumes it, and it is thrown away only when known to be of another file. The validator is the
+source's own, so it is sent (If-Range) only back to that URL; another source resumes with a
+plain Range, its bytes join the partial unvouched, and the sha256 check of the whole file is
+what catches a mix-up (the file is then fetched again from zero, fetching.py). A record is
+read as hostile: bounded, every field checked by type and range, and one that fails is
+removed with one line, never fatal and never saved back. Files are opened through
+shared_files.py (not followed, regular files only, created for the folder's group), and a
+write the disk refuses is a LocalDiskError, not a network failure.
+
+Where locks do not work, each process writes a private partial, `NAME.partial.<pid>-<random>@<host>`,
+removed when it ends; one left by a killed process is removed by the next run on the same
+host once its pid is no longer alive. The host in the name is what proves whose it is on a
+shared (NFS) folder; a pid reused since only delays the removal, never removes a live one's.
+
 Why our own: huggingface_hub keeps `.incomplete` files the same way, but for one connection
 and inside its own hub client; TFDS, keras and torchvision keep nothing across processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from mnist_variants import shared_files
 
 SAVE_EVERY_BYTES = 256 << 10
 SAVE_EVERY_SECONDS = 0.2
+RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts take a few hundred
+MAX_SPANS = 256
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclasses.dataclass
@@ -48,21 +74,26 @@ class Span:
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """What a partial is of: it is resumed only for the very same URL, size and sha256."""
+    """What a partial is of: a file, by its registered size and sha256 (from whichever URL)."""
 
-    url: str
     size: int
     sha256: str
+
+
+class BadRecordError(ValueError):
+    """A progress record that is not what this package writes: the reason, in a few words."""
 
 
 class Partial:
     """The partial download of one file, with its progress record; thread-safe for its parts."""
 
-    def __init__(self, path: Path, identity: Identity) -> None:
+    def __init__(self, path: Path, identity: Identity, url: str | None = None) -> None:
         self.path = path
+        self.url = url  # the source this process now fetches it from
         self.record = path.with_name(path.name + ".json")
         self.identity = identity
-        self.validator: str | None = None  # the server's strong ETag or Last-Modified, for If-Range
+        self.validator: str | None = None  # the strong ETag or Last-Modified of `source`, for If-Range
+        self.source: str | None = None  # the URL whose validator this is
         self.spans: list[Span] = []
         self.inherited = 0  # bytes received by an earlier process
         self.responses = 0  # answers whose bytes went into it: more than one means it was pieced together
@@ -72,30 +103,37 @@ class Partial:
         self._fd: int | None = None
 
     @classmethod
-    def resume_or_start(cls, path: Path, identity: Identity) -> tuple[Partial, str]:
-        """The partial at `path` if it is of `identity`, else a fresh one; and a note on what was found."""
-        partial, note = cls(path, identity), ""
+    def resume_or_start(cls, path: Path, identity: Identity, url: str) -> tuple[Partial, str]:
+        """The partial at `path` if it is of `identity` (resumed from `url`), else a fresh one; and a note
+        on what was found and removed."""
+        partial, note = cls(path, identity, url), ""
         try:
-            saved = json.loads(partial.record.read_text())
-            spans = [Span(*span) for span in saved["spans"]]
-            same = Identity(saved["url"], saved["size"], saved["sha256"]) == identity
-            intact = partial.path.stat().st_size == identity.size and _spans_cover(spans, identity.size)
+            spans, source, validator = _read_record(partial.record, identity)
+            partial._fd = shared_files.open_file(partial.path, os.O_RDWR)
+            if os.fstat(partial._fd).st_size != identity.size:
+                raise BadRecordError("the partial's size differs from the record's")
         except FileNotFoundError:
-            same = intact = False
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            same, intact, note = False, False, f"unreadable progress record ({type(error).__name__})"
-        if same and intact:
-            partial.spans, partial.validator = spans, saved.get("validator")
-            partial.inherited = sum(span.position - span.start for span in spans)
-        elif partial.path.exists() or partial.record.exists():
-            note = note or "left for another URL, size or sha256"
+            partial._close()
+            if partial.path.exists() or partial.record.exists():
+                note = "no progress record beside the partial" if partial.path.exists() else "no partial beside it"
+                partial.discard()
+            return partial, note
+        except (BadRecordError, OSError) as error:
+            partial._close()
+            note = str(error) if isinstance(error, BadRecordError) else f"unreadable ({error.strerror or error})"
             partial.discard()
+            return partial, note
+        partial.spans, partial.source = spans, source
+        # The validator is that source's: sent back to it only; another source resumes with a plain Range.
+        partial.validator = validator if source == url else None
+        partial.inherited = sum(span.position - span.start for span in spans)
         return partial, note
 
     @classmethod
-    def private(cls, folder: Path, name: str, identity: Identity) -> Partial:
+    def private(cls, folder: Path, name: str, identity: Identity, url: str) -> Partial:
         """A partial no other process will touch or resume: for folders where locks do not work."""
-        return cls(folder / f"{name}.partial.{os.getpid()}-{uuid.uuid4().hex[:8]}", identity)
+        unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        return cls(folder / f"{name}.partial.{unique}", identity, url)
 
     def plan(self, spans: list[tuple[int, int]]) -> None:
         """Starts afresh with these parts (all of the file, nothing received)."""
@@ -122,7 +160,8 @@ class Partial:
         block = block[: span.end - span.position]
         if not block:
             return
-        os.pwrite(self._open(), block, span.position)
+        with self._disk():
+            os.pwrite(self._open(), block, span.position)
         with self._lock:
             span.position += len(block)
             self._unsaved += len(block)
@@ -130,8 +169,9 @@ class Partial:
                 self._save()
 
     def set_validator(self, validator: str | None) -> None:
+        """The validator of the source now writing into the partial (`url`), kept with that URL."""
         with self._lock:
-            self.validator = validator
+            self.validator, self.source = validator, self.url
             self._save()
 
     def save(self) -> None:
@@ -140,32 +180,40 @@ class Partial:
                 self._save()
 
     def read_all(self) -> bytes:
-        """The whole file as received, read once (what is verified is what will be parsed)."""
+        """The whole file as received, read once from the partial's own descriptor (what is verified is
+        what will be parsed), no further than its registered size."""
         self.save()
-        return self.path.read_bytes()
+        return shared_files.read_at_most(self._open(), self.identity.size)
 
     def finish(self, final: Path) -> None:
-        """The verified file takes its final name; the record goes."""
+        """The verified file takes its final name (whatever stood there is replaced, not followed); the record goes."""
         self._close()
+        if what := shared_files.what_is_there(final):
+            shared_files.move_aside(final, what)  # a folder would refuse the rename
         os.replace(self.path, final)
         self.record.unlink(missing_ok=True)
 
     def discard(self) -> None:
         self._close()
         for path in (self.path, self.record):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                path.unlink()
         self.spans, self.inherited, self.responses = [], 0, 0
 
     def close(self) -> None:
-        """Saves progress and closes the file; the partial stays for a later process."""
-        self.save()
-        self._close()
+        """Saves progress and closes the file; the partial stays for a later process (closed even if the save fails)."""
+        try:
+            self.save()
+        finally:
+            self._close()
 
     def _open(self, truncate: bool = False) -> int:
         if self._fd is None or truncate:
             self._close()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
-            os.ftruncate(self._fd, self.identity.size)
+            with self._disk():
+                flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+                self._fd = shared_files.open_file(self.path, flags)
+                os.ftruncate(self._fd, self.identity.size)
         return self._fd
 
     def _close(self) -> None:
@@ -173,24 +221,109 @@ class Partial:
             os.close(self._fd)
             self._fd = None
 
+    @contextlib.contextmanager
+    def _disk(self) -> Iterator[None]:
+        """A write the local disk refuses (full, read-only, ...) becomes a LocalDiskError saying so."""
+        try:
+            yield
+        except OSError as error:
+            needed = (
+                f"{self.path.name.split('.partial')[0]} needs {self.identity.size:,} bytes there"
+                f" ({self.identity.size - self.received:,} not yet written)"
+            )
+            if found := shared_files.disk_error(error, self.path.parent, needed):
+                raise found from None
+            raise
+
     def _save(self) -> None:
         """Writes the record atomically (a new file renamed over the old one), after the bytes it counts."""
         record = {
             **dataclasses.asdict(self.identity),
+            "url": self.source,
             "validator": self.validator,
             "spans": [[span.start, span.position, span.end] for span in self.spans],
         }
-        temporary = self.record.with_name(f"{self.record.name}.{os.getpid()}.{threading.get_ident()}")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, self.record)
+        with self._disk():
+            shared_files.write_file(self.record, json.dumps(record).encode())
         self._unsaved, self._saved_at = 0, time.monotonic()
 
 
-def _spans_cover(spans: list[Span], size: int) -> bool:
-    """Whether the spans tile [0, size) in order, each position inside its span."""
-    edge = 0
-    for span in spans:
-        if span.start != edge or not span.start <= span.position <= span.end:
-            return False
-        edge = span.end
-    return edge == size and bool(spans)
+def remove_dead_private(folder: Path, name: str) -> None:
+    """Removes private partials of `name` (and their records) left by processes of this host no longer alive."""
+    pattern = re.compile(rf"{re.escape(name)}\.partial\.(\d+)-[0-9a-f]{{8}}@(.+?)(\.json)?")
+    host = socket.gethostname()
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        found = pattern.fullmatch(entry)
+        if found and found[2] == host and not _alive(int(found[1])):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / entry)
+                print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this pid runs on this host (a reused pid counts as alive: nothing of its is removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | None, str | None]:
+    """The spans, source URL and validator of a progress record of `identity`; BadRecordError where it is not one.
+
+    Every field is checked by type (an int is no bool and no float) and range, as written by `_save`.
+    """
+    data = shared_files.read_file(record, RECORD_LIMIT)
+    if len(data) > RECORD_LIMIT:
+        raise BadRecordError(f"progress record larger than {RECORD_LIMIT:,} bytes")
+    try:
+        saved: Any = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRecordError("progress record is not JSON") from None
+    if not isinstance(saved, dict):
+        raise BadRecordError("progress record is not a JSON object")
+    size, sha256 = saved.get("size"), saved.get("sha256")
+    if not _is_int(size) or size <= 0:
+        raise BadRecordError(f"progress record's size is {_shown(size)}")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise BadRecordError(f"progress record's sha256 is {_shown(sha256)}")
+    if Identity(size, sha256) != identity:
+        raise BadRecordError("a partial of another file (its registered size or sha256 differ)")
+    url, validator = saved.get("url"), saved.get("validator")
+    for field, value in (("url", url), ("validator", validator)):
+        if value is not None and (not isinstance(value, str) or len(value) > 8192):
+            raise BadRecordError(f"progress record's {field} is {_shown(value)}")
+    spans = saved.get("spans")
+    if not isinstance(spans, list) or not 0 < len(spans) <= MAX_SPANS:
+        raise BadRecordError(f"progress record's spans are {_shown(spans)}")
+    parsed, edge = [], 0
+    for index, span in enumerate(spans):
+        if not (isinstance(span, list) and len(span) == 3):
+            raise BadRecordError(f"progress record's span {index} is {_shown(span)}")
+        if wrong := [value for value in span if not _is_int(value)]:
+            raise BadRecordError(f"progress record's span {index} holds {_shown(wrong[0])}")
+        start, position, end = span
+        if start != edge or not start <= position <= end or end > size:
+            raise BadRecordError(f"progress record's span {index} ({start}, {position}, {end}) is out of place")
+        parsed.append(Span(start, position, end))
+        edge = end
+    if edge != size:
+        raise BadRecordError(f"progress record's spans end at byte {edge:,}, not at {size:,}")
+    return parsed, url, validator
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A record's value in a message: its type, and a short form of it."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"

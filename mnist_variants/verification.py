@@ -105,8 +105,11 @@ def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) 
     return max(registered.download.size, content + 5 * (content // 16_383 + 1) + (64 << 10))
 
 
-def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
+def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool = True) -> bytes:
     """The bytes of the regular file at `path`, read once, at most `limit` + 1 of them.
+
+    A manual dir's copy may be a symlink (the user's own); in the download dir (`follow_symlinks`
+    False) one is refused as not a file.
 
     Raises FileNotFoundError where there is nothing (or a folder of the path is a file), and
     UnreadableCopyError where something cannot be read as a file: a pipe or device (opened
@@ -120,7 +123,13 @@ def read_copy(path: epath.Path, limit: int | None = None) -> bytes:
                 raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path))
             with path.open("rb") as remote:
                 return remote.read(size)
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
+        except OSError as error:
+            if error.errno == errno.ELOOP and not follow_symlinks:
+                raise UnreadableCopyError(errno.ELOOP, "a symlink, not a file", os.fspath(path)) from None
+            raise
         try:
             mode = os.fstat(descriptor).st_mode
             if stat.S_ISDIR(mode):

@@ -165,7 +165,11 @@ def test_parts_that_never_answer_cost_no_more_than_a_silent_source(monkeypatch, 
     part_requests = [t for path, t in zip(link.requests, link.request_times, strict=True) if path == f"/first/{train}"]
     assert len(part_requests) == 1 + 3  # the first part, then the second part's three silent attempts
     assert seconds_until_the_mirror(link, train) <= http_transport.Policy(timeout=1).silent_source_seconds() + 1.0
-    assert f"Resuming {train}" not in capsys.readouterr().out  # the second part never received a byte
+    out = capsys.readouterr().out
+    assert f"Resuming {train}" not in out  # the second part never received a byte
+    # The first part's bytes are the file's, whichever source sent them: the mirror goes on from them.
+    assert f"Going on with {train} from byte {link.sent[f'/first/{train}']:,}, received from {link.url}/first/" in out
+    assert link.sent[f"/mirror/{train}"] == len(data) - link.sent[f"/first/{train}"]
 
 
 def test_a_transfer_is_given_up_after_eight_resumes(monkeypatch, tmp_path, file_server):

@@ -162,7 +162,7 @@ def signal_until_it_ends(victim: subprocess.Popen, kill: signal.Signals) -> int:
 def leave_partial(folder: Path, url: str, data: bytes, received_bytes: int, sha256: str, validator: str) -> None:
     """A partial download as a killed process leaves it: the first `received_bytes` of `data`."""
     folder.mkdir(parents=True, exist_ok=True)
-    partial = partials.Partial(folder / f"{TRAIN}.partial", partials.Identity(url, len(data), sha256))
+    partial = partials.Partial(folder / f"{TRAIN}.partial", partials.Identity(len(data), sha256), url)
     partial.plan([(0, len(data))])
     partial.set_validator(validator)
     partial.write(partial.spans[0], data[:received_bytes])
@@ -177,7 +177,8 @@ def test_a_partial_of_another_registered_file_is_not_resumed(tmp_path, files, re
     leave_partial(folder, f"{file_server.url}/upstream/{TRAIN}", data, len(data) // 2, "0" * 64, '"old"')
     worker = start(tmp_path, env, data_dir)
     assert finished(worker) == reference
-    assert f"Removing {folder / (TRAIN + '.partial')}: left for another URL, size or sha256" in output(worker)
+    removed = f"Removing {folder / (TRAIN + '.partial')}: a partial of another file (its registered size or sha256"
+    assert removed in output(worker)
     assert file_server.sent[f"/upstream/{TRAIN}"] == len(data)  # from zero
 
 
@@ -230,7 +231,7 @@ def peak_kib():
 
 url, size, digest, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 before = peak_kib()
-partial = partials.Partial(folder / "file.partial", partials.Identity(url, size, digest))
+partial = partials.Partial(folder / "file.partial", partials.Identity(size, digest), url)
 policy = http_transport.Policy(timeout=10, connections=4)
 http_transport.fetch(url, partial, policy, http_transport.Cancel(), lambda count: None)
 downloading = peak_kib()  # before the finished file is read back for its sha256

@@ -94,7 +94,8 @@ def test_truncated_body_is_refused(monkeypatch, tmp_path, file_server):
     for name, data in FASHION_FILES.items():
         file_server.serve(f"/s3/{name}", data, *["cut"] * 9)
         file_server.serve(f"/github/{name}", data, *["cut"] * 9)
-    with pytest.raises(DownloadFailedError, match=r"interrupted 9 times"):
+    # The second source goes on from the first's bytes: a small file's last byte may be all that is cut.
+    with pytest.raises(DownloadFailedError, match=r"interrupted 9 times|3 attempts in a row brought no data"):
         prepare(FashionMnist, tmp_path)
     assert not list((tmp_path / "data").rglob("*.tfrecord*"))
     downloads = tmp_path / "downloads" / FashionMnist.name
