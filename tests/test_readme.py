@@ -177,10 +177,13 @@ def test_every_runnable_block_runs_as_written(tmp_path, mirror):
         pytest.skip(f"blocks not run, {', '.join(missing)} not installed (pip install '.[loaders]'): {skipped}")
 
 
-# The examples that use default folders, with their defaults but for a short run.
+# The examples that use default folders, with their defaults but for a short run: each unit is one or more runs.
 EXAMPLES = {
-    "train_torch": ["train_torch.py", "--epochs", "1"],  # data_sources.open
-    "train_fashion_mnist": ["train_fashion_mnist.py", "--epochs", "1"],  # tfds.load
+    "train_torch": [
+        ["train_torch.py", "--epochs", "1"],  # data_sources.open
+        ["train_torch.py", "--epochs", "1", "--source", "tfds", "--num_workers", "0"],  # tfds.data_source
+    ],
+    "train_fashion_mnist": [["train_fashion_mnist.py", "--epochs", "1"]],  # tfds.load
 }
 UNITS = ("readme", *EXAMPLES)
 
@@ -212,10 +215,10 @@ def test_defaults_never_collide_in_any_order(tmp_path, mirror, order):
 
 
 def run_example(unit: str, workdir: Path, env: dict[str, str], after: tuple[str, ...] = ("readme",)) -> None:
-    script, *args = EXAMPLES[unit]
-    ran = subprocess.run(
-        [sys.executable, str(REPO / "examples" / script), *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS,
-    )  # fmt: skip
-    assert ran.returncode == 0, f"{unit} after {after}\n{ran.stderr[-5000:]}"
-    assert re.search(r"^test.*accuracy", ran.stdout, re.M | re.I), ran.stdout
+    for script, *args in EXAMPLES[unit]:
+        ran = subprocess.run(
+            [sys.executable, str(REPO / "examples" / script), *args],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS,
+        )  # fmt: skip
+        assert ran.returncode == 0, f"{script} {args} after {after}\n{ran.stderr[-5000:]}"
+        assert re.search(r"^test.*accuracy", ran.stdout, re.M | re.I), ran.stdout
