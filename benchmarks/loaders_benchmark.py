@@ -17,8 +17,8 @@ second shows the steady state; workers persist between passes). Contenders:
 - torchvision's own `FashionMNIST` on the same files (a torchvision root), 0 and 2 workers with
   `ToTensor()`, if `--torchvision_python` names an interpreter that has torchvision (it does not
   import beside torch 2.13.0's CPU wheel; see the README).
-Medians over rounds are printed as a Markdown table, with each contender's peak resident memory and that of its
-largest worker (ru_maxrss).
+Medians over rounds are printed as a Markdown table, with each contender's peak resident memory (its
+workers not counted: `peak_memory_mb` says why).
 
     python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3]
 
@@ -34,7 +34,6 @@ import gzip
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,15 +72,14 @@ def two_passes(batches_of_a_pass) -> dict:
 
 
 def peak_memory_mb() -> dict:
-    """Peak resident memory of this process (VmHWM) and of its largest child (a worker) so far, in MB.
+    """Peak resident memory of this process (VmHWM), in MB; its workers are not counted.
 
-    Not ru_maxrss for this process: Linux carries it across exec, so a child started by a parent that prepared
-    a large dataset would report the parent's peak (seen: 1,668 MB against VmHWM's 735 MB).
+    Not ru_maxrss: Linux carries it across exec, so a child started by a parent that prepared a large dataset
+    reported the parent's peak (seen: 1,668 MB against VmHWM's 735 MB). Nor the workers' RUSAGE_CHILDREN, for
+    the same reason: Grain's spawned workers reported exactly their parent's peak (444 MB), and loaders with no
+    workers 432 to 537 MB from helper processes their libraries start.
     """
-    return {
-        "peak_mb": status_mb("VmHWM"),
-        "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # workers exec nothing
-    }
+    return {"peak_mb": status_mb("VmHWM")}
 
 
 def status_mb(field: str) -> float:
@@ -314,15 +312,14 @@ def main() -> None:
                     flush=True,
                 )
     print(f"\n{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})")
-    print("| loader | first pass, examples/s | second pass, examples/s | open, s | peak MB | worker peak MB |")
-    print("|---|---|---|---|---|---|")
+    print("| loader | first pass, examples/s | second pass, examples/s | open, s | peak MB |")
+    print("|---|---|---|---|---|")
     for name, figures in rounds.items():
         first = statistics.median(COUNTS["train"] / f["pass1"] for f in figures)
         second = statistics.median(COUNTS["train"] / f["pass2"] for f in figures)
         opened = f"{statistics.median(f['open'] for f in figures):.2f}" if "open" in figures[0] else ""
         peak = statistics.median(f["peak_mb"] for f in figures)
-        worker = statistics.median(f["worker_peak_mb"] for f in figures)
-        print(f"| {name} | {first:,.0f} | {second:,.0f} | {opened} | {peak:,.0f} | {worker:,.0f} |")
+        print(f"| {name} | {first:,.0f} | {second:,.0f} | {opened} | {peak:,.0f} |")
 
 
 if __name__ == "__main__":
