@@ -17,7 +17,14 @@ second shows the steady state; workers persist between passes). Contenders:
 - torchvision's own `FashionMNIST` on the same files (a torchvision root), 0 and 2 workers with
   `ToTensor()`, if `--torchvision_python` names an interpreter that has torchvision (it does not
   import beside torch 2.13.0's CPU wheel; see the README).
-Medians over rounds are printed as a Markdown table.
+Medians over rounds are printed as a Markdown table, with each contender's peak resident memory (its
+workers not counted: `peak_memory_mb` says why).
+
+    python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3]
+
+measures only `data_sources.open`'s memory: Fashion-MNIST-format files of that many synthetic train images (EMNIST
+byclass's count) prepared as ArrayRecord, then, per round in a fresh process, resident memory before `open`, its
+peak (ru_maxrss), and the bytes the split holds.
 """
 
 from __future__ import annotations
@@ -64,8 +71,46 @@ def two_passes(batches_of_a_pass) -> dict:
     return figures
 
 
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process (VmHWM), in MB; its workers are not counted.
+
+    Not ru_maxrss: Linux carries it across exec, so a child started by a parent that prepared a large dataset
+    reported the parent's peak (seen: 1,668 MB against VmHWM's 735 MB). Nor the workers' RUSAGE_CHILDREN, for
+    the same reason: Grain's spawned workers reported exactly their parent's peak (444 MB), and loaders with no
+    workers 432 to 537 MB from helper processes their libraries start.
+    """
+    return {"peak_mb": status_mb("VmHWM")}
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in MB (Linux only, as the benchmark is)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def open_memory(data_dir: str) -> dict:
+    """In a fresh process: resident memory before `data_sources.open`, its peak, and what the split holds."""
+    from mnist_variants import data_sources
+
+    before = status_mb("VmRSS")
+    started = time.perf_counter()
+    source = data_sources.open(NAME, "train", data_dir=data_dir)
+    seconds = time.perf_counter() - started
+    held = sum(array.nbytes for array in source.arrays.values()) / 2**20
+    return {"examples": len(source), "before_mb": before, "held_mb": held, "open_s": seconds, **peak_memory_mb()}
+
+
 def child(mode: str, decoder: str, data_dir: str) -> dict:
     """In a fresh process: one contender's two passes (and, for ours, the time to open the source)."""
+    if mode == "open-memory":
+        return open_memory(data_dir)
+    return contender(mode, decoder, data_dir) | peak_memory_mb()
+
+
+def contender(mode: str, decoder: str, data_dir: str) -> dict:
+    """One contender's two passes (and, for ours, the time to open the source)."""
     if decoder == "pil":
         sys.modules["cv2"] = None  # TFDS then decodes with PIL, as where OpenCV is not installed
     figures: dict = {}
@@ -178,18 +223,68 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
     return dirs
 
 
+def prepare_array_record(files: Path, root: Path, train: int) -> Path:
+    """Fashion-MNIST-format files with `train` synthetic train images, prepared as ArrayRecord; its data_dir."""
+    import tensorflow_datasets as tfds
+
+    from mnist_variants import FashionMnist, testing
+
+    folder = files / f"fashion_mnist_{train}"
+    if not (folder / "complete").exists():
+        print(f"writing Fashion-MNIST files of {train:,} train images to {folder} ...", flush=True)
+        testing.write_upstream_files(FashionMnist, folder, {"train": train, "test": 10}, seed=13)
+        (folder / "complete").write_text("")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import write_registry
+    from etils import epath
+
+    files_by_name = {path.name: path.read_bytes() for path in folder.glob("*.gz")}
+    FashionMnist._checksums_path = epath.Path(
+        write_registry(root / "registry_memory", FashionMnist, files_by_name, FashionMnist.SOURCES[0])
+    )
+    data_dir = files / f"array_record_{train}"
+    if tfds.builder(FashionMnist.name, data_dir=data_dir).is_prepared():
+        return data_dir
+    started = time.perf_counter()
+    FashionMnist(data_dir=data_dir, file_format="array_record").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=folder)
+    )
+    print(f"prepared in {time.perf_counter() - started:.0f} s", flush=True)
+    return data_dir
+
+
+def memory_rounds(files: Path, train: int, rounds: int) -> None:
+    """Peak memory of `data_sources.open` on a split of `train` images (EMNIST byclass's 697,932 by default)."""
+    with tempfile.TemporaryDirectory(prefix="loaders_memory_") as root:
+        data_dir = prepare_array_record(files, Path(root), train)
+        for number in range(rounds):
+            figures = in_fresh_process(sys.executable, "open-memory", "none", str(data_dir))
+            figures["peak_over_held"] = figures["peak_mb"] / figures["held_mb"]
+            figures["growth_over_held"] = (figures["peak_mb"] - figures["before_mb"]) / figures["held_mb"]
+            print(f"  round {number + 1}: {json.dumps({k: round(v, 2) for k, v in figures.items()})}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
     parser.add_argument("--torchvision_python", help="a Python with torch and torchvision, for torchvision's rows")
     parser.add_argument("--only", nargs="+", choices=list(CONTENDERS), help="run only these contenders")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="EXAMPLES",
+        help="measure only data_sources.open's peak memory, on a generated split of this many images (697932)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DECODER", "DATA_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return
 
+    if args.memory:
+        memory_rounds(args.files, args.memory, args.rounds)
+        return
     contenders = {name: spec for name, spec in CONTENDERS.items() if not args.only or name in args.only}
     if not args.torchvision_python:
         contenders = {name: spec for name, spec in contenders.items() if not spec[0].startswith("torchvision")}
@@ -217,13 +312,14 @@ def main() -> None:
                     flush=True,
                 )
     print(f"\n{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})")
-    print("| loader | first pass, examples/s | second pass, examples/s | open, s |")
-    print("|---|---|---|---|")
+    print("| loader | first pass, examples/s | second pass, examples/s | open, s | peak MB |")
+    print("|---|---|---|---|---|")
     for name, figures in rounds.items():
         first = statistics.median(COUNTS["train"] / f["pass1"] for f in figures)
         second = statistics.median(COUNTS["train"] / f["pass2"] for f in figures)
         opened = f"{statistics.median(f['open'] for f in figures):.2f}" if "open" in figures[0] else ""
-        print(f"| {name} | {first:,.0f} | {second:,.0f} | {opened} |")
+        peak = statistics.median(f["peak_mb"] for f in figures)
+        print(f"| {name} | {first:,.0f} | {second:,.0f} | {opened} | {peak:,.0f} |")
 
 
 if __name__ == "__main__":

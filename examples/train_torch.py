@@ -13,6 +13,7 @@ Needs `pip install 'mnist-variants[loaders]'` (torch).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 
@@ -31,7 +32,9 @@ def source(split: str, args: argparse.Namespace) -> Sequence:
     return tfds.data_source(
         args.dataset,
         split=split,
-        data_dir=args.data_dir,
+        # ArrayRecord in a folder of its own, as data_sources.open keeps it: in tfds.load's folder it would make
+        # a later tfds.load of the dataset fail (a data_dir holds one file format per dataset version).
+        data_dir=args.data_dir or os.path.expanduser(data_sources.ARRAY_RECORD_DATA_DIR),
         builder_kwargs={"file_format": "array_record"},
         download_and_prepare_kwargs=prepare,
     )
@@ -97,7 +100,10 @@ def run_epoch(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist_variants_fashion_mnist", help="a registered dataset with labels")
-    parser.add_argument("--data_dir", help="where TFDS keeps prepared datasets (default ~/tensorflow_datasets)")
+    parser.add_argument(
+        "--data_dir",
+        help="where TFDS keeps prepared datasets (default: data_sources.open's, or ~/tensorflow_datasets_array_record)",
+    )
     parser.add_argument("--manual_dir", help="folder with the upstream files, to prepare without network")
     parser.add_argument("--source", choices=("ours", "tfds"), default="ours", help="data_sources.open or tfds's")
     parser.add_argument("--epochs", type=int, default=3)

@@ -20,14 +20,18 @@ ArrayRecord in a forked child (this module), or start workers with
 
 `open(name, split)` reads the split once, in the calling process, and holds it decoded in
 numpy arrays (47 MB for Fashion-MNIST's train split, like torchvision's `FashionMNIST`); its
-items are what `tfds.data_source` yields (`image` uint8 (28, 28, 1), `label` int64). Forked
-workers then only index arrays: no ArrayRecord, TensorFlow or image library in the workers, so
-any start method works, and an epoch costs no decoding at all. It reads datasets prepared as
-ArrayRecord (records read once, PNGs decoded here) or as TFRecord (`as_dataset(batch_size=-1)`).
+items are what `tfds.data_source` yields (`image` uint8 (28, 28, 1), `label` int64), as copies:
+an in-place transform changes the item, never the held split. Forked workers then only index
+arrays: no ArrayRecord, TensorFlow or image library in the workers, so any start method works,
+and an epoch costs no decoding at all. It reads datasets prepared as ArrayRecord (records read,
+checked and decoded a chunk at a time into the held arrays) or as TFRecord (tf.data, in
+batches); with no data_dir, it never prepares ArrayRecord in TFDS's default folder, where
+`tfds.load` would then fail (`ARRAY_RECORD_DATA_DIR`).
 
 PNG decoding needs neither PIL nor OpenCV: the builders write 8-bit grayscale PNGs whose
 rows are all unfiltered (`mnist_variants/png.py`), so inflating the IDAT data with zlib gives
-the pixels; any other PNG goes to OpenCV, PIL or TensorFlow, whichever is installed first.
+the pixels; any other PNG goes to OpenCV, PIL or TensorFlow, whichever is installed first, and
+colour images to TFDS's own numpy decoder, so their channels are RGB as `tfds.data_source` gives.
 
 Importing this module also registers a check that runs before every `os.fork()`: when a
 DataLoader is about to fork workers over a data source that reads ArrayRecord files, it warns
@@ -133,6 +137,8 @@ def _decode_with_a_library(data: bytes) -> np.ndarray:
         pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise ValueError("OpenCV cannot decode an image of this dataset: not a valid PNG")
+        if pixels.ndim == 3 and pixels.shape[2] in (3, 4):  # OpenCV's BGR(A), in the RGB(A) order of PIL and TF
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
         return pixels.reshape(*pixels.shape[:2], -1)
     try:
         from PIL import Image
@@ -154,6 +160,10 @@ def _decode_with_a_library(data: bytes) -> np.ndarray:
 class InMemorySource(Sequence):
     """A split held in numpy arrays: `len`, `source[i]` (a dict like `tfds.data_source`'s) and `__getitems__`.
 
+    Items are copies, never views of the held arrays: a transform that writes into an item in place (random
+    erasing on numpy inputs) must not rewrite the dataset for every later epoch, as it does not over
+    `tfds.data_source`. A batch is one fancy-indexed copy, which costs less than the collation that follows
+    (README, PyTorch and JAX). The held arrays are read-only, so writing into `source.arrays` fails loudly too.
     Picklable (spawned workers get a copy of the arrays); forked workers share the parent's pages.
     """
 
@@ -162,6 +172,8 @@ class InMemorySource(Sequence):
         if len(lengths) != 1:
             raise ValueError(f"features of different lengths: { {k: len(v) for k, v in arrays.items()} }")
         self.arrays = dict(arrays)
+        for array in self.arrays.values():
+            array.flags.writeable = False
         self._length = lengths.pop()
 
     def __len__(self) -> int:
@@ -171,15 +183,34 @@ class InMemorySource(Sequence):
         position = index.__index__()
         if not -self._length <= position < self._length:
             raise IndexError(f"index {position} out of range for {self._length} examples")
-        return {name: array[position] for name, array in self.arrays.items()}
+        return {name: array[position].copy() for name, array in self.arrays.items()}
 
     def __getitems__(self, indices: Iterable[SupportsIndex]) -> list[dict[str, np.ndarray]]:
-        """What torch's DataLoader calls for a batch: one fetch for its indices."""
-        return [self[index] for index in indices]
+        """What torch's DataLoader calls for a batch: one copy of its examples, handed out as items."""
+        positions = np.fromiter((index.__index__() for index in indices), dtype=np.int64)
+        outside = positions[(positions < -self._length) | (positions >= self._length)]
+        if len(outside):
+            raise IndexError(f"index {outside[0]} out of range for {self._length} examples")
+        batch = {name: array[positions] for name, array in self.arrays.items()}
+        return [{name: values[row] for name, values in batch.items()} for row in range(len(positions))]
+
+    def __setstate__(self, state: dict) -> None:
+        """A spawned worker's unpickled copy is read-only too."""
+        self.__dict__.update(state)
+        for array in self.arrays.values():
+            array.flags.writeable = False
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{name}: {array.dtype}{list(array.shape[1:])}" for name, array in self.arrays.items())
         return f"InMemorySource({self._length} examples; {shapes})"
+
+
+# Where `open()` prepares ArrayRecord when no data_dir is given: beside TFDS's default folder, never in it. A
+# data_dir holds one file format per dataset version, and `tfds.load` (TFRecord) in the default folder then fails
+# on an ArrayRecord preparation there (NotImplementedError), `tfds.data_source` on a TFRecord one (ValueError).
+ARRAY_RECORD_DATA_DIR = "~/tensorflow_datasets_array_record"
+# Records read, parsed and decoded at a time: bounds what reading adds to the held arrays (about 4 MB of PNGs).
+_CHUNK = 8192
 
 
 def open(  # shadows the builtin here only: callers write `data_sources.open(...)`
@@ -194,65 +225,174 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
 
     Prepares the dataset first if it is not (as `file_format`, with `download_and_prepare_kwargs`, e.g.
     a `download_config` with a `manual_dir`); an existing preparation is used in whatever format it has.
+    With no `data_dir`, a preparation in TFDS's default folder (`tfds.load`'s) is read where there is one;
+    otherwise ArrayRecord is read from, or prepared in, ARRAY_RECORD_DATA_DIR, so that neither `tfds.load`
+    nor `tfds.data_source` (with that data_dir) later finds a file format it cannot read.
     """
     import tensorflow_datasets as tfds
 
     import mnist_variants  # noqa: F401 - registers the builders
 
-    builder = tfds.builder(name, data_dir=data_dir)
+    if data_dir is None:
+        builder = tfds.builder(name)
+        if not builder.is_prepared() and tfds.core.FileFormat(file_format) == tfds.core.FileFormat.ARRAY_RECORD:
+            data_dir = os.path.expanduser(ARRAY_RECORD_DATA_DIR)
+            builder = tfds.builder(name, data_dir=data_dir)
+    else:
+        builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         builder = tfds.builder(name, data_dir=data_dir, file_format=file_format)
         builder.download_and_prepare(**(download_and_prepare_kwargs or {}))
+    images, integers = _held_features(builder)
     if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-        return InMemorySource(_read_array_record(builder, split))
-    # TFRecord: tf.data reads the whole split at once and TF decodes the PNGs in C++.
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    return InMemorySource({key: np.asarray(value) for key, value in arrays.items()})
+        return InMemorySource(_read_array_record(builder, split, images, integers))
+    return InMemorySource(_read_tfrecord(builder, split, images, integers))
 
 
-def _read_array_record(builder: Any, split: str) -> dict[str, np.ndarray]:
-    """Every record of the split, in order, parsed and decoded here: images by `decode_pngs`, integers as int64."""
+def _held_features(builder: Any) -> tuple[dict[str, Any], list[str]]:
+    """The dataset's image features (by name) and integer features; TypeError for anything else.
+
+    Images of any fixed shape: grayscale ones are decoded by `decode_pngs`, colour ones by TFDS's own
+    `Image.decode_example_np`, so their channels are in the order `tfds.data_source` gives (RGB).
+    """
     import tensorflow_datasets as tfds
 
-    # TFDS's own copy of tf.train.Example ("public API of the proto package", TFDS 4.9.4 to 4.9.10), which its
-    # numpy path parses with: `tf.train.Example` would import all of TensorFlow (18 s measured here) into a
-    # process that otherwise needs none of it.
-    from tensorflow_datasets.proto import tf_example_pb2
-
-    # The serialized records: the ArrayRecord source under TFDS's (its `data_source` field, in every TFDS
-    # since 4.9.4; `deserialize_method=RAW_BYTES` would say the same but arrived after 4.9.4).
-    raw = builder.as_data_source(split=split).data_source
-    records = raw.__getitems__(range(len(raw))) if len(raw) else []
     features = builder.info.features
-    images = [key for key, feature in features.items() if isinstance(feature, tfds.features.Image)]
+    images = {
+        key: feature
+        for key, feature in features.items()
+        if isinstance(feature, tfds.features.Image)
+        and np.dtype(feature.np_dtype) == np.uint8
+        and None not in feature.shape
+    }
     integers = [
         key for key, feature in features.items() if key not in images and np.dtype(feature.np_dtype).kind in "iu"
     ]
     unsupported = set(features) - set(images) - set(integers)
     if unsupported:
-        raise TypeError(f"{builder.name}: features {sorted(unsupported)} are neither images nor integers")
-    columns: dict[str, list] = {key: [] for key in features}
-    for record in records:
-        example = tf_example_pb2.Example.FromString(record).features.feature
-        for key in images:
-            columns[key].append(example[key].bytes_list.value[0])
+        raise TypeError(
+            f"{builder.name}: features {sorted(unsupported)} are neither uint8 images of a fixed shape nor integers"
+        )
+    return images, integers
+
+
+def _read_tfrecord(builder: Any, split: str, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
+    """The split through tf.data (TF decodes the PNGs in C++), in batches written into the held arrays."""
+    import tensorflow_datasets as tfds
+
+    count = builder.info.splits[split].num_examples
+    arrays = _empty_arrays(count, images, integers)
+    filled = 0
+    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=_CHUNK, shuffle_files=False)):
+        size = len(next(iter(batch.values())))
+        if filled + size > count:
+            raise ValueError(f"{builder.name} {split}: more examples than the {count} its dataset_info.json records")
+        for key in arrays:
+            arrays[key][filled : filled + size] = batch[key]
+        filled += size
+    if filled != count:
+        raise ValueError(f"{builder.name} {split}: {filled} examples, not the {count} its dataset_info.json records")
+    return arrays
+
+
+def _empty_arrays(count: int, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
+    arrays = {key: np.empty(count, dtype=np.int64) for key in integers}
+    arrays.update({key: np.empty((count, *feature.shape), dtype=np.uint8) for key, feature in images.items()})
+    return arrays
+
+
+def _read_array_record(builder: Any, split: str, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
+    """Every record of the split, in order, parsed and decoded here, a chunk at a time, into the held arrays.
+
+    Memory: the held arrays plus one chunk of records, never the whole split's PNGs (README: at most 1.5x the
+    split). Each record must hold exactly one value of the right kind per feature, as TFDS's parser requires:
+    ValueError naming the record and the feature otherwise.
+    """
+    # TFDS's own copy of tf.train.Example ("public API of the proto package", TFDS 4.9.4 to 4.9.10), which its
+    # numpy path parses with: `tf.train.Example` would import all of TensorFlow (18 s measured here) into a
+    # process that otherwise needs none of it.
+    from google.protobuf.message import DecodeError
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    # The serialized records: the ArrayRecord source under TFDS's (its `data_source` field, in every TFDS
+    # since 4.9.4; `deserialize_method=RAW_BYTES` would say the same but arrived after 4.9.4).
+    raw = builder.as_data_source(split=split).data_source
+    count = len(raw)
+    arrays = _empty_arrays(count, images, integers)
+    kinds = {**{key: "bytes_list" for key in images}, **{key: "int64_list" for key in integers}}
+    for start in range(0, count, _CHUNK):
+        columns: dict[str, list] = {key: [] for key in kinds}
+        for index, record in enumerate(raw.__getitems__(range(start, min(start + _CHUNK, count))), start):
+            try:
+                example = tf_example_pb2.Example.FromString(record).features.feature
+            except DecodeError as error:
+                raise ValueError(f"{builder.name} {split}: record {index} is not a tf.train.Example: {error}") from None
+            for key, kind in kinds.items():
+                columns[key].append(_one_value(example, key, kind, f"{builder.name} {split}: record {index}"))
+        end = start + len(columns[next(iter(kinds))])
         for key in integers:
-            columns[key].append(example[key].int64_list.value[0])
-    arrays = {key: np.asarray(columns[key], dtype=np.int64) for key in integers}
-    for key in images:
-        arrays[key] = decode_pngs(columns[key]) if records else np.zeros((0, *features[key].shape), np.uint8)
-    return {key: arrays[key] for key in features}
+            arrays[key][start:end] = columns[key]
+        for key, feature in images.items():
+            arrays[key][start:end] = _decode_images(columns[key], feature, f"{builder.name} {split}", start)
+    return arrays
+
+
+def _one_value(example: Any, key: str, kind: str, where: str) -> Any:
+    """The single value of feature `key` of a parsed tf.train.Example, which must be a `kind`."""
+    if key not in example:
+        raise ValueError(f"{where} has no feature {key!r}")
+    found = example[key].WhichOneof("kind")
+    if found != kind:
+        raise ValueError(f"{where}: feature {key!r} is a {found or 'empty Feature'}, not a {kind}")
+    values = getattr(example[key], kind).value
+    if len(values) != 1:
+        raise ValueError(f"{where}: feature {key!r} has {len(values)} values, not 1")
+    return values[0]
+
+
+def _decode_images(pngs: list[bytes], feature: Any, where: str, first_index: int) -> np.ndarray:
+    """The images of a chunk, of `feature`'s shape, decoded as tfds.data_source decodes them."""
+    shape = tuple(feature.shape)
+    if shape[-1] == 1 and pngs:
+        try:
+            decoded = decode_pngs(pngs)
+        except ValueError:  # an image no decoder reads: found again below, by its record
+            decoded = None
+        if decoded is not None and decoded.shape[1:] == shape:
+            return decoded
+    decoded_images = []
+    for offset, data in enumerate(pngs):
+        try:
+            image = feature.decode_example_np(data)  # TFDS's own: OpenCV (channels reordered to RGB) or PIL
+        except Exception as error:  # OpenCV, PIL and TFDS raise many kinds; this names the record
+            raise ValueError(f"{where}: record {first_index + offset}: cannot decode its image: {error}") from error
+        if image is None or image.shape != shape:
+            got = None if image is None else image.shape
+            raise ValueError(f"{where}: record {first_index + offset}: image of shape {got}, not {shape}")
+        decoded_images.append(image)
+    return np.stack(decoded_images) if decoded_images else np.zeros((0, *shape), np.uint8)
 
 
 def _reads_array_record(dataset: object) -> bool:
-    """Whether `dataset` is (or wraps, as torch's Subset does) a data source of TFDS or ArrayRecord."""
-    for _ in range(8):
+    """Whether `dataset` is, or wraps, a data source of TFDS or ArrayRecord.
+
+    Follows what PyTorch users wrap sources in, nested: `Subset.dataset`, `ConcatDataset.datasets`,
+    `ChainDataset.datasets`, and the attributes of their own wrapper classes (`self.source = source`).
+    Bounded, so that a cycle or a huge object graph cannot hang a fork; numpy arrays are not looked into.
+    """
+    pending, looked_at = [dataset], set()
+    while pending and len(looked_at) < 256:
+        dataset = pending.pop()
+        if id(dataset) in looked_at or isinstance(dataset, (str, bytes, int, float, np.ndarray, type)):
+            continue
+        looked_at.add(id(dataset))
         module = type(dataset).__module__ or ""
         if module.startswith(("tensorflow_datasets.", "array_record.")):
             return True
-        if not hasattr(dataset, "dataset"):
-            return False
-        dataset = dataset.dataset
+        if isinstance(dataset, (list, tuple)):
+            pending.extend(dataset)
+        elif isinstance(getattr(dataset, "__dict__", None), dict):
+            pending.extend(vars(dataset).values())
     return False
 
 

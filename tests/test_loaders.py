@@ -13,6 +13,7 @@ import io
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,272 @@ def test_example_trains_offline_from_a_manual_dir(fashion, tmp_path, script, mod
     assert prepared.info.file_format.value == "array_record"
     assert {split: info.num_examples for split, info in prepared.info.splits.items()} == COUNTS
     assert not list(Path(tmp_path).glob("core*"))
+
+
+# ---------------------------------------------------------------- items are not the held split
+
+# argv: data dir, start method ("none" for no workers), output .npz. A per-example transform that blanks a patch in
+# place (random erasing as torchvision users write it for numpy inputs), in the dataset and in the collate_fn (the
+# latter gets the items of `__getitems__`), for two epochs with persistent workers. Each item carries its index and
+# its pixel sum as it arrived, before the transform: any write that reached the held split shows in epoch 2.
+IN_PLACE_RUN = r"""
+import sys
+import numpy as np
+import torch
+from mnist_variants import data_sources
+
+
+class Erased(torch.utils.data.Dataset):
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        return erase(self.source[index], index)
+
+
+def erase(item, index):
+    item["arrived"] = int(item["image"].sum())
+    item["index"] = index
+    item["image"][11:17, 11:17] = 0
+    return item
+
+
+def erase_batch(items):
+    # __getitems__'s items do not say their index: their sums are checked as a multiset
+    return torch.utils.data.default_collate([erase(item, -1) for item in items])
+
+
+if __name__ == "__main__":
+    data_dir, context, out = sys.argv[1:]
+    source = data_sources.open("mnist_variants_fashion_mnist", "train", data_dir=data_dir)
+    held = source.arrays["image"].copy()
+    workers = 0 if context == "none" else 2
+    options = dict(batch_size=16, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    if workers:
+        options.update(multiprocessing_context=context, timeout=120)
+    per_item = torch.utils.data.DataLoader(Erased(source), **options)
+    per_batch = torch.utils.data.DataLoader(source, collate_fn=erase_batch, **options)
+    indices, arrived, batch_sums = [], [], []
+    for epoch in range(2):
+        for batch in per_item:
+            indices.append(batch["index"].numpy())
+            arrived.append(batch["arrived"].numpy())
+        for batch in per_batch:
+            batch_sums.append(batch["arrived"].numpy())
+    np.savez(out, indices=np.concatenate(indices), arrived=np.concatenate(arrived),
+             batch_sums=np.concatenate(batch_sums), held_before=held, held_after=source.arrays["image"])
+"""
+
+
+@needs("torch")
+@pytest.mark.parametrize("context", ["none", "fork", "spawn"])
+def test_in_place_transforms_leave_the_held_split_unchanged(fashion, tmp_path, context):
+    """Two epochs of an in-place transform see the examples as they are stored, in every worker and the parent."""
+    script = tmp_path / "in_place.py"  # a file, not -c: spawned workers import the transform from it
+    script.write_text(IN_PLACE_RUN)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, str(script), str(fashion["data_dir"]), context, str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    with np.load(out) as arrays:
+        stored_sums = arrays["held_before"].reshape(COUNTS["train"], -1).sum(axis=1)
+        # The transform ran on every example of both epochs, through both paths.
+        assert sorted(arrays["indices"]) == sorted(list(range(COUNTS["train"])) * 2)
+        assert len(arrays["batch_sums"]) == 2 * COUNTS["train"]
+        np.testing.assert_array_equal(arrays["arrived"], stored_sums[arrays["indices"]])
+        assert sorted(arrays["batch_sums"]) == sorted(np.concatenate([stored_sums, stored_sums]))
+        np.testing.assert_array_equal(arrays["held_after"], arrays["held_before"])
+        # The generated images are not blank in the middle, where the transform blanks: it did change the items it got.
+        assert (arrays["held_before"][:, 11:17, 11:17].reshape(COUNTS["train"], -1).sum(axis=1) > 0).mean() > 0.9
+
+
+def test_the_held_arrays_refuse_writes(fashion):
+    source = data_sources.open(FashionMnist.name, "test", data_dir=fashion["data_dir"])
+    with pytest.raises(ValueError, match="read-only"):
+        source.arrays["image"][0, 0, 0] = 1
+    item = source[0]
+    item["image"][:] = 0  # a copy: the held example is untouched
+    assert source.arrays["image"][0].any()
+    items = source.__getitems__([0, 1, -1])
+    items[0]["image"][:] = 0
+    assert source.arrays["image"][0].any()
+    np.testing.assert_array_equal(items[2]["image"], source.arrays["image"][-1])
+    with pytest.raises(IndexError, match="out of range"):
+        source.__getitems__([0, COUNTS["test"]])
+
+
+# ---------------------------------------------------------------- what open() reads: colour, malformed records
+
+
+class ColourImagesForTest(tfds.core.GeneratorBasedBuilder):
+    """A dataset shaped like TFDS's svhn_cropped: RGB images (32, 32, 3), 10 classes; images from COLOUR_IMAGES."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(  # not dataset_info_from_configs: it looks for metadata beside a package
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(32, 32, 3)), "label": tfds.features.ClassLabel(num_classes=10)}
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for index, image in enumerate(colour_images()):
+            yield index, {"image": image, "label": index % 10}
+
+
+def colour_images() -> np.ndarray:
+    """12 RGB images whose three channels differ everywhere (red bright, blue dark), so any reordering shows."""
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 60, (12, 32, 32, 3), dtype=np.uint8)
+    images[..., 0] += 190
+    images[..., 1] += 95
+    return images
+
+
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_open_gives_colour_images_in_rgb_as_tfds_data_source_does(tmp_path, file_format):
+    data_dir = tmp_path / file_format
+    source = data_sources.open(ColourImagesForTest.name, "train", data_dir=data_dir, file_format=file_format)
+    labels = [index % 10 for index in range(12)]
+    assert_same_examples(source.arrays["image"], source.arrays["label"], (colour_images(), np.array(labels)))
+    if file_format == "array_record":  # TFDS decodes with OpenCV where it is installed, as in the loaders extra
+        theirs = tfds.data_source(ColourImagesForTest.name, split="train", data_dir=data_dir)
+        for index in range(len(theirs)):
+            np.testing.assert_array_equal(source[index]["image"], theirs[index]["image"])
+
+
+def rewrite_record(data_dir: Path, split: str, index: int, change) -> None:
+    """Rewrites record `index` of the split's one ArrayRecord file: `change(example)` edits the tf.train.Example."""
+    from array_record.python import array_record_module
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    (path,) = data_dir.rglob(f"*-{split}.array_record-*")
+    reader = array_record_module.ArrayRecordReader(str(path))
+    records = list(reader.read_all())
+    reader.close()
+    example = tf_example_pb2.Example.FromString(records[index])
+    records[index] = change(example) or example.SerializeToString()
+    path.unlink()
+    writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")  # as TFDS writes them
+    for record in records:
+        writer.write(record)
+    writer.close()
+
+
+def without_label(example):
+    del example.features.feature["label"]
+
+
+def two_labels(example):
+    example.features.feature["label"].int64_list.value.append(3)
+
+
+def label_as_bytes(example):
+    example.features.feature["label"].ClearField("int64_list")
+    example.features.feature["label"].bytes_list.value.append(b"3")
+
+
+def no_image_value(example):
+    example.features.feature["image"].bytes_list.ClearField("value")
+
+
+def not_a_png(example):
+    example.features.feature["image"].bytes_list.value[0] = b"\x89PNG but not one"
+
+
+def not_an_example(example):
+    return b"\xff\xff\xff not a protocol buffer"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (without_label, "record 7 has no feature 'label'"),
+        (two_labels, "record 7: feature 'label' has 2 values, not 1"),
+        (label_as_bytes, "record 7: feature 'label' is a bytes_list, not a int64_list"),
+        (no_image_value, "record 7: feature 'image' has 0 values, not 1"),
+        (not_a_png, "record 7: cannot decode its image"),
+        (not_an_example, "record 7 is not a tf.train.Example"),
+    ],
+    ids=lambda value: getattr(value, "__name__", "message"),
+)
+def test_a_malformed_record_is_refused_by_index_and_feature(fashion, tmp_path, change, message):
+    data_dir = tmp_path / "data"
+    shutil.copytree(fashion["data_dir"], data_dir)
+    rewrite_record(data_dir, "test", 7, change)
+    with pytest.raises(ValueError, match=re.escape(f"{FashionMnist.name} test: {message}")):
+        data_sources.open(FashionMnist.name, "test", data_dir=data_dir)
+    data_sources.open(FashionMnist.name, "train", data_dir=data_dir)  # the other split's file is untouched
+
+
+# ---------------------------------------------------------------- the fork warning through wrappers
+
+# argv: data dir. Forks one DataLoader worker over each wrapper, with nothing for it to read (so that it does not
+# crash), and prints whether ForkedArrayRecordWarning was given.
+WRAPPED_RUN = r"""
+import sys, warnings
+import tensorflow_datasets as tfds
+import torch
+from torch.utils.data import ChainDataset, ConcatDataset, DataLoader, IterableDataset, Subset
+from mnist_variants import data_sources
+
+name = "mnist_variants_fashion_mnist"
+theirs = tfds.data_source(name, split="train", data_dir=sys.argv[1])
+ours = data_sources.open(name, "train", data_dir=sys.argv[1])
+
+
+class Stream(IterableDataset):
+    def __init__(self, source):
+        self.source = source
+
+    def __iter__(self):
+        return iter(())
+
+
+cases = {
+    "concat": ConcatDataset([ours, theirs]),
+    "subset_of_concat": Subset(ConcatDataset([ConcatDataset([ours]), theirs]), [0]),
+    "chain": ChainDataset([Stream(ours), Stream(theirs)]),
+    "own_wrapper": Stream(theirs),
+    "concat_of_ours": ConcatDataset([ours, Subset(ours, [1])]),
+    "chain_of_ours": ChainDataset([Stream(ours)]),
+}
+for case, dataset in cases.items():
+    options = dict(num_workers=1, multiprocessing_context="fork", timeout=60)
+    if not isinstance(dataset, IterableDataset):
+        options["sampler"] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(DataLoader(dataset, **options))
+    print(case, any(issubclass(w.category, data_sources.ForkedArrayRecordWarning) for w in caught))
+"""
+
+
+@needs("torch")
+def test_the_fork_warning_sees_through_wrappers(fashion):
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPED_RUN, str(fashion["data_dir"])],
+        capture_output=True, text=True, timeout=300, cwd=fashion["tmp"],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    warned = dict(line.split() for line in result.stdout.splitlines() if line.split()[-1] in ("True", "False"))
+    assert warned == {
+        "concat": "True",
+        "subset_of_concat": "True",
+        "chain": "True",
+        "own_wrapper": "True",
+        "concat_of_ours": "False",
+        "chain_of_ours": "False",
+    }

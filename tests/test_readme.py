@@ -1,13 +1,20 @@
 """The README's code runs as written: every block that claims to run is run here, verbatim, offline.
 
 Which blocks run (new blocks are picked up by the same rule, with no change here):
-- every ```` ```python ```` block, all of them in document order in one fresh interpreter, as a
-  reader pasting them into one session would (a later block may use an earlier one's imports);
+- every Python block, whatever its fence says (```` ```python ````, ```` ```py ````, ```` ```python3 ````),
+  each pasted into a script of its own and run as `python block.py`, in document order, in one home
+  folder: as a reader pasting it into a file would run it (spawned workers import that file again, so
+  worker-starting code must sit under `if __name__ == "__main__":`). A block whose imports are not
+  installed (torch, grain, jax: the `loaders` extra, which CI installs) is skipped, by name, not failed;
 - every line of a ```` ```sh ```` block that starts with one of RUNNABLE_COMMANDS, in bash.
   Other shell lines (creating a venv, `pip install`, the benchmarks, the whole test suite)
   install from the network or take minutes; they stay illustrative.
 A block that must not run (a placeholder path, a sketch) is written with another fence
 language (```` ```text ````), or as a shell line that starts with something else.
+
+The README's Python blocks and the two examples that use default folders (`train_torch.py`:
+`data_sources.open`; `train_fashion_mnist.py`: `tfds.load`) also run in several orders in one fresh
+home each (test_defaults_never_collide_in_any_order): the file formats must never collide.
 
 How they run offline with the registered upstream checksums: in a fresh home folder (so
 `~/tensorflow_datasets` and the keras cache are empty) and working directory, with
@@ -18,6 +25,8 @@ files' checksums and the mirror as the builders' only source in every Python pro
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import re
@@ -38,15 +47,18 @@ FASHION_COUNTS = {"train": 300, "test": 60}
 SECONDS = 900  # for all blocks; they normally take one to three minutes
 
 
+PYTHON_FENCES = ("python", "py", "python3", "py3")
+
+
 def code_blocks(text: str) -> list[tuple[str, str]]:
     """(language, code) of every fenced block, in order."""
     return [(match[1], match[2]) for match in re.finditer(r"^```(\w*)[^\n]*\n(.*?)^```", text, re.M | re.S)]
 
 
-def runnable(text: str) -> tuple[str, list[str]]:
-    """All python blocks as one program, and the shell lines that run."""
+def runnable(text: str) -> tuple[list[str], list[str]]:
+    """The Python blocks, each a script, and the shell lines that run."""
     blocks = code_blocks(text)
-    python = "\n".join(code for language, code in blocks if language == "python")
+    python = [code for language, code in blocks if language.lower() in PYTHON_FENCES]
     shell = [
         line
         for language, code in blocks
@@ -57,11 +69,44 @@ def runnable(text: str) -> tuple[str, list[str]]:
     return python, shell
 
 
+def missing_imports(code: str) -> list[str]:
+    """The top-level modules `code` imports that are not installed here."""
+    modules = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module.split(".")[0])
+    return sorted(module for module in modules if importlib.util.find_spec(module) is None)
+
+
 def test_the_rule_finds_the_blocks_that_claim_to_run():
     python, shell = runnable(README.read_text())
-    assert 'tfds.data_source(\n    "mnist_variants_fashion_mnist"' in python
+    assert any('tfds.data_source(\n    "mnist_variants_fashion_mnist"' in block for block in python)
+    assert any("grain.MapDataset.source(train)" in block for block in python)  # fenced py before
     assert any(line.startswith("tfds build mnist_variants_binarized_mnist") for line in shell)
     assert not any("pip install" in line for line in shell)
+    assert runnable("```py\nprint(1)\n```\n```Python\nprint(2)\n```\n```text\nprint(3)\n```\n")[0] == [
+        "print(1)\n",
+        "print(2)\n",
+    ]
+
+
+def run_blocks(blocks: list[str], workdir: Path, env: dict[str, str]) -> list[str]:
+    """Runs each block as `python block_N.py` in `workdir`; returns the stdout of each (skipped ones: None)."""
+    outputs = []
+    for number, code in enumerate(blocks):
+        if missing_imports(code):
+            outputs.append(None)
+            continue
+        script = workdir / f"block_{number}.py"
+        script.write_text(code)
+        ran = subprocess.run(
+            [sys.executable, script.name], cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS
+        )
+        assert ran.returncode == 0, f"{code}\n{ran.stdout[-3000:]}\n{ran.stderr[-5000:]}"
+        outputs.append(ran.stdout)
+    return outputs
 
 
 @pytest.fixture
@@ -101,18 +146,22 @@ def mirror(tmp_path, file_server) -> dict[str, str]:
     }
 
 
+def workdir_for(tmp_path: Path, name: str) -> Path:
+    """A working directory that is not the repository (the snippets run wherever the package is installed),
+    with what the shell lines name relative to the repository root."""
+    workdir = tmp_path / name
+    workdir.mkdir()
+    for entry in (".venv", "examples"):
+        (workdir / entry).symlink_to(REPO / entry)
+    return workdir
+
+
 def test_every_runnable_block_runs_as_written(tmp_path, mirror):
     python, shell = runnable(README.read_text())
-    workdir = tmp_path / "work"  # not the repository: the snippets run wherever the package is installed
-    workdir.mkdir()
-    for name in (".venv", "examples"):  # what the shell lines name, relative to the repository root
-        (workdir / name).symlink_to(REPO / name)
+    workdir = workdir_for(tmp_path, "work")
     env = {**os.environ, **mirror}  # with the only_loopback proxies
-    ran = subprocess.run(
-        [sys.executable, "-c", python], cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS
-    )
-    assert ran.returncode == 0, f"{python}\n{ran.stdout[-3000:]}\n{ran.stderr[-5000:]}"
-    assert re.search(rf"^{FASHION_COUNTS['train']} \d$", ran.stdout, re.M), ran.stdout  # len(source), a label
+    outputs = run_blocks(python, workdir, env)
+    assert any(re.search(rf"^{FASHION_COUNTS['train']} \d$", out or "", re.M) for out in outputs), outputs
     array_record = Path(mirror["HOME"]) / "tensorflow_datasets_array_record" / FashionMnist.name
     assert list(array_record.rglob("*.array_record*")), "the data source was not prepared as ArrayRecord"
     for line in shell:
@@ -120,3 +169,56 @@ def test_every_runnable_block_runs_as_written(tmp_path, mirror):
             ["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS
         )
         assert ran.returncode == 0, f"{line}\n{ran.stdout[-3000:]}\n{ran.stderr[-5000:]}"
+    if not missing_imports("import torch"):  # the last unit of the README-first order (ORDERS)
+        run_example("train_torch", workdir, env)
+    skipped = [python[number].splitlines()[0] for number, out in enumerate(outputs) if out is None]
+    if skipped:
+        missing = sorted({module for code in python for module in missing_imports(code)})
+        pytest.skip(f"blocks not run, {', '.join(missing)} not installed (pip install '.[loaders]'): {skipped}")
+
+
+# The examples that use default folders, with their defaults but for a short run: each unit is one or more runs.
+EXAMPLES = {
+    "train_torch": [
+        ["train_torch.py", "--epochs", "1"],  # data_sources.open
+        ["train_torch.py", "--epochs", "1", "--source", "tfds", "--num_workers", "0"],  # tfds.data_source
+    ],
+    "train_fashion_mnist": [["train_fashion_mnist.py", "--epochs", "1"]],  # tfds.load
+}
+UNITS = ("readme", *EXAMPLES)
+
+
+# The rotations of UNITS: each unit runs first once (in an empty home), and each unit runs after each other one
+# in some order; what a unit meets is what the units before it prepared, in which format, in which folder. The
+# three other permutations would cost three more runs of about 40 s each (measured: 39 s for one order, -n 0).
+# The rotation with the README first is test_every_runnable_block_runs_as_written: its shell lines run
+# train_fashion_mnist.py after the blocks, and it runs train_torch.py last.
+ORDERS = [UNITS[first:] + UNITS[:first] for first in range(1, len(UNITS))]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids="-then-".join)
+def test_defaults_never_collide_in_any_order(tmp_path, mirror, order):
+    """The README's Python blocks (in their order) and both examples, in this order, in one fresh home: whichever
+    prepares first, none meets a file format it cannot read (`tfds.load` on ArrayRecord, `tfds.data_source` on
+    TFRecord). Skipped where torch or grain is not installed (the minimum-versions run of CI)."""
+    python, _ = runnable(README.read_text())
+    missing = sorted({module for code in [*python, "import torch"] for module in missing_imports(code)})
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (pip install '.[loaders]')")
+    workdir = workdir_for(tmp_path, "work")
+    env = {**os.environ, **mirror}
+    for unit in order:
+        if unit == "readme":
+            run_blocks(python, workdir, env)
+            continue
+        run_example(unit, workdir, env, after=order[: order.index(unit)])
+
+
+def run_example(unit: str, workdir: Path, env: dict[str, str], after: tuple[str, ...] = ("readme",)) -> None:
+    for script, *args in EXAMPLES[unit]:
+        ran = subprocess.run(
+            [sys.executable, str(REPO / "examples" / script), *args],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS,
+        )  # fmt: skip
+        assert ran.returncode == 0, f"{script} {args} after {after}\n{ran.stderr[-5000:]}"
+        assert re.search(r"^test.*accuracy", ran.stdout, re.M | re.I), ran.stdout
