@@ -266,7 +266,7 @@ def _command(source_length: int, entry: str) -> list[str] | None:
         return None
     # The parent's import path, so numpy is found wherever this process found it (pip --target, pex,
     # Bazel runfiles); the working directory last, so modules there cannot shadow the standard library.
-    here = {"", os.getcwd()}
+    here = {"", _working_directory()}
     path = [entry for entry in sys.path if entry not in here] + [entry for entry in sys.path if entry in here]
     bootstrap = (
         f"import sys; sys.path[:] = {path!r}; source = sys.stdin.buffer.read(int(sys.argv[1])); "
@@ -275,6 +275,14 @@ def _command(source_length: int, entry: str) -> list[str] | None:
     )
     # -I: no PYTHON* variables, no user site, no working directory on the path before ours is set.
     return [sys.executable, "-I", "-c", bootstrap, str(source_length)]
+
+
+def _working_directory() -> str:
+    """The working directory, or "" where it was removed or cannot be read (a cleaned-up scratch folder)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
 
 
 def _helper_command(source_length: int) -> list[str] | None:

@@ -422,6 +422,12 @@ def test_the_helper_starts_beside_a_shadowing_module_and_under_isolation_flags(t
     assert "HELPER yes" in out
 
 
+def test_the_helper_starts_from_a_removed_working_directory(tmp_path):
+    """A job whose scratch folder was cleaned up: the helper still starts, as TFDS itself copes (issue 30)."""
+    out = run_anywhere(tmp_path, [sys.executable, "-I", str(ANYWHERE), "--png", str(PNG_SOURCE), "--gone-cwd"])
+    assert "HELPER yes" in out
+
+
 def test_the_helper_finds_numpy_where_the_parent_found_it(tmp_path):
     """As with pip --target, pex or Bazel: numpy and zlib-ng only on the sys.path the program sets up itself."""
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True, timeout=120)
