@@ -277,7 +277,7 @@ class _Connection:
         self.whole_file, self._skip = True, 0
         if self.partial.received or len(self.partial.spans) > 1:
             changed = "changed since the partial was started" if self.partial.validator else "ignores ranges"
-            print(f"{self.url} sent the whole file ({changed}): reading {self.name} from zero", flush=True)
+            _say(f"{self.url} sent the whole file ({changed}): reading {self.name} from zero")
             self.span = self.partial.restart_whole()
             self.partial.validator = None  # the new answer's, taken below
 
@@ -296,9 +296,9 @@ class _Connection:
             raise Cancelled(f"{self.url}: cancelled")
         span = self.span
         if span.position > span.start:  # only where bytes were really received
-            print(f"Resuming {self.name} from byte {span.position:,} of {span.end:,} ({_short(reason)})", flush=True)
+            _say(f"Resuming {self.name} from byte {span.position:,} of {span.end:,} ({_short(reason)})")
         else:
-            print(f"Retrying {self.url} from byte {span.position:,} ({_short(reason)})", flush=True)
+            _say(f"Retrying {self.url} from byte {span.position:,} ({_short(reason)})")
 
     def run(self, response: requests.Response | None = None) -> None:
         """Receives the part into the partial, whatever happens on the way; raises TransferError if it cannot."""
@@ -426,6 +426,12 @@ def _blocks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
     requests' `iter_content(n)` waits to fill n bytes and drops them when the connection breaks.
     """
     return iter(lambda: response.raw.read1(BLOCK_BYTES, decode_content=False), b"")
+
+
+def _say(message: str) -> None:
+    """One line in one write: print() writes the text and its line end apart, so the parts' threads and the
+    caller's could share a line (as tests/test_locks.py once saw of locking's lines)."""
+    print(message + "\n", end="", flush=True)
 
 
 def _bytes(length: str) -> str:
