@@ -161,7 +161,11 @@ class Fetch:
         names = self.wanted.filenames()
         extras = [name for name in self.wanted.extra_files.values() if name not in names]
         members = formats.read_zip_members(
-            verdict.data, verdict.path, [archive.member(n) for n in names], [archive.member(n) for n in extras]
+            verdict.data,
+            verdict.path,
+            [archive.member(n) for n in names],
+            [archive.member(n) for n in extras],
+            most_bytes=int(self.wanted.registry[name].download.size),  # no member outgrows the registered archive
         )
         for inner in (*names, *extras):
             if (member := archive.member(inner)) in members:

@@ -348,38 +348,76 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np
 UNUSED_CLASS = "N/A"  # the name of a label value a dataset never uses (EMNIST Letters' 0)
 
 
+# Every way a damaged zip index reaches zipfile's reader as a Python error (a version it cannot read, a
+# negative seek, a field struct cannot unpack, a size it cannot hold); each becomes a MalformedFileError.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    MemoryError,
+    OSError,
+)
+_LOCAL_HEADER_BYTES = 30  # a member's local header, before its name: its data starts after it
+
+
 def read_zip_members(
-    data: bytes, source: Source, members: Sequence[str], optional: Sequence[str] = ()
+    data: bytes,
+    source: Source,
+    members: Sequence[str],
+    optional: Sequence[str] = (),
+    most_bytes: int | None = None,
 ) -> dict[str, bytes | bytearray]:
     """The named members of zip archive `data` (EMNIST's gzip.zip), each inflated once and checked.
 
     zipfile checks each member's CRC-32 and size as it is read whole. A member of `members`
     that is missing, or any that is damaged, is a MalformedFileError naming it; a member of
     `optional` that is missing is left out. Nothing is extracted to disk, and each member is
-    read into one buffer of its recorded size, once that size is shown possible for its data.
+    read into one buffer of its recorded size, once that size is shown possible: its stored
+    bytes lie inside the archive, its size is within what they can inflate to and within
+    `most_bytes` (the dataset's bound for any member), so no claim of the index allocates more
+    than the archive's own bytes can hold.
     """
     where = os.fspath(source)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # BytesIO shares the bytes: no copy
-            held = {info.filename: info for info in archive.infolist()}
-            missing = [name for name in members if name not in held]
-            if missing:
-                raise MalformedFileError(
-                    f"{where}: has no member {', '.join(missing)} (it holds {len(held)} members;"
-                    " another archive, or a different release?)"
-                )
-            wanted = [*members, *(name for name in optional if name in held)]
-            return {name: _read_member(archive, held[name], where) for name in wanted}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise MalformedFileError(f"{where}: not a readable zip archive ({error})") from None
+        archive = zipfile.ZipFile(io.BytesIO(data))  # BytesIO shares the bytes: no copy
+    except _ZIP_ERRORS as error:
+        raise MalformedFileError(f"{where}: not a readable zip archive ({error or type(error).__name__})") from None
+    with archive:
+        held = {info.filename: info for info in archive.infolist()}
+        missing = [name for name in members if name not in held]
+        if missing:
+            raise MalformedFileError(
+                f"{where}: has no member {', '.join(missing)} (it holds {len(held)} members;"
+                " another archive, or a different release?)"
+            )
+        wanted = [*members, *(name for name in optional if name in held)]
+        return {name: _read_member(archive, held[name], where, len(data), most_bytes) for name in wanted}
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytearray:
+def _read_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_bytes: int, most_bytes: int | None
+) -> bytearray:
+    damaged = f"{where}: member {info.filename} is damaged"
+    if info.header_offset < 0 or info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > archive_bytes:
+        raise MalformedFileError(
+            f"{damaged}: its {info.compress_size:,} stored bytes at offset {info.header_offset:,} would end past"
+            f" the archive's {archive_bytes:,} bytes"
+        )
     most = info.compress_size * (_MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)
     if info.file_size > most + _FEED_BYTES:
         raise MalformedFileError(
-            f"{where}: member {info.filename} is damaged: it claims {info.file_size:,} bytes, more than its"
-            f" {info.compress_size:,} stored bytes can hold"
+            f"{damaged}: it claims {info.file_size:,} bytes, more than its {info.compress_size:,} stored bytes can hold"
+        )
+    if most_bytes is not None and info.file_size > most_bytes:
+        raise MalformedFileError(
+            f"{damaged}: it claims {info.file_size:,} bytes, more than any member of this dataset's archive"
+            f" ({most_bytes:,})"
         )
     content = bytearray(info.file_size)
     filled = 0
@@ -390,8 +428,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
                 filled += len(part)
             if member.read(1):
                 raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
-    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as error:
-        raise MalformedFileError(f"{where}: member {info.filename} is damaged ({error})") from None
+    except MalformedFileError:
+        raise
+    except _ZIP_ERRORS as error:
+        raise MalformedFileError(f"{damaged} ({error or type(error).__name__})") from None
     if filled < len(content):
         raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {len(content):,} bytes)")
     return content
