@@ -313,7 +313,7 @@ class Download:
         )  # TFDS's Size prints "15.3 KiB"
         with self._partial(identity, locked) as partial:
             for last_try in (False, True):
-                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress)
+                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, whole=last_try)
                 data = partial.read_all()
                 if self._verifies(data):
                     self._keep(partial, data)
