@@ -370,6 +370,7 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
         if codes := files.get("class_codes"):  # upstream's own label -> character list: the names must agree
             formats.check_class_names(formats.read_class_codes(codes.data, codes.path), self.class_names, codes.path)
         images = formats.read_idx_images_in_batches(files["images"].data, files["images"].path, SUBMISSION_IMAGES)
-        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names))
+        unused = [label for label, name in enumerate(self.class_names) if name == formats.UNUSED_CLASS]
+        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names), unused)
         formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}

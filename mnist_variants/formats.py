@@ -228,14 +228,19 @@ def read_idx_images_in_batches(data: bytes, source: Source = "<bytes>", batch: i
     return ImageBatches(count, (images[..., np.newaxis] for images in body))
 
 
-def read_idx_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 10) -> np.ndarray:
-    """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1."""
+def read_idx_labels(
+    data: bytes, source: Source = "<bytes>", num_classes: int = 10, unused: Sequence[int] = ()
+) -> np.ndarray:
+    """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1, none of
+    them a class the dataset leaves `unused` (EMNIST Letters' 0)."""
     labels = _read_idx(data, source, IDX_LABELS_MAGIC, (), "labels")
-    out_of_range = np.flatnonzero(labels >= num_classes)
+    used = np.setdiff1d(np.arange(num_classes), np.asarray(unused, dtype=np.int64))
+    out_of_range = np.flatnonzero(~np.isin(labels, used))
     if out_of_range.size:
         first = int(out_of_range[0])
+        classes = f"{used[0]}..{used[-1]}" if used.size and used[-1] - used[0] + 1 == used.size else str(list(used))
         raise MalformedFileError(
-            f"{os.fspath(source)}: label {labels[first]} at index {first} is outside 0..{num_classes - 1}"
+            f"{os.fspath(source)}: label {labels[first]} at index {first} is outside {classes}"
             f" ({out_of_range.size} such labels)"
         )
     return labels
@@ -441,8 +446,10 @@ def read_class_codes(data: bytes, source: Source = "<bytes>") -> dict[int, tuple
     """Each label's character codes from a mapping file (EMNIST's `label code [code]` lines), read strictly."""
     where = os.fspath(source)
     codes: dict[int, tuple[int, ...]] = {}
-    lines = bytes(data).split(b"\n")
-    if lines[-1] == b"":  # the newline that ends the last line
+    # What real files hold beside upstream's form: a UTF-8 byte-order mark, CRLF line ends (split() drops
+    # the CR with the spaces), and blank lines after the last one.
+    lines = bytes(data).removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -465,7 +472,9 @@ def check_class_names(codes: dict[int, tuple[int, ...]], names: Sequence[str], s
         spelled = " or ".join(repr(chr(code)) for code in characters)
         if label >= len(names):
             raise MalformedFileError(f"{where}: label {label} ({spelled}) is not among the {len(names)} classes")
-        if names[label] not in {chr(code) for code in characters}:
+        # Each code is the name or its other case (letters' `1 65 97`): a code naming any other character is wrong.
+        cases = {names[label], names[label].upper(), names[label].lower()}
+        if names[label] not in {chr(code) for code in characters} or any(chr(code) not in cases for code in characters):
             raise MalformedFileError(f"{where}: label {label} is {spelled}, but the builder names it {names[label]!r}")
     unmapped = [label for label, name in enumerate(names) if label not in codes and name != UNUSED_CLASS]
     if unmapped:
