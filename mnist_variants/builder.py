@@ -164,6 +164,14 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 print(f"Another process prepared {self.data_path} first; using its dataset", flush=True)
                 self.info.read_from_directory(self.data_path)
                 return None
+            finally:
+                self._end_png_helpers()
+
+    def _end_png_helpers(self) -> None:
+        """The PNG helper processes end, and are waited for, before the preparation returns or fails."""
+        encoder, self._png_encoder = getattr(self, "_png_encoder", None), None
+        if encoder is not None:
+            encoder.shutdown()
 
     @abc.abstractmethod
     def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray | formats.ImageBatches]:
@@ -200,7 +208,8 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         fetch = fetching.Fetch(self.wanted(), dl_manager)
         # The encoder boots on another core while the files are fetched; a body found damaged meanwhile
         # stops the downloads still running, so the preparation fails then, not when they end.
-        feed = ImageFeed(png.PngEncoder(), on_failure=fetch.cancel)
+        self._png_encoder = png.PngEncoder()  # ended by download_and_prepare (_end_png_helpers)
+        feed = ImageFeed(self._png_encoder, on_failure=fetch.cancel)
         features = {}
         try:
             # Each split is parsed as soon as its files are here, while larger files still download; every
@@ -370,6 +379,7 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
         if codes := files.get("class_codes"):  # upstream's own label -> character list: the names must agree
             formats.check_class_names(formats.read_class_codes(codes.data, codes.path), self.class_names, codes.path)
         images = formats.read_idx_images_in_batches(files["images"].data, files["images"].path, SUBMISSION_IMAGES)
-        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names))
+        unused = [label for label, name in enumerate(self.class_names) if name == formats.UNUSED_CLASS]
+        labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names), unused)
         formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}

@@ -174,7 +174,11 @@ class Fetch:
         names = self.wanted.filenames()
         extras = [name for name in self.wanted.extra_files.values() if name not in names]
         members = formats.read_zip_members(
-            verdict.data, verdict.path, [archive.member(n) for n in names], [archive.member(n) for n in extras]
+            verdict.data,
+            verdict.path,
+            [archive.member(n) for n in names],
+            [archive.member(n) for n in extras],
+            most_bytes=int(self.wanted.registry[name].download.size),  # no member outgrows the registered archive
         )
         for inner in (*names, *extras):
             if (member := archive.member(inner)) in members:
@@ -344,7 +348,7 @@ class Download:
         identity = partials.Identity(int(self.registered.size), self.registered.checksum)
         with self._partial(identity, url, locked) as partial:
             for last_try in (False, True):
-                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress)
+                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, whole=last_try)
                 data = partial.read_all()
                 if self._verifies(data):
                     self._keep(partial, data)

@@ -229,14 +229,19 @@ def read_idx_images_in_batches(data: bytes, source: Source = "<bytes>", batch: i
     return ImageBatches(count, (images[..., np.newaxis] for images in body))
 
 
-def read_idx_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 10) -> np.ndarray:
-    """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1."""
+def read_idx_labels(
+    data: bytes, source: Source = "<bytes>", num_classes: int = 10, unused: Sequence[int] = ()
+) -> np.ndarray:
+    """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1, none of
+    them a class the dataset leaves `unused` (EMNIST Letters' 0)."""
     labels = _read_idx(data, source, IDX_LABELS_MAGIC, (), "labels")
-    out_of_range = np.flatnonzero(labels >= num_classes)
+    used = np.setdiff1d(np.arange(num_classes), np.asarray(unused, dtype=np.int64))
+    out_of_range = np.flatnonzero(~np.isin(labels, used))
     if out_of_range.size:
         first = int(out_of_range[0])
+        classes = f"{used[0]}..{used[-1]}" if used.size and used[-1] - used[0] + 1 == used.size else str(list(used))
         raise MalformedFileError(
-            f"{os.fspath(source)}: label {labels[first]} at index {first} is outside 0..{num_classes - 1}"
+            f"{os.fspath(source)}: label {labels[first]} at index {first} is outside {classes}"
             f" ({out_of_range.size} such labels)"
         )
     return labels
@@ -349,38 +354,76 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np
 UNUSED_CLASS = "N/A"  # the name of a label value a dataset never uses (EMNIST Letters' 0)
 
 
+# Every way a damaged zip index reaches zipfile's reader as a Python error (a version it cannot read, a
+# negative seek, a field struct cannot unpack, a size it cannot hold); each becomes a MalformedFileError.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    MemoryError,
+    OSError,
+)
+_LOCAL_HEADER_BYTES = 30  # a member's local header, before its name: its data starts after it
+
+
 def read_zip_members(
-    data: bytes, source: Source, members: Sequence[str], optional: Sequence[str] = ()
+    data: bytes,
+    source: Source,
+    members: Sequence[str],
+    optional: Sequence[str] = (),
+    most_bytes: int | None = None,
 ) -> dict[str, bytes | bytearray]:
     """The named members of zip archive `data` (EMNIST's gzip.zip), each inflated once and checked.
 
     zipfile checks each member's CRC-32 and size as it is read whole. A member of `members`
     that is missing, or any that is damaged, is a MalformedFileError naming it; a member of
     `optional` that is missing is left out. Nothing is extracted to disk, and each member is
-    read into one buffer of its recorded size, once that size is shown possible for its data.
+    read into one buffer of its recorded size, once that size is shown possible: its stored
+    bytes lie inside the archive, its size is within what they can inflate to and within
+    `most_bytes` (the dataset's bound for any member), so no claim of the index allocates more
+    than the archive's own bytes can hold.
     """
     where = os.fspath(source)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # BytesIO shares the bytes: no copy
-            held = {info.filename: info for info in archive.infolist()}
-            missing = [name for name in members if name not in held]
-            if missing:
-                raise MalformedFileError(
-                    f"{where}: has no member {', '.join(missing)} (it holds {len(held)} members;"
-                    " another archive, or a different release?)"
-                )
-            wanted = [*members, *(name for name in optional if name in held)]
-            return {name: _read_member(archive, held[name], where) for name in wanted}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise MalformedFileError(f"{where}: not a readable zip archive ({error})") from None
+        archive = zipfile.ZipFile(io.BytesIO(data))  # BytesIO shares the bytes: no copy
+    except _ZIP_ERRORS as error:
+        raise MalformedFileError(f"{where}: not a readable zip archive ({error or type(error).__name__})") from None
+    with archive:
+        held = {info.filename: info for info in archive.infolist()}
+        missing = [name for name in members if name not in held]
+        if missing:
+            raise MalformedFileError(
+                f"{where}: has no member {', '.join(missing)} (it holds {len(held)} members;"
+                " another archive, or a different release?)"
+            )
+        wanted = [*members, *(name for name in optional if name in held)]
+        return {name: _read_member(archive, held[name], where, len(data), most_bytes) for name in wanted}
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytearray:
+def _read_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_bytes: int, most_bytes: int | None
+) -> bytearray:
+    damaged = f"{where}: member {info.filename} is damaged"
+    if info.header_offset < 0 or info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > archive_bytes:
+        raise MalformedFileError(
+            f"{damaged}: its {info.compress_size:,} stored bytes at offset {info.header_offset:,} would end past"
+            f" the archive's {archive_bytes:,} bytes"
+        )
     most = info.compress_size * (_MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)
     if info.file_size > most + _FEED_BYTES:
         raise MalformedFileError(
-            f"{where}: member {info.filename} is damaged: it claims {info.file_size:,} bytes, more than its"
-            f" {info.compress_size:,} stored bytes can hold"
+            f"{damaged}: it claims {info.file_size:,} bytes, more than its {info.compress_size:,} stored bytes can hold"
+        )
+    if most_bytes is not None and info.file_size > most_bytes:
+        raise MalformedFileError(
+            f"{damaged}: it claims {info.file_size:,} bytes, more than any member of this dataset's archive"
+            f" ({most_bytes:,})"
         )
     content = bytearray(info.file_size)
     filled = 0
@@ -391,8 +434,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
                 filled += len(part)
             if member.read(1):
                 raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
-    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as error:
-        raise MalformedFileError(f"{where}: member {info.filename} is damaged ({error})") from None
+    except MalformedFileError:
+        raise
+    except _ZIP_ERRORS as error:
+        raise MalformedFileError(f"{damaged} ({error or type(error).__name__})") from None
     if filled < len(content):
         raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {len(content):,} bytes)")
     return content
@@ -402,8 +447,10 @@ def read_class_codes(data: bytes, source: Source = "<bytes>") -> dict[int, tuple
     """Each label's character codes from a mapping file (EMNIST's `label code [code]` lines), read strictly."""
     where = os.fspath(source)
     codes: dict[int, tuple[int, ...]] = {}
-    lines = bytes(data).split(b"\n")
-    if lines[-1] == b"":  # the newline that ends the last line
+    # What real files hold beside upstream's form: a UTF-8 byte-order mark, CRLF line ends (split() drops
+    # the CR with the spaces), and blank lines after the last one.
+    lines = bytes(data).removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    while lines and not lines[-1].strip():
         lines.pop()
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -426,7 +473,9 @@ def check_class_names(codes: dict[int, tuple[int, ...]], names: Sequence[str], s
         spelled = " or ".join(repr(chr(code)) for code in characters)
         if label >= len(names):
             raise MalformedFileError(f"{where}: label {label} ({spelled}) is not among the {len(names)} classes")
-        if names[label] not in {chr(code) for code in characters}:
+        # Each code is the name or its other case (letters' `1 65 97`): a code naming any other character is wrong.
+        cases = {names[label], names[label].upper(), names[label].lower()}
+        if names[label] not in {chr(code) for code in characters} or any(chr(code) not in cases for code in characters):
             raise MalformedFileError(f"{where}: label {label} is {spelled}, but the builder names it {names[label]!r}")
     unmapped = [label for label, name in enumerate(names) if label not in codes and name != UNUSED_CLASS]
     if unmapped:

@@ -7,16 +7,24 @@ connection asks for a closed range, so no server sends more than that part, and 
 receives at the part's offset in the partial file, so memory stays at one block per connection
 whatever a server sends or how unevenly the parts arrive.
 
-- Time limits (the README states them in one sentence): an attempt waits at most `timeout`
-  seconds for the next byte, and gives up when it brought less than `MIN_BYTES_PER_TIMEOUT`
-  in `timeout` seconds (a trickle); a source is given up after `fruitless_attempts` attempts
-  in a row that brought no byte or trickled, or after `max_resumes` resumes of one part.
+- Time limits (the README states them in one sentence): one rule for every byte an attempt
+  waits for, from its start: each `timeout` seconds must bring `MIN_BYTES_PER_TIMEOUT` bytes of
+  the file, or a watchdog (`_Deadline`) shuts the attempt's socket down, whether it waits for
+  response headers, the sniff of a page, a chunk's framing or the body. urllib3's read timeout
+  bounds each `recv` alone, so a server sending a byte now and then in its headers or a
+  chunk-size line (up to 64 KiB of them) would hold an attempt for as long as it likes. A
+  source is given up after `fruitless_attempts` attempts in a row that brought no byte or
+  trickled, or after `max_resumes` resumes of one part.
 - Resume: a cut or stalled part goes on from its last byte. With the server's validator
   (a strong ETag, else Last-Modified) sent back as `If-Range`, a file that changed behind the
   same URL comes whole (200) and is read from zero instead of being spliced.
 - A server that ignores Range answers 200 with the whole file: the first connection then
   reads it all from zero; a later part that gets the whole file keeps only its own bytes.
-- Cancelling (another file failed, Ctrl-C) shuts the sockets down, so a blocked read ends now.
+- After pieced bytes failed their sha256, the refetch (`whole`) is a GET without Range: a server
+  may lie on every range and still serve the whole file right.
+- Cancelling (another file failed, Ctrl-C) shuts the sockets down, so a blocked read ends now,
+  also one waiting for the response headers: the sockets are known from the moment they are
+  made (`_WatchedAdapter`). Only a TCP connect still under way ends at its own timeout.
 
 Why our own code: requests and urllib3 retry only until a body starts; resuming a body, and
 ranges in parallel, are the caller's job (huggingface_hub's `http_get` resumes the same way).
@@ -26,14 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import requests
+import requests.adapters
 import urllib3
 
 from mnist_variants import traps
@@ -124,12 +135,12 @@ def parts(size: int, connections: int) -> list[tuple[int, int]]:
 
 
 class Cancel:
-    """Stops transfers from outside: set, it shuts down every open response so blocked reads end now."""
+    """Stops transfers from outside: set, it ends every attempt under way, so blocked reads end now."""
 
     def __init__(self, parent: Cancel | None = None) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._open: set[requests.Response] = set()
+        self._open: set[_Deadline] = set()
         self._children: list[Cancel] = []
         if parent is not None:
             parent._adopt(self)
@@ -143,9 +154,9 @@ class Cancel:
     def set(self) -> None:
         with self._lock:
             self._event.set()
-            responses, children = list(self._open), list(self._children)
-        for response in responses:
-            _shut_down(response)
+            attempts, children = list(self._open), list(self._children)
+        for attempt in attempts:
+            attempt.end("cancelled")
         for child in children:
             child.set()
 
@@ -156,23 +167,149 @@ class Cancel:
         if cancelled:
             child.set()
 
-    @contextlib.contextmanager
-    def watching(self, response: requests.Response) -> Iterator[None]:
+    def watch(self, attempt: _Deadline) -> None:
+        """Ends `attempt` when this is set (at once if it already is)."""
         with self._lock:
-            self._open.add(response)
+            self._open.add(attempt)
             cancelled = self._event.is_set()
-        try:
-            if cancelled:
-                _shut_down(response)
-            yield
-        finally:
+        if cancelled:
+            attempt.end("cancelled")
+
+    def forget(self, attempt: _Deadline) -> None:
+        with self._lock:
+            self._open.discard(attempt)
+
+
+class _Deadline:
+    """One attempt's time limit: from its start, each `timeout` seconds must bring MIN_BYTES_PER_TIMEOUT
+    bytes of the file, or its sockets are shut down, so whatever read is blocked ends there.
+
+    A thread of its own watches the clock: a read stuck in http.client (a header line, a chunk-size
+    line, the sniff's one read of 512 bytes) cannot check it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.why: str | None = None  # why the attempt was ended from outside, once it was
+        self.trickled = False  # ended with some bytes in its last window: a trickle, not silence
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._window_end, self._window_bytes = time.monotonic() + timeout, 0
+        self._over = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="download-deadline", daemon=True)
+        self._thread.start()
+
+    def received(self, count: int) -> None:
+        with self._lock:
+            self._window_bytes += count
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shuts `sock` down with the attempt (at once if the attempt has ended)."""
+        with self._lock:
+            if self.why is None:
+                self._sockets.append(sock)
+                return
+        _shut(sock)
+
+    def end(self, why: str) -> None:
+        with self._lock:
+            if self.why is not None:
+                return
+            self.why, sockets = why, list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def close(self) -> None:
+        """The attempt is over: its sockets (maybe kept alive for the next one) are no longer touched."""
+        with self._lock:
+            self.why = self.why or "over"
+            self._sockets.clear()
+        self._over.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._over.wait(max(0.0, self._window_end - time.monotonic())):
             with self._lock:
-                self._open.discard(response)
+                if time.monotonic() < self._window_end:
+                    continue
+                got = self._window_bytes
+                if got >= MIN_BYTES_PER_TIMEOUT:
+                    self._window_end, self._window_bytes = self._window_end + self.timeout, 0
+                    continue
+                self.trickled = got > 0
+            self.end(f"timed out: {'only ' + str(got) + ' bytes' if got else 'no byte'} in {self.timeout:g} s")
+            return
+
+    def reason(self, error: BaseException) -> BaseException:
+        """What ended the attempt: the deadline, where it did (the read's own error only says the socket closed)."""
+        if self.why is None or self.why in ("over", "cancelled"):
+            return error
+        return _Trickle(self.why) if self.trickled else _Interrupted(self.why)
 
 
-def _shut_down(response: requests.Response) -> None:
-    with contextlib.suppress(Exception):  # already closed or released: nothing is blocked on it
-        response.raw.shutdown()
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: nothing is blocked on it
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+# The deadline of the request this thread is making, which the sockets it makes or reuses are watched for.
+_making = threading.local()
+
+
+def _watch_socket(sock: socket.socket | None) -> None:
+    deadline = getattr(_making, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+@functools.cache
+def _watched_connection(connection_cls: type) -> type:
+    """`connection_cls` telling this thread's deadline of every socket it makes or reuses."""
+
+    class Watched(connection_cls):
+        def _new_conn(self) -> socket.socket:
+            # urllib3's step that makes the socket (in 1.26 and 2.x; socks' too); watching it from there
+            # covers the TLS handshake as well, which runs before connect() returns.
+            sock = super()._new_conn()
+            _watch_socket(sock)
+            return sock
+
+        def request(self, *args, **kwargs) -> None:
+            _watch_socket(self.sock)  # a kept-alive connection: made for an earlier attempt
+            super().request(*args, **kwargs)
+
+    Watched.__name__ = Watched.__qualname__ = f"Watched{connection_cls.__name__}"
+    return Watched
+
+
+@functools.cache
+def _watched_pool(pool_cls: type) -> type:
+    return type(
+        f"Watched{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": _watched_connection(pool_cls.ConnectionCls)}
+    )
+
+
+def _watch_pools(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    """Makes `manager`'s pools (direct, through a proxy, through SOCKS) use watched connections."""
+    manager.pool_classes_by_scheme = {
+        scheme: pool if pool.__name__.startswith("Watched") else _watched_pool(pool)
+        for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+    return manager
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose sockets the attempt's deadline and Cancel can shut down, even before
+    the response headers came (requests hands over no response until then). init_poolmanager and
+    proxy_manager_for are requests' documented places for this; pool_classes_by_scheme and
+    ConnectionCls are urllib3's public attributes."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs) -> urllib3.PoolManager:
+        return _watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
 
 
 class _Connection:
@@ -187,14 +324,20 @@ class _Connection:
         cancel: Cancel,
         progress: Callable[[int], None],
         first: bool,
+        plain: bool = False,
     ) -> None:
         self.url, self.partial, self.span, self.policy = url, partial, span, policy
+        self.plain = plain  # every request a GET without Range, for the whole file from byte 0
         self.cancel, self.progress = cancel, progress
         self.whole_file = False  # the server answered the first request with the whole file (200)
         self.may_restart = first  # until the other parts start, a whole-file answer may restart the partial
         self._skip = 0  # bytes of a whole-file answer before this part
         self._fruitless = self._resumes = 0
         self._session = requests.Session()  # no urllib3 retries: attempts are counted here
+        adapter = _WatchedAdapter()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._deadline: _Deadline | None = None  # of the attempt under way
 
     @property
     def name(self) -> str:
@@ -203,18 +346,44 @@ class _Connection:
     def open(self) -> requests.Response:
         """Asks for the part's missing bytes, again while failures may pass; raises TransferError when not."""
         while True:
+            deadline = self._begin()
             try:
                 return self._request()
             except (_Interrupted, *INTERRUPTIONS) as error:
-                if self.cancel.is_set():
-                    raise Cancelled(f"{self.url}: cancelled") from None
-                self._failed(error, progressed=False)
+                failure = deadline.reason(error)
+            except BaseException:
+                self._end()
+                raise
+            finally:
+                _making.deadline = None
+            self._end()
+            if self.cancel.is_set():
+                raise Cancelled(f"{self.url}: cancelled") from None
+            self._failed(failure, progressed=False)
+
+    def _begin(self) -> _Deadline:
+        """A new attempt: its deadline runs from now, for this thread's request and the body it brings."""
+        self._end()
+        self._deadline = deadline = _Deadline(self.policy.timeout)
+        self.cancel.watch(deadline)
+        _making.deadline = deadline
+        return deadline
+
+    def _end(self) -> None:
+        if self._deadline is not None:
+            self.cancel.forget(self._deadline)
+            self._deadline.close()
+            self._deadline = None
 
     def _request(self) -> requests.Response:
+        if self.plain and self.span.position:  # a plain GET brings the file from byte 0 again
+            self.span = self.partial.restart_whole()
         span, size = self.span, self.partial.identity.size
-        headers = {"Accept-Encoding": "identity", "Range": f"bytes={span.position}-{span.end - 1}"}
-        if self.partial.validator:
-            headers["If-Range"] = self.partial.validator
+        headers = {"Accept-Encoding": "identity"}
+        if not self.plain:
+            headers["Range"] = f"bytes={span.position}-{span.end - 1}"
+            if self.partial.validator:
+                headers["If-Range"] = self.partial.validator
         response = self._session.get(self.url, headers=headers, stream=True, timeout=self.policy.timeout)
         try:
             self._check(response, size)
@@ -230,6 +399,8 @@ class _Connection:
             raise _Interrupted(f"HTTP {status} {response.reason}")
         if status not in (200, 206):
             raise TransferError(f"HTTP {status} {response.reason} for {self.url}")
+        if status == 206 and self.plain:
+            raise TransferError(f"{self.url} answered a GET without Range with a part (206), not the file")
         if "text/html" in response.headers.get("Content-Type", "").lower():
             raise TransferError(f"{self.url} answered with an HTML page (status {status}), not the file")
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
@@ -277,7 +448,7 @@ class _Connection:
         self.whole_file, self._skip = True, 0
         if self.partial.received or len(self.partial.spans) > 1:
             changed = "changed since the partial was started" if self.partial.validator else "ignores ranges"
-            print(f"{self.url} sent the whole file ({changed}): reading {self.name} from zero", flush=True)
+            _say(f"{self.url} sent the whole file ({changed}): reading {self.name} from zero")
             self.span = self.partial.restart_whole()
             self.partial.validator = None  # the new answer's, taken below
 
@@ -296,9 +467,9 @@ class _Connection:
             raise Cancelled(f"{self.url}: cancelled")
         span = self.span
         if span.position > span.start:  # only where bytes were really received
-            print(f"Resuming {self.name} from byte {span.position:,} of {span.end:,} ({_short(reason)})", flush=True)
+            _say(f"Resuming {self.name} from byte {span.position:,} of {span.end:,} ({_short(reason)})")
         else:
-            print(f"Retrying {self.url} from byte {span.position:,} ({_short(reason)})", flush=True)
+            _say(f"Retrying {self.url} from byte {span.position:,} ({_short(reason)})")
 
     def run(self, response: requests.Response | None = None) -> None:
         """Receives the part into the partial, whatever happens on the way; raises TransferError if it cannot."""
@@ -307,28 +478,34 @@ class _Connection:
                 if response is None:
                     response = self.open()
                 self.partial.responses += 1
-                mark = self.span.position
+                mark, deadline = self.span.position, self._deadline
                 try:
-                    with self.cancel.watching(response):
-                        self._receive(response)
+                    self._receive(response)
                     if not self.span.done:
                         raise _Interrupted(f"connection closed after byte {self.span.position:,}")
                 except (_Interrupted, *INTERRUPTIONS) as error:
                     if self.cancel.is_set():
                         raise Cancelled(f"{self.url}: cancelled") from None
-                    self._failed(error, progressed=self.span.position > mark and not isinstance(error, _Trickle))
+                    failure = deadline.reason(error) if deadline else error
+                    response.close()
+                    self._end()  # before the pause
+                    self._failed(failure, progressed=self.span.position > mark and not isinstance(failure, _Trickle))
                 finally:
                     response.close()
                     response = None
+                    self._end()
         finally:
+            self._end()
             self._session.close()
 
     def _receive(self, response: requests.Response) -> None:
-        """Writes the body's blocks at the span's position until the span is done or the body ends."""
-        window_start, window_bytes = time.monotonic(), 0
+        """Writes the body's blocks at the span's position until the span is done or the body ends
+        (or the attempt's deadline ends it)."""
         for block in _blocks_as_they_arrive(response):
             if self.cancel.is_set():
                 raise Cancelled(f"{self.url}: cancelled")
+            if self._deadline is not None:
+                self._deadline.received(len(block))
             if self._skip:
                 dropped = min(self._skip, len(block))
                 block, self._skip = block[dropped:], self._skip - dropped
@@ -339,20 +516,28 @@ class _Connection:
             self.progress(self.span.position - before)
             if self.span.done:
                 return
-            window_bytes += len(block)
-            now = time.monotonic()
-            if now - window_start >= self.policy.timeout:
-                if window_bytes < MIN_BYTES_PER_TIMEOUT:
-                    raise _Trickle(f"{window_bytes} bytes in {now - window_start:.0f} s")
-                window_start, window_bytes = now, 0
 
 
-def fetch(url: str, partial: Partial, policy: Policy, cancel: Cancel, progress: Callable[[int], None]) -> None:
+def fetch(
+    url: str,
+    partial: Partial,
+    policy: Policy,
+    cancel: Cancel,
+    progress: Callable[[int], None],
+    whole: bool = False,
+) -> None:
     """Fills the partial's missing bytes from `url`; raises TransferError (or Cancelled) if this source cannot.
 
     The first missing part is asked for first; once the server has answered it with that part
-    (206), the other parts start, each on its own connection.
+    (206), the other parts start, each on its own connection. `whole`: the partial starts afresh
+    and the file comes from byte 0 by a GET without Range, over one connection (after pieced bytes
+    failed their sha256: a server may lie on ranges and serve the whole file right).
     """
+    if whole:
+        span = partial.restart_whole()
+        connection = _Connection(url, partial, span, policy, Cancel(cancel), progress, first=True, plain=True)
+        connection.run(connection.open())
+        return
     if not partial.spans:
         partial.plan(parts(partial.identity.size, policy.connections))
     missing = partial.missing()
@@ -426,6 +611,12 @@ def _blocks_as_they_arrive(response: requests.Response) -> Iterator[bytes]:
     requests' `iter_content(n)` waits to fill n bytes and drops them when the connection breaks.
     """
     return iter(lambda: response.raw.read1(BLOCK_BYTES, decode_content=False), b"")
+
+
+def _say(message: str) -> None:
+    """One line in one write: print() writes the text and its line end apart, so the parts' threads and the
+    caller's could share a line (as tests/test_locks.py once saw of locking's lines)."""
+    print(message + "\n", end="", flush=True)
 
 
 def _bytes(length: str) -> str:

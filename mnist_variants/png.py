@@ -47,6 +47,10 @@ every `zlib.decompress`: the checks of MNIST's 69 batches took 4.0 s of wall tim
 and the writer waited for PNGs. With the checker, on the same quiet machine, MNIST's prepare went
 from 1.27x the floor to 1.04x (5 rounds), EMNIST byclass's from 1.36x to 1.26x (3 rounds).
 
+Both helpers end, and are waited for, before the preparation returns or fails (`PngEncoder.shutdown`,
+called by the builder): one that answered everything exits on its own; any other is killed. A checker
+told that no more messages come owes its end, so its silence counts from then as a stall.
+
 The checker only saves this process work. If it cannot start, dies, stalls or answers out of
 place, it is ended with a note on stderr, and the consumers check what it did not answer
 themselves, in arrival order, as they would without it. A message it calls bad, or whose pixels'
@@ -266,7 +270,7 @@ def _command(source_length: int, entry: str) -> list[str] | None:
         return None
     # The parent's import path, so numpy is found wherever this process found it (pip --target, pex,
     # Bazel runfiles); the working directory last, so modules there cannot shadow the standard library.
-    here = {"", os.getcwd()}
+    here = {"", _working_directory()}
     path = [entry for entry in sys.path if entry not in here] + [entry for entry in sys.path if entry in here]
     bootstrap = (
         f"import sys; sys.path[:] = {path!r}; source = sys.stdin.buffer.read(int(sys.argv[1])); "
@@ -275,6 +279,14 @@ def _command(source_length: int, entry: str) -> list[str] | None:
     )
     # -I: no PYTHON* variables, no user site, no working directory on the path before ours is set.
     return [sys.executable, "-I", "-c", bootstrap, str(source_length)]
+
+
+def _working_directory() -> str:
+    """The working directory, or "" where it was removed or cannot be read (a cleaned-up scratch folder)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
 
 
 def _helper_command(source_length: int) -> list[str] | None:
@@ -434,24 +446,30 @@ class PngEncoder:
         self._to_check: queue.SimpleQueue[tuple[int, np.ndarray, bytes] | None] = queue.SimpleQueue()
         self._encoding: _Process | None = None
         self._checker: _Process | None = None
+        self._checks_all_sent = False  # the checker was told no more messages come: it owes its end
+        self._ending = False  # `shutdown` ends the helpers: no note on their end
+        self._threads: list[threading.Thread] = []
         source = _SOURCE
         encoding = _Process.start("PNG helper process", _helper_command(len(source)) if source else None)
         if encoding is None:
             self._here = True
             return
         self._encoding = encoding
-        threading.Thread(
-            target=encoding.feed, args=(source, self._inputs, _write_submission), daemon=True, name="png-feed"
-        ).start()
+        feeding = (source, self._inputs, _write_submission)
+        self._start(threading.Thread(target=encoding.feed, args=feeding, daemon=True, name="png-feed"))
         # Its end is when the helper's end is known (see _refused).
         self._reading = threading.Thread(target=self._read_messages, daemon=True, name="png-read")
-        self._reading.start()
+        self._start(self._reading)
         self._checker = _Process.start("PNG checker process", _checker_command(len(source)))
         if self._checker is not None:
             self._checker_up = True
             feed = (source, self._to_check, _write_check)
-            threading.Thread(target=self._checker.feed, args=feed, daemon=True, name="png-check-feed").start()
-            threading.Thread(target=self._read_verdicts, daemon=True, name="png-check-read").start()
+            self._start(threading.Thread(target=self._checker.feed, args=feed, daemon=True, name="png-check-feed"))
+            self._start(threading.Thread(target=self._read_verdicts, daemon=True, name="png-check-read"))
+
+    def _start(self, thread: threading.Thread) -> None:
+        self._threads.append(thread)
+        thread.start()
 
     @property
     def _helper(self) -> subprocess.Popen | None:
@@ -469,6 +487,8 @@ class PngEncoder:
         with self._lock:
             if self._closed:
                 raise ValueError("submit after close")
+            if not len(submission.images):  # nothing to ask: the helper would answer no message for it
+                return iter(())
             if self._here:
                 submission.batches.put(_ENCODE_HERE)
             elif self._failure is not None:
@@ -481,8 +501,27 @@ class PngEncoder:
     def close(self) -> None:
         """No more submissions: the helper exits once it has answered the last one."""
         with self._lock:
-            self._closed = True
-        self._inputs.put(None)
+            closed, self._closed = self._closed, True
+        if not closed:
+            self._inputs.put(None)
+
+    def shutdown(self, seconds: float = _EXIT_SECONDS) -> None:
+        """Ends both helpers and waits for them and for the threads that serve them: the preparation is over,
+        done or failed. Helpers that answered everything have exited or exit within `seconds` of being told no
+        more comes; any other (a failed preparation's, a hung one) is killed. Consumers still waiting raise."""
+        self._ending = True
+        self.close()
+        deadline = time.monotonic() + seconds
+        for process in (self._encoding, self._checker):
+            if process is None:
+                continue
+            try:
+                process.popen.wait(max(0.0, deadline - time.monotonic()) if not self._owes() else 0)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait()
+        for thread in self._threads:
+            thread.join(max(1.0, deadline - time.monotonic()))
 
     def _results(self, submission: _Submission) -> Iterator[list[bytes]]:
         delivered = 0
@@ -544,6 +583,8 @@ class PngEncoder:
         try:
             self._read_all_messages()
         finally:
+            with self._checks:
+                self._checks_all_sent = True  # from now on its silence counts: it owes answers, then its end
             self._to_check.put(None)  # the checker exits once it has answered what it was sent
 
     def _read_all_messages(self) -> None:
@@ -654,12 +695,15 @@ class PngEncoder:
                 raise _Broken(f"called PNG {bad + 1} of message {number + 1} bad, which decodes to its image")
 
     def _checker_owes(self) -> bool:
+        """Whether the checker's silence counts: it owes a verdict, or (told that nothing more comes) its end.
+        Without the latter, a checker that never greets nor exits was waited for for ever."""
         with self._checks:
-            return self._checked < self._arrived and self._refusal is None
+            return self._checks_all_sent or (self._checked < self._arrived and self._refusal is None)
 
     def _check_here_instead(self, what: str) -> None:
         """The checker failed: consumers check every message it has not answered, in this process."""
-        _give_up_on(self._checker, what, "Checking PNGs in this process instead.", self._check_here)
+        instead = "Checking PNGs in this process instead."
+        _give_up_on(self._checker, what, instead, self._check_here, quiet=self._ending)
 
     def _check_here(self) -> None:
         with self._checks:
@@ -668,7 +712,8 @@ class PngEncoder:
 
     def _encode_here_instead(self, what: str) -> None:
         """The helper never started: every submission, waiting or to come, is encoded in this process."""
-        _give_up_on(self._encoding, what, "Encoding PNGs in this process instead.", self._encode_here)
+        instead = "Encoding PNGs in this process instead."
+        _give_up_on(self._encoding, what, instead, self._encode_here, quiet=self._ending)
 
     def _encode_here(self) -> None:
         with self._lock:
@@ -687,11 +732,13 @@ class PngEncoder:
                 self._unanswered.popleft().batches.put(EncoderError(self._failure))
 
 
-def _give_up_on(process: _Process, what: str, instead: str, fall_back) -> None:
+def _give_up_on(process: _Process, what: str, instead: str, fall_back, quiet: bool = False) -> None:
     """Ends a failed helper, says so and what happens instead, then calls `fall_back`. The note first, so that
-    it is out before the consumers go on; they go on whatever happens to it."""
+    it is out before the consumers go on; they go on whatever happens to it. `quiet`: ended by `shutdown`."""
     try:
-        _note(f"{process.end(what)}\n{instead}")
+        ended = process.end(what)
+        if not quiet:
+            _note(f"{ended}\n{instead}")
     finally:
         fall_back()
 

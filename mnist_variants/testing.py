@@ -249,10 +249,16 @@ class Route:
     Each request takes the next fault from `faults` (none left, or None: a clean answer):
     "cut" sends the headers and half the body, then closes; "stall" sends half the body, then
     nothing until the test ends; "silent" sends nothing at all; "headers" sends the headers, then
-    nothing; "trickle" sends the headers, then a byte every 0.3 s; "slow" sends at 1 MB/s;
+    nothing; "trickle" sends the headers, then a byte every 0.3 s; "trickle-headers" sends even the
+    status line and headers a byte every 0.3 s; "trickle-sniff" answers 200 with a wrong Content-Length
+    (64 GiB) and trickles the body that a client reads to name the answer; "trickle-chunks" answers
+    chunked and trickles the first chunk-size line (a chunk extension runs to 64 KiB); "slow" sends at 1 MB/s;
     "html" answers 200 with an HTML page; "whole" answers a Range request with 200 and the whole
     file, as a server that ignores Range; "lie" answers a Range request with 206 and the file
-    from byte 0; "claim" announces a 64 GiB file (Content-Length, or Content-Range's total).
+    from byte 0 (a request without Range gets the right file); "garble" answers with every byte
+    of the body inverted, whatever was asked; "garble-ranges" does so for a Range request only
+    (a request without Range gets the right file); "claim" announces a 64 GiB file (Content-Length, or
+    Content-Range's total).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
     gets the whole file, as HTTP says.
     """
@@ -306,6 +312,10 @@ class FileServer:
                 if fault == "silent":
                     server.release.wait(60)  # Say nothing until the test ends.
                     return
+                if fault == "trickle-headers":
+                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(route.data)}\r\nX-Padding: {'x' * 200}\r\n\r\n"
+                    self._trickle(head.encode())
+                    return
                 if fault == "html":
                     self._answer(200, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>", "text/html")
                     return
@@ -313,29 +323,33 @@ class FileServer:
                     self.send_error(route.status)
                     return
                 size = len(route.data)
-                start, end = self._range(route, size) if fault != "whole" else (None, None)
+                start, end = self._range(route, size) if fault not in ("whole", "trickle-sniff") else (None, None)
                 ranged = start is not None
                 start, end = start or 0, end or size
                 body = route.data[: end - start] if fault == "lie" else route.data[start:end]
-                claimed = 1 << 36 if fault == "claim" else None
+                if fault == "garble" or (fault == "garble-ranges" and ranged):
+                    body = (np.frombuffer(body, np.uint8) ^ 0xFF).tobytes()
+                claimed = 1 << 36 if fault in ("claim", "trickle-sniff") else None
                 self.send_response(206 if ranged else 200)
                 if ranged:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{claimed or size}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
+                if fault == "trickle-chunks":
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
                 self.send_header("ETag", route.etag)
                 self.end_headers()
                 if fault == "headers":
                     server.release.wait(60)
                     self.close_connection = True
                     return
-                if fault == "trickle":
-                    for byte in range(min(len(body), 200)):
-                        if server.release.wait(0.3):
-                            break
-                        self._send(body[byte : byte + 1])
-                    self.close_connection = True
+                if fault in ("trickle", "trickle-sniff"):
+                    self._trickle(body)
+                    return
+                if fault == "trickle-chunks":
+                    self._trickle(f"{len(body):x};{'x' * 200}\r\n".encode())
                     return
                 if fault in ("cut", "stall"):
                     self._send(body[: len(body) // 2])
@@ -352,6 +366,14 @@ class FileServer:
                 if not (route.honour_range and found and int(found[1]) < size) or if_range not in (None, route.etag):
                     return None, None
                 return int(found[1]), min(int(found[2]) + 1, size) if found[2] else size
+
+            def _trickle(self, data: bytes) -> None:
+                """Up to 200 bytes of `data`, one every 0.3 s, then closes."""
+                for byte in range(min(len(data), 200)):
+                    if server.release.wait(0.3):
+                        break
+                    self._send(data[byte : byte + 1])
+                self.close_connection = True
 
             def _answer(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -350,7 +351,7 @@ LABELS = "gzip/emnist-letters-train-labels-idx1-ubyte.gz"
         (rezipped({IMAGES: members(ARCHIVE)[IMAGES][:-9]}), rf"\[{IMAGES}\]: gzip stream is cut short"),
         (
             rezipped({LABELS: testing.gzip_bytes(testing.encode_idx(np.full(COUNTS["train"], 27, np.uint8)))}),
-            rf"gzip\.zip\[{LABELS}\]: label 27 at index 0 is outside 0\.\.26",
+            rf"gzip\.zip\[{LABELS}\]: label 27 at index 0 is outside 1\.\.26",
         ),
         (b"PK\x03\x04 not really a zip", r"gzip\.zip: not a readable zip archive"),
     ],
@@ -407,3 +408,44 @@ def test_tfds_build_builds_all_six_configs_from_a_manual_dir(tmp_path):
     for config in CONFIGS:
         builder = tfds.builder(f"{Emnist.name}/{config}", data_dir=tmp_path / "data")
         assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS, config
+
+
+def test_letters_refuses_label_0_naming_the_file_and_the_value(monkeypatch, tmp_path):
+    """Letters uses 1..26; 0 is the class its own names call unused (N/A). A train labels file of all zeros
+    prepared without a word before (issue 31)."""
+    name = "gzip/emnist-letters-train-labels-idx1-ubyte.gz"
+    count = COUNTS["train"]
+    zeros = testing.gzip_bytes(testing.encode_idx(np.zeros(count, np.uint8)))
+    with pytest.raises(MalformedFileError, match=rf"\[{name}\]: label 0 at index 0 is outside 1\.\.26 \({count} such"):
+        prepare("letters", tmp_path, manual_dir=offline(monkeypatch, tmp_path, rezipped({name: zeros})))
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["crlf", "final-blank-line", "byte-order-mark", "all-three"],
+)
+def test_mapping_files_as_real_files_are_written_are_read(form):
+    """CRLF line ends, a final blank line and a UTF-8 byte-order mark are what files edited or saved elsewhere hold."""
+    text = b"1 65 97\n2 66 98\n"
+    if form in ("crlf", "all-three"):
+        text = text.replace(b"\n", b"\r\n")
+    if form in ("final-blank-line", "all-three"):
+        text += b"\r\n" if form == "all-three" else b"\n"
+    if form in ("byte-order-mark", "all-three"):
+        text = b"\xef\xbb\xbf" + text
+    codes = formats.read_class_codes(text, "m.txt")
+    assert codes == {1: (65, 97), 2: (66, 98)}
+    formats.check_class_names(codes, ["N/A", "a", "b"], "m.txt")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (b"1 65 98\n2 66 98\n", "label 1 is 'A' or 'b', but the builder names it 'a'"),  # the second: another letter
+        (b"1 97 66\n2 66 98\n", "label 1 is 'a' or 'B', but the builder names it 'a'"),
+        (b"1 65 97 98\n2 66 98\n", "label 1 is 'A' or 'a' or 'b', but the builder names it 'a'"),
+    ],
+)
+def test_a_mapping_line_naming_another_character_is_refused(text, problem):
+    with pytest.raises(MalformedFileError, match=r"^m\.txt: " + re.escape(problem)):
+        formats.check_class_names(formats.read_class_codes(text, "m.txt"), ["N/A", "a", "b"], "m.txt")

@@ -92,6 +92,25 @@ def test_threads_of_one_process_take_turns(tmp_path, workers, flock):
     assert_one_at_a_time(turns)
 
 
+def test_lines_of_threads_taking_turns_stay_whole(tmp_path, workers):
+    """Each line the worker and the package print is one write: 8 threads taking 30 quick turns each print
+    ENTER, LEAVE and waiting lines at once, and none shares a line with another (a CI run once parsed
+    '1168.032567184Waiting' as a time)."""
+    workers.append(
+        LockWorker(tmp_path, 0, tmp_path / "1.0.0.lock", "--threads", "8", "--times", "30", "--seconds", "0")
+    )
+    workers[0].finish()
+    assert "Waiting" in workers[0].out  # the threads did wait on each other
+    for line in workers[0].out.splitlines():
+        assert line in ("DONE", f"FILELOCK {filelock.__version__}") or (line.split() or [""])[0] in (
+            "ENTER",
+            "LEAVE",
+            "Waiting",
+        ), line
+        assert line.count("Waiting") <= 1 and line.count("ENTER") + line.count("LEAVE") <= 1, line
+    assert len(workers[0].intervals()) == 8 * 30
+
+
 @pytest.mark.parametrize("flock", [None, "posix"], ids=["flock", "nfs-posix-locks"])
 def test_a_killed_holder_lets_a_waiting_process_take_over(tmp_path, workers, flock):
     lock_file = tmp_path / "1.0.0.lock"

@@ -422,6 +422,12 @@ def test_the_helper_starts_beside_a_shadowing_module_and_under_isolation_flags(t
     assert "HELPER yes" in out
 
 
+def test_the_helper_starts_from_a_removed_working_directory(tmp_path):
+    """A job whose scratch folder was cleaned up: the helper still starts, as TFDS itself copes (issue 30)."""
+    out = run_anywhere(tmp_path, [sys.executable, "-I", str(ANYWHERE), "--png", str(PNG_SOURCE), "--gone-cwd"])
+    assert "HELPER yes" in out
+
+
 def test_the_helper_finds_numpy_where_the_parent_found_it(tmp_path):
     """As with pip --target, pex or Bazel: numpy and zlib-ng only on the sys.path the program sets up itself."""
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True, timeout=120)
@@ -527,3 +533,115 @@ def test_a_worker_whose_helper_cannot_start_prepares_in_its_own_process(tmp_path
     assert worker.result()["splits"] == FASHION_COUNTS
     assert "Encoding PNGs in this process instead." in worker.err
     assert_decodes_to_the_source_pixels(tmp_path, files)
+
+
+def children() -> list[str]:
+    """'pid state' of every child of this process, zombies (not waited for) included, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid():
+            found.append(f"{entry} {state}")
+    return found
+
+
+def helper_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("png-")]
+
+
+# Every fault mode of both helpers (issue 31): after shutdown, no helper runs or waits to be reaped, and no thread
+# that served one is left.
+HELPER_MODES = [*BROKEN_PROMISES, "no_start", "not_python", "silent"]
+CHECKER_MODES = [*CHECKER_FAILURES, "silent"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")
+@pytest.mark.parametrize(
+    ("role", "mode"),
+    [("helper", mode) for mode in HELPER_MODES] + [("checker", mode) for mode in CHECKER_MODES] + [("both", "silent")],
+)
+def test_no_helper_process_or_thread_outlives_shutdown(monkeypatch, role, mode):
+    assert children() == [] and helper_threads() == []
+    if role in ("helper", "both"):
+        fake_helper(monkeypatch, mode)
+    if role in ("checker", "both"):
+        fake_checker(monkeypatch, mode)
+    encoder = png.PngEncoder(stall_seconds=3)
+    iterators = [encoder.submit(testing.synthetic_images(size, seed=size)) for size in (FIRST_SPLIT, 900)]
+    encoder.close()
+    for iterator in iterators:
+        drain(iterator)  # whole, or up to the error that ends it
+    started = time.monotonic()
+    encoder.shutdown()
+    assert time.monotonic() - started < png._EXIT_SECONDS + 5
+    assert children() == [] and helper_threads() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")
+def test_a_preparation_that_fails_midway_ends_its_helpers():
+    """The consumers stop after one list of PNGs (the preparation failed elsewhere): shutdown ends both helpers
+    at once, though the encoder still owes PNGs, and a consumer that goes on raises."""
+    encoder = png.PngEncoder()
+    iterator = encoder.submit_in_batches(testing.synthetic_images(60_000, seed=12))
+    encoder.close()
+    next(iterator)
+    started = time.monotonic()
+    encoder.shutdown()
+    assert time.monotonic() - started < 5
+    assert children() == [] and helper_threads() == []
+    assert isinstance(drain(iterator)[1], png.EncoderError)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")
+def test_a_checker_that_neither_greets_nor_exits_is_ended_with_the_encoder(monkeypatch, capfd):
+    """An interpreter that neither greets nor exits runs both helpers: the encoder is ended after the stall limit
+    and encoding falls back; the checker, owing nothing, was never ended (still running 70 s later, ppid 1)."""
+    fake_helper(monkeypatch, "silent")
+    fake_checker(monkeypatch, "silent")
+    encoder = png.PngEncoder(stall_seconds=2)
+    images = testing.synthetic_images(900, seed=13)
+    pngs = encoder.submit(images)
+    encoder.close()
+    assert drain(pngs)[0] == png.encode_batch(images[..., 0])
+    deadline = time.monotonic() + 2 + png._EXIT_SECONDS
+    while (children() or helper_threads()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert children() == [] and helper_threads() == []
+    assert "PNG checker process" in capfd.readouterr().err
+
+
+def test_an_empty_submission_is_harmless():
+    """Nothing is asked of the helper for it; before, it was never taken off the unanswered list, and the next
+    submission failed ('sent 100 PNGs for a submission of 0')."""
+    encoder = png.PngEncoder()
+    empty, images = encoder.submit(np.zeros((0, 28, 28), np.uint8)), testing.synthetic_images(100, seed=14)
+    pngs = encoder.submit(images)
+    encoder.close()
+    assert list(empty) == [] and list(pngs) == png.encode_batch(images[..., 0])
+    encoder.shutdown()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")
+@pytest.mark.parametrize("outcome", ["prepared", "failed"])
+def test_a_preparation_ends_its_helpers_before_it_returns_or_fails(monkeypatch, tmp_path, outcome):
+    """Right when download_and_prepare returns or raises, no helper runs or waits to be reaped."""
+    from conftest import FASHION_FILES, prepare, register_dummy_checksums, write_files
+
+    register_dummy_checksums(monkeypatch, tmp_path, FashionMnist, FASHION_FILES)
+    monkeypatch.setattr(FashionMnist, "SOURCES", ("http://127.0.0.1:9/unused/",))
+    files = dict(FASHION_FILES)
+    if outcome == "failed":  # a label file that is not upstream's, and no source answers
+        files["t10k-labels-idx1-ubyte.gz"] = testing.gzip_bytes(testing.encode_idx(np.zeros(10, np.uint8)))
+    write_files(tmp_path / "manual", files)
+    if outcome == "failed":
+        with pytest.raises(Exception, match="t10k-labels"):
+            prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
+    else:
+        prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
+    assert children() == [] and helper_threads() == []

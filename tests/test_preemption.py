@@ -261,3 +261,28 @@ def test_memory_stays_flat_while_a_slow_part_holds_back_the_others(tmp_path):
     grown_mib = (figures["peak_kib"] - figures["before_kib"]) / 1024
     print(f"peak resident memory grew by {grown_mib:.1f} MiB while downloading 32 MiB over 4 connections")
     assert figures["verified"] and grown_mib < 16, figures  # a block per connection, not the parts held back
+
+
+def test_ctrl_c_ends_a_preparation_whose_requests_wait_for_headers(tmp_path, files, file_server):
+    """A real preparation, every request waiting for headers from a silent server, timeout 40 s: one SIGINT ends
+    the process in seconds, not when the timeout runs out (40.3 s before, issue 31)."""
+    file_server.serve_files("silent", files, *["silent"] * 9)
+    env = {
+        **worker_env(tmp_path, BinarizedMnist, files, [f"{file_server.url}/silent/"]),
+        http_transport.TIMEOUT_ENV: "40",
+    }
+    victim = start(tmp_path, env, tmp_path / "data")
+    try:
+        wait_for(lambda: len(file_server.requests) >= len(files), "a request for every file", seconds=120)
+        time.sleep(0.5)  # well into the wait for headers
+        interrupted = time.monotonic()
+        victim.send_signal(signal.SIGINT)
+        victim.wait(20)
+        seconds = time.monotonic() - interrupted
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert victim.returncode != 0 and "KeyboardInterrupt" in output(victim), output(victim)[-3000:]
+    assert seconds < 10, seconds  # the requests end within 1 s; the rest is the interpreter's exit
+    assert len(file_server.requests) == len(files)  # nothing was asked after the Ctrl-C

@@ -26,6 +26,12 @@ locking = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(locking)
 
 
+def say(line: str) -> None:
+    """The line and its end in one write: print() writes them apart, and a waiting thread's line
+    (locking's) once fell between them ('1168.032567184Waiting' in a CI run under load)."""
+    print(line + "\n", end="", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("lock_file")
@@ -38,9 +44,9 @@ def main() -> None:
     def take(number: int) -> None:
         for _ in range(args.times):
             with locking.hold(args.lock_file, f"Waiting {number}") as held:
-                print(f"ENTER {number} {held} {time.monotonic()}", flush=True)
+                say(f"ENTER {number} {held} {time.monotonic()}")
                 time.sleep(args.seconds)
-                print(f"LEAVE {number} {time.monotonic()}", flush=True)
+                say(f"LEAVE {number} {time.monotonic()}")
 
     threads = [threading.Thread(target=take, args=(number,)) for number in range(args.threads)]
     for thread in threads:

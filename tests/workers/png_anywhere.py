@@ -1,17 +1,20 @@
 """Encodes with the PNG helper from an unusual setup and checks the bytes; for tests/test_png.py.
 
-    python [-I|-P] png_anywhere.py [--path DIR] [--png FILE] [--frozen]
+    python [-I|-P] png_anywhere.py [--path DIR] [--png FILE] [--frozen] [--gone-cwd]
 
 --path DIR is put first on sys.path at run time (as pip --target, pex, Bazel do), --png loads
 mnist_variants/png.py from FILE (else `import mnist_variants.png`, e.g. from a zipapp), --frozen
-sets sys.frozen as PyInstaller and cx_Freeze do. Prints `HELPER yes|no` and `OK`.
+sets sys.frozen as PyInstaller and cx_Freeze do, --gone-cwd works in a working directory that was
+removed (a job whose scratch folder was cleaned up). Prints `HELPER yes|no` and `OK`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
+import tempfile
 
 
 def main() -> None:
@@ -19,7 +22,12 @@ def main() -> None:
     parser.add_argument("--path")
     parser.add_argument("--png")
     parser.add_argument("--frozen", action="store_true")
+    parser.add_argument("--gone-cwd", action="store_true")
     args = parser.parse_args()
+    if args.gone_cwd:
+        gone = tempfile.mkdtemp(prefix="png-anywhere-cwd-")
+        os.chdir(gone)
+        os.rmdir(gone)
     if args.path:
         sys.path.insert(0, args.path)
     if args.frozen:
