@@ -371,8 +371,8 @@ def seconds_until_given_up(tmp_path, file_server, data: bytes, *faults: str) -> 
     """Seconds http_transport.fetch takes to give up a source that answers with `faults`, and why it did."""
     file_server.serve("/f.bin", data, *faults)
     url = file_server.url + "/f.bin"
-    identity = partials.Identity(url, len(data), hashlib.sha256(data).hexdigest())
-    partial = partials.Partial.private(tmp_path, "f.bin", identity)
+    identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+    partial = partials.Partial.private(tmp_path, "f.bin", identity, url)
     started = time.monotonic()
     try:
         with pytest.raises(http_transport.TransferError) as raised:
@@ -426,7 +426,7 @@ def test_cancelling_ends_a_request_waiting_for_headers_within_a_second(tmp_path,
     file_server.serve("/f.bin", NINE_MIB, *["silent"] * 3)
     url = file_server.url + "/f.bin"
     partial = partials.Partial.private(
-        tmp_path, "f.bin", partials.Identity(url, len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest())
+        tmp_path, "f.bin", partials.Identity(len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest()), url
     )
     cancel, ended, outcome = http_transport.Cancel(), threading.Event(), []
 
@@ -470,8 +470,8 @@ def test_a_server_lying_on_every_range_yields_the_right_file_by_one_plain_get(
     data = BINARIZED_FILES[name]
     folder = tmp_path / "downloads" / BinarizedMnist.name
     folder.mkdir(parents=True)
-    identity = partials.Identity(base + name, len(data), hashlib.sha256(data).hexdigest())
-    planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity)
+    identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+    planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity, base + name)
     planted.plan([(0, len(data))])
     planted.write(planted.spans[0], data[: len(data) // 2])
     planted.close()
