@@ -334,10 +334,13 @@ def test_a_missing_member_or_other_labels_in_every_config_are_refused(monkeypatc
         prepare("fog", tmp_path / "shuffled", manual_dir=offline(monkeypatch, tmp_path / "s", rezipped(shuffled)))
 
 
-def test_other_datasets_files_given_as_mnist_c_zip_are_named(monkeypatch, tmp_path):
-    """EMNIST's gzip.zip, or MNIST's labels, under MNIST-C's name: refused, naming whose they are."""
+@pytest.mark.parametrize("padding", [0, 2 * len(ARCHIVE)], ids=["smaller", "larger_as_upstreams"])
+def test_other_datasets_files_given_as_mnist_c_zip_are_named(padding, monkeypatch, tmp_path):
+    """EMNIST's gzip.zip, or MNIST's labels, under MNIST-C's name: refused, naming whose they are. Upstream's
+    gzip.zip is larger than mnist_c.zip (561,753,746 and 246,661,575 bytes): the stand-in registered as
+    EMNIST's is too, in the second case, so it is refused past MNIST-C's size and still named."""
     offline(monkeypatch, tmp_path)
-    emnist_archive = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes()
+    emnist_archive = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes() + bytes(padding)
     register_dummy_checksums(monkeypatch, tmp_path / "emnist", Emnist, {"gzip.zip": emnist_archive})
     with pytest.raises(ChecksumMismatchError, match=r"mnist_c\.zip is EMNIST's gzip\.zip, not MNIST-C's mnist_c"):
         prepare("identity", tmp_path, manual_dir=write_manual(tmp_path / "m1", emnist_archive))
@@ -362,6 +365,17 @@ def test_mnist_c_zip_given_as_another_datasets_file_is_named(monkeypatch, tmp_pa
     config = tfds.download.DownloadConfig(manual_dir=tmp_path / "emnist_manual")
     with pytest.raises(ChecksumMismatchError, match=r"gzip\.zip is MNIST-C's mnist_c\.zip, not EMNIST's gzip\.zip"):
         builder.download_and_prepare(download_config=config)
+
+
+def test_mnist_c_zip_given_as_mnists_labels_is_named(monkeypatch, tmp_path):
+    """mnist_c.zip under MNIST's label file's name: larger than any copy of that file can be (as upstream's,
+    246,661,575 bytes, is; the stand-in registered as MNIST-C's is too), and still named as MNIST-C's."""
+    archive = ARCHIVE + bytes(1 << 18)
+    register(monkeypatch, tmp_path, archive)
+    monkeypatch.setattr(Mnist, "SOURCES", UNREACHABLE)
+    write_files(tmp_path / "mnist_manual", {**MNIST_FILES, "train-labels-idx1-ubyte.gz": archive})
+    with pytest.raises(ChecksumMismatchError, match=r"gz is MNIST-C's mnist_c\.zip, not MNIST's train-labels"):
+        conftest.prepare(Mnist, tmp_path, manual_dir=tmp_path / "mnist_manual")
 
 
 def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
