@@ -421,6 +421,9 @@ def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path
     for classifier in classifiers:
         assert accuracy[(names[1], classifier)] == accuracy[(names[0], classifier)], classifier
     assert f"| {MnistCorrupted.name}/fog (fit on identity) |" in result.stdout
+    # fog's own test split, not identity's again: prepared, and its (shifted, darkened) images score otherwise.
+    assert list((tmp_path / "data" / MnistCorrupted.name / "fog").glob("*/dataset_info.json"))
+    assert any(accuracy[(names[2], classifier)] != accuracy[(names[1], classifier)] for classifier in classifiers)
 
 
 def test_tfds_build_builds_all_sixteen_configs_from_a_manual_dir(tmp_path):
