@@ -10,7 +10,6 @@ claims more items than the file can hold is refused before anything is sized by 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import math
 import os
@@ -489,14 +488,3 @@ def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 
             f" ({out_of_range.size} such labels)"
         )
     return labels.astype(np.uint8)
-
-
-def check_labels_are(labels: np.ndarray, source: Source, size: int, sha256: str, whose: str) -> None:
-    """Raises unless `labels` are those of the IDX label file of this `size` and `sha256` (`whose`: "MNIST's
-    train labels"): its encoding is hashed, 8 bytes plus one a label, so no other file need be at hand."""
-    encoded = encode_idx(labels)
-    if len(encoded) != size or hashlib.sha256(encoded).hexdigest() != sha256:
-        raise MalformedFileError(
-            f"{os.fspath(source)}: its {len(labels):,} labels are not {whose} ({size - 8:,} labels, sha256"
-            f" {sha256} in IDX form)"
-        )

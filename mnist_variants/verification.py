@@ -94,6 +94,12 @@ def _same(actual: UrlInfo, expected: UrlInfo) -> bool:
     return (actual.size, actual.checksum) == (expected.size, expected.checksum)
 
 
+def is_registered_file(data: bytes, registered: UrlInfo) -> bool:
+    """Whether `data` is the file `registered` describes (its size and sha256): bytes made from what was
+    parsed, such as an array encoded back to the IDX file it must equal."""
+    return _same(_info(data), registered)
+
+
 def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) -> int | None:
     """The most bytes any usable copy of `name` can have; None where nothing bounds it.
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,6 +32,7 @@ from conftest import (
     dummy_files,
     register_dummy_checksums,
     serve_from,
+    tfds_build_every_config,
     write_files,
     write_registry,
 )
@@ -396,16 +396,23 @@ def test_mnist_c_zip_given_as_mnists_labels_is_named(monkeypatch, tmp_path):
         conftest.prepare(Mnist, tmp_path, manual_dir=tmp_path / "mnist_manual")
 
 
-def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
-    """examples/compare_classifiers.py --corruption fog, offline: MNIST's rows, then MNIST-C's identity and fog,
-    fit on identity. identity's images and labels are MNIST's, so each classifier scores the same on both."""
+def registry_env(tmp_path: Path) -> dict[str, str]:
+    """The environment in which child processes (registered_dummies) register the dummy archive as MNIST-C's
+    and MNIST's dummy files as MNIST's (whose labels MNIST-C's must equal), with no source answering."""
     registry = {}
     for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
-        write_files(tmp_path / "manual" / builder_cls.name, files)
         tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
         registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
     (tmp_path / "family.json").write_text(json.dumps(registry))
-    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+    return {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+
+
+def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
+    """examples/compare_classifiers.py --corruption fog, offline: MNIST's rows, then MNIST-C's identity and fog,
+    fit on identity. identity's images and labels are MNIST's, so each classifier scores the same on both."""
+    env = registry_env(tmp_path)
+    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
+        write_files(tmp_path / "manual" / builder_cls.name, files)
     script = REPO / "examples" / "compare_classifiers.py"
     run = "import registered_dummies, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
     command = [sys.executable, "-c", run, str(script), "--datasets", Mnist.name, "--corruption", "fog",
@@ -429,19 +436,6 @@ def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path
 def test_tfds_build_builds_all_sixteen_configs_from_a_manual_dir(tmp_path):
     """`tfds build mnist_variants_mnist_corrupted` with no config named builds every config, offline, from
     mnist_c.zip: one command, 16 datasets, each as the dummy's counts say."""
-    registry = {}
-    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
-        tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
-        registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
-    (tmp_path / "family.json").write_text(json.dumps(registry))
     write_files(tmp_path / "manual", {"mnist_c.zip": ARCHIVE})
-    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
-    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
-    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
-    command = [tfds_cli, "build", MnistCorrupted.name, "--imports", "registered_dummies", "--manual_dir",
-               str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for config in CONFIGS:
-        builder = tfds.builder(f"{MnistCorrupted.name}/{config}", data_dir=tmp_path / "data")
-        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS, config
+    counts = tfds_build_every_config(MnistCorrupted, tmp_path / "manual", tmp_path / "data", registry_env(tmp_path))
+    assert counts == {config: COUNTS for config in CONFIGS}
