@@ -433,6 +433,17 @@ def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path
     assert any(accuracy[(names[2], classifier)] != accuracy[(names[1], classifier)] for classifier in classifiers)
 
 
+def test_compare_classifiers_refuses_an_unknown_corruption_before_fitting(tmp_path):
+    """A typo, or a corruption of MNIST-C's paper that is not a config (gaussian_noise): refused by argparse,
+    naming the choices, before any dataset is prepared or any classifier fitted."""
+    command = [sys.executable, str(REPO / "examples" / "compare_classifiers.py"), "--datasets", Mnist.name,
+               "--corruption", "gaussian_noise", "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=registry_env(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert all(word in result.stderr for word in ("invalid choice", "gaussian_noise", "fog")), result.stderr
+    assert "| dataset |" not in result.stdout and not (tmp_path / "data").exists()
+
+
 def test_tfds_build_builds_all_sixteen_configs_from_a_manual_dir(tmp_path):
     """`tfds build mnist_variants_mnist_corrupted` with no config named builds every config, offline, from
     mnist_c.zip: one command, 16 datasets, each as the dummy's counts say."""
