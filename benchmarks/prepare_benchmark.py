@@ -102,27 +102,17 @@ def register_files(builder_cls, files: str, scratch: str) -> None:
 
 def register_mnist_labels(files: str, scratch: str) -> None:
     """MNIST-C's labels are checked against MNIST's registered label digests: here, those of the generated MNIST
-    files (beside `files`, in `mnist/`), whose labels the generated mnist_c.zip holds."""
-    import hashlib
-
+    files (beside `files`, in `mnist/`), whose labels the generated mnist_c.zip holds, registered as the tests
+    register theirs (tests/conftest.py, as loaders_benchmark.py uses it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import write_registry
     from etils import epath
-    from tensorflow_datasets.core.download import checksums
 
-    from mnist_variants import Mnist, formats
+    from mnist_variants import Mnist
 
-    def info(data: bytes, name: str) -> checksums.UrlInfo:
-        return checksums.UrlInfo(len(data), hashlib.sha256(data).hexdigest(), name)
-
-    downloads, contents = {}, {}
-    for split_files in Mnist.SPLIT_FILES.values():
-        name = split_files["labels"]
-        data = (Path(files).parent / "mnist" / name).read_bytes()
-        downloads[Mnist.SOURCES[0] + name] = info(data, name)
-        contents[Mnist.SOURCES[0] + name] = info(bytes(formats.gunzip(data)), name.removesuffix(".gz"))
-    tsv = epath.Path(scratch) / f"{Mnist.name}.tsv"
-    checksums.save_url_infos(tsv, downloads)
-    checksums.save_url_infos(epath.Path(scratch) / f"{Mnist.name}.decompressed.tsv", contents)
-    Mnist._checksums_path = tsv
+    names = [split_files["labels"] for split_files in Mnist.SPLIT_FILES.values()]
+    labels = {name: (Path(files).parent / "mnist" / name).read_bytes() for name in names}
+    Mnist._checksums_path = epath.Path(write_registry(Path(scratch), Mnist, labels, Mnist.SOURCES[0]))
 
 
 def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
@@ -203,15 +193,13 @@ def generate(files: Path) -> None:
 
 def write_mnist_c(folder: Path, mnist: Path) -> None:
     """A full-size mnist_c.zip made of the generated MNIST's images and labels (every config, deflated)."""
-    from mnist_variants import Mnist, MnistCorrupted, formats, testing
+    from mnist_variants import MnistCorrupted, testing
 
-    images, labels = {}, {}
-    for split, names in Mnist.SPLIT_FILES.items():
-        images[split] = formats.read_idx_images((mnist / names["images"]).read_bytes())
-        labels[split] = formats.read_idx_labels((mnist / names["labels"]).read_bytes())
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / MnistCorrupted.ARCHIVE.filename).open("wb") as target:
-        testing.write_mnist_c_archive(MnistCorrupted, target, images, labels)
+        testing.write_mnist_c_of_mnist(
+            MnistCorrupted, {path.name: path.read_bytes() for path in mnist.iterdir()}, target
+        )
 
 
 def main() -> None:

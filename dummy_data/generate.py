@@ -126,11 +126,8 @@ def archive_bytes(dummy: DummyArchive) -> bytes:
 
 def mnist_c_archive_bytes() -> bytes:
     """MNIST-C's mnist_c.zip: every config's `.npy` members, made of MNIST's dummy images and labels."""
-    files = split_files(DATASETS["mnist"])
-    images = {split: formats.read_idx_images(files[names["images"]]) for split, names in Mnist.SPLIT_FILES.items()}
-    labels = {split: formats.read_idx_labels(files[names["labels"]]) for split, names in Mnist.SPLIT_FILES.items()}
     buffer = io.BytesIO()
-    testing.write_mnist_c_archive(MnistCorrupted, buffer, images, labels)
+    testing.write_mnist_c_of_mnist(MnistCorrupted, split_files(DATASETS["mnist"]), buffer)
     return buffer.getvalue()
 
 

@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
 import mnist_variants  # noqa: F401  (registers the builders)
+from mnist_variants.mnist_corrupted import CORRUPTIONS
 
 DATASETS = ("mnist_variants_mnist", "mnist_variants_fashion_mnist", "mnist_variants_kmnist")
 MNIST_C = "mnist_variants_mnist_corrupted"
@@ -59,8 +60,11 @@ def main() -> None:
     parser.add_argument("--manual_dir", help="a folder with each dataset's upstream files in <registered name>/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--corruption", help="also MNIST-C: fit on `identity`, test on it and on this config (fog, ...)"
-    )
+        "--corruption",
+        choices=CORRUPTIONS,
+        metavar="CONFIG",
+        help=f"also MNIST-C: fit on `identity`, test on it and on this config, one of: {', '.join(CORRUPTIONS)}",
+    )  # checked here, before any classifier is fitted
     args = parser.parse_args()
 
     print("| dataset | classifier | test accuracy | fit seconds |")

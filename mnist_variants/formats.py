@@ -10,8 +10,8 @@ claims more items than the file can hold is refused before anything is sized by 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
+import math
 import os
 import struct
 import zipfile
@@ -327,28 +327,12 @@ def read_npz(data: bytes, source: Source, keys: Sequence[str]) -> dict[str, np.n
 
 
 def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran_order, dtype = read_header(member)
-        except ValueError as error:
-            raise MalformedFileError(f"{where}: {info.filename}: not a .npy array ({error})") from None
-        if dtype != np.uint8 or fortran_order:
-            order = "Fortran" if fortran_order else "C"
-            raise MalformedFileError(f"{where}: {info.filename}: {dtype} in {order} order, expected uint8 in C order")
-        size = int(np.prod(shape, dtype=np.int64))
-        if member.tell() + size != info.file_size:
-            raise MalformedFileError(
-                f"{where}: {info.filename}: its header describes {size:,} bytes of data, the member holds"
-                f" {info.file_size - member.tell():,}"
-            )
-        body = member.read(size)
-    if len(body) != size:
-        raise MalformedFileError(f"{where}: {info.filename}: cut short ({len(body):,} of {size:,} bytes)")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    """A member of keras's .npz: inflated as any zip member is, then read by the one strict .npy reader."""
+    source = f"{where}[{info.filename}]"
+    array = read_npy(_read_member(archive, info, where), source)
+    if array.dtype != np.uint8:
+        raise MalformedFileError(f"{source}: a {array.dtype} array, expected uint8")
+    return array
 
 
 UNUSED_CLASS = "N/A"  # the name of a label value a dataset never uses (EMNIST Letters' 0)
@@ -485,12 +469,14 @@ def check_class_names(codes: dict[int, tuple[int, ...]], names: Sequence[str], s
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _read_npy_bytes(data: bytes, source: Source) -> np.ndarray:
-    """The array of a `.npy` file given as bytes (MNIST-C's archive members), read strictly; a view of `data`.
+def read_npy(data: bytes | bytearray, source: Source) -> np.ndarray:
+    """The array of a `.npy` file given as bytes (MNIST-C's archive members, keras's .npz members), read strictly;
+    a view of `data`. The one .npy reader of the package.
 
     numpy's own header reader parses the header (a Python literal: `ast.literal_eval`, never `eval`),
-    on a copy of the header alone. Refused: pickled objects (never loaded), Fortran order, and any data
-    that is not exactly the bytes the header describes; nothing is sized by the header before that.
+    on a copy of the header alone. Refused: pickled objects (never loaded), Fortran order, negative dimensions, and
+    any data that is not exactly the bytes the header describes (sized with Python's exact integers, so no
+    shape overflows); nothing is sized by the header before that.
     """
     where = os.fspath(source)
     view = memoryview(data)
@@ -514,7 +500,9 @@ def _read_npy_bytes(data: bytes, source: Source) -> np.ndarray:
         raise MalformedFileError(f"{where}: holds Python objects ({dtype}), which load only as pickles: refused")
     if fortran_order:
         raise MalformedFileError(f"{where}: an array in Fortran order, expected C order")
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(dimension < 0 for dimension in shape):
+        raise MalformedFileError(f"{where}: its header describes a negative dimension, shape {shape}")
+    size = math.prod(shape) * dtype.itemsize
     if len(view) - header_end != size:
         held = len(view) - header_end
         problem = "cut short" if held < size else "trailing garbage"
@@ -526,7 +514,7 @@ def _read_npy_bytes(data: bytes, source: Source) -> np.ndarray:
 
 def read_npy_images(data: bytes, source: Source = "<bytes>") -> np.ndarray:
     """A `.npy` file of 28x28 uint8 images, (n, 28, 28, 1) or (n, 28, 28), as (n, 28, 28, 1): a view, no copy."""
-    images = _read_npy_bytes(data, source)
+    images = read_npy(data, source)
     if images.dtype != np.uint8 or images.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE[:2]):
         raise MalformedFileError(
             f"{os.fspath(source)}: {images.dtype} images of shape {images.shape},"
@@ -538,7 +526,7 @@ def read_npy_images(data: bytes, source: Source = "<bytes>") -> np.ndarray:
 def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 10) -> np.ndarray:
     """A `.npy` file of integer labels, one per image, each 0..num_classes-1, as a (n,) uint8 array."""
     where = os.fspath(source)
-    labels = _read_npy_bytes(data, source)
+    labels = read_npy(data, source)
     if labels.dtype.kind not in "iu" or labels.ndim != 1:
         raise MalformedFileError(f"{where}: {labels.dtype} labels of shape {labels.shape}, expected one integer each")
     out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -549,14 +537,3 @@ def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 
             f" ({out_of_range.size} such labels)"
         )
     return labels.astype(np.uint8)
-
-
-def check_labels_are(labels: np.ndarray, source: Source, size: int, sha256: str, whose: str) -> None:
-    """Raises unless `labels` are those of the IDX label file of this `size` and `sha256` (`whose`: "MNIST's
-    train labels"): its encoding is hashed, 8 bytes plus one a label, so no other file need be at hand."""
-    encoded = encode_idx(labels)
-    if len(encoded) != size or hashlib.sha256(encoded).hexdigest() != sha256:
-        raise MalformedFileError(
-            f"{os.fspath(source)}: its {len(labels):,} labels are not {whose} ({size - 8:,} labels, sha256"
-            f" {sha256} in IDX form)"
-        )

@@ -26,7 +26,7 @@ import promise
 from etils import epath
 
 from mnist_variants import formats
-from mnist_variants.builder import MnistVariantBuilder
+from mnist_variants.builder import MNIST_FILES, MnistVariantBuilder
 from mnist_variants.formats import encode_idx
 
 
@@ -86,16 +86,23 @@ def class_codes(class_names: Sequence[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def write_zip(target: BinaryIO | epath.PathLike, members: Iterable[tuple[str, bytes]], folder: str = "") -> None:
+def write_zip(
+    target: BinaryIO | epath.PathLike,
+    members: Iterable[tuple[str, bytes]],
+    folder: str = "",
+    compresslevel: int | None = None,
+) -> None:
     """A zip of `members` (name, bytes), deflated, with fixed timestamps (reproducible to the byte), as upstream's
-    gzip.zip: a directory entry for `folder`, then each member under it. Members are written as they come."""
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+    gzip.zip and mnist_c.zip: a directory entry for `folder`, then each member under it; an empty member (a
+    folder entry) is stored, as theirs are. Members are written as they come; a low `compresslevel` makes a
+    full-size archive in seconds, not minutes."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
         if folder:
             archive.writestr(zipfile.ZipInfo(folder, date_time=(1980, 1, 1, 0, 0, 0)), b"")
         for name, data in members:
             info = zipfile.ZipInfo(folder + name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
+            info.compress_type = zipfile.ZIP_DEFLATED if data else zipfile.ZIP_STORED
+            archive.writestr(info, data, compresslevel=compresslevel)
 
 
 def emnist_members(
@@ -451,14 +458,21 @@ def write_mnist_c_archive(
     target: BinaryIO | epath.PathLike,
     images: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
-    compresslevel: int = 6,
+    compresslevel: int | None = None,
 ) -> None:
-    """An MNIST-C-shaped archive (`mnist_c_members`), deflated as upstream's (235 MiB for 879 MB of members), with
-    folder entries and fixed timestamps; a low `compresslevel` makes a full-size one in seconds, not minutes."""
-    folder = builder_cls.ARCHIVE.folder
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
-        archive.writestr(zipfile.ZipInfo(folder, date_time=(1980, 1, 1, 0, 0, 0)), b"")
-        for name, data in mnist_c_members(builder_cls, images, labels):
-            info = zipfile.ZipInfo(folder + name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED if data else zipfile.ZIP_STORED
-            archive.writestr(info, data, compresslevel=compresslevel)
+    """An MNIST-C-shaped archive (`mnist_c_members`), deflated as upstream's (235 MiB for 879 MB of members)."""
+    write_zip(target, mnist_c_members(builder_cls, images, labels), builder_cls.ARCHIVE.folder, compresslevel)
+
+
+def write_mnist_c_of_mnist(
+    builder_cls: type[MnistVariantBuilder],
+    mnist_files: Mapping[str, bytes],
+    target: BinaryIO | epath.PathLike,
+    compresslevel: int | None = None,
+) -> None:
+    """An MNIST-C-shaped archive made of MNIST's files (by upstream name: `mnist_files`), whose labels it holds."""
+    images, labels = {}, {}
+    for split, names in MNIST_FILES.items():
+        images[split] = formats.read_idx_images(mnist_files[names["images"]])
+        labels[split] = formats.read_idx_labels(mnist_files[names["labels"]])
+    write_mnist_c_archive(builder_cls, target, images, labels, compresslevel)

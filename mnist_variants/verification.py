@@ -17,12 +17,15 @@ inflates past the registered content, is refused as soon as that shows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
+import io
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
@@ -31,6 +34,8 @@ from mnist_variants import formats, traps
 from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
+
+_HASH_BLOCK_BYTES = 1 << 20  # a copy too large to read whole is hashed a block at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +94,12 @@ def _same(actual: UrlInfo, expected: UrlInfo) -> bool:
     return (actual.size, actual.checksum) == (expected.size, expected.checksum)
 
 
+def is_registered_file(data: bytes, registered: UrlInfo) -> bool:
+    """Whether `data` is the file `registered` describes (its size and sha256): bytes made from what was
+    parsed, such as an array encoded back to the IDX file it must equal."""
+    return _same(_info(data), registered)
+
+
 def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) -> int | None:
     """The most bytes any usable copy of `name` can have; None where nothing bounds it.
 
@@ -123,25 +134,8 @@ def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool 
                 raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path))
             with path.open("rb") as remote:
                 return remote.read(size)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            descriptor = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
-        except OSError as error:
-            if error.errno == errno.ELOOP and not follow_symlinks:
-                raise UnreadableCopyError(errno.ELOOP, "a symlink, not a file", os.fspath(path)) from None
-            raise
-        try:
-            mode = os.fstat(descriptor).st_mode
-            if stat.S_ISDIR(mode):
-                raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
-            if not stat.S_ISREG(mode):
-                raise UnreadableCopyError(
-                    errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path)
-                )
-            with open(descriptor, "rb", closefd=False) as file:
-                return file.read(size)
-        finally:
-            os.close(descriptor)
+        with _open_regular(path, follow_symlinks) as file:
+            return file.read(size)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
     except UnreadableCopyError:
@@ -149,6 +143,47 @@ def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool 
     except OSError as error:  # permission, I/O error, a file vanishing into a directory
         why = f"cannot be read ({error.strerror or error})"
         raise UnreadableCopyError(error.errno, why, os.fspath(path)) from None
+
+
+@contextlib.contextmanager
+def _open_regular(path: epath.Path, follow_symlinks: bool) -> Iterator[io.BufferedReader]:
+    """The local regular file at `path`, opened without blocking (a pipe is refused, never waited on)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_symlinks:
+            raise UnreadableCopyError(errno.ELOOP, "a symlink, not a file", os.fspath(path)) from None
+        raise
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise UnreadableCopyError(errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path))
+        with open(descriptor, "rb", closefd=False) as file:
+            yield file
+    finally:
+        os.close(descriptor)
+
+
+def _digest_if_sized(path: epath.Path, sizes: AbstractSet[int]) -> UrlInfo | None:
+    """The sha256 of the copy at `path` when its size is one of `sizes` (files another dataset registers),
+    hashed in blocks straight from the file so that memory stays bounded whatever its size; None otherwise,
+    or where it cannot be read (it is refused anyway: this only names it)."""
+    remote = "://" in os.fspath(path)
+    try:
+        with path.open("rb") if remote else _open_regular(path, follow_symlinks=True) as file:
+            size = path.stat().st_size if remote else os.fstat(file.fileno()).st_size
+            if size not in sizes:
+                return None
+            digest, read = hashlib.sha256(), 0
+            while read <= size and (block := file.read(_HASH_BLOCK_BYTES)):
+                digest.update(block)
+                read += len(block)
+    except OSError:
+        return None
+    return UrlInfo(size=read, checksum=digest.hexdigest(), filename=None) if read == size else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +214,11 @@ class Known:
     def whose(self, info: UrlInfo) -> str | None:
         return self.owners.get((int(info.size), info.checksum))
 
+    @property
+    def sizes(self) -> frozenset[int]:
+        """Every registered size: a copy of another size is no file of the family's."""
+        return frozenset(size for size, _ in self.owners)
+
 
 def judge(
     path: epath.Path,
@@ -202,7 +242,7 @@ def judge(
     if trap:
         raise WrongFileError(f"{path} is {trap}, not the file {name}. {traps.advice(trap, url)}")
     if limit is not None and len(data) > limit:
-        return _too_large(path, name, registered, dataset, url, limit, data)
+        return _too_large(path, name, registered, dataset, url, limit, data, known)
     actual = _info(data)
     if _same(actual, registered.download):
         return Verdict(path, name, True, "verified: the upstream file", data)
@@ -248,13 +288,25 @@ def _refuse_another_datasets(path: epath.Path, name: str, dataset: str, url: str
 
 
 def _too_large(
-    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, limit: int, start: bytes
+    path: epath.Path,
+    name: str,
+    registered: Registered,
+    dataset: str,
+    url: str,
+    limit: int,
+    start: bytes,
+    known: Known,
 ) -> Verdict:
-    """A copy larger than any usable copy of `name` (`limit`): refused having read only `start` of it."""
+    """A copy larger than any usable copy of `name` (`limit`): refused having read only `start` of it, naming
+    whose file it is where its size is that of another dataset's (upstream's EMNIST gzip.zip is larger than
+    mnist_c.zip, which is larger than any MNIST file): only such a copy is hashed, block by block."""
     if name.endswith(".gz") and registered.content is None:  # a cache's unverifiable copy: passed over
         return Verdict(
             path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
         )
+    actual = _digest_if_sized(path, known.sizes)
+    if actual is not None:
+        _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: it is larger than {plain_size(limit)},"
         f" more than any copy of upstream's file can be. {_replace_advice(path, url)}"

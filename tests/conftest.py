@@ -6,6 +6,9 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +86,23 @@ def worker_env(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: li
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({builder_cls.name: {"sources": sources, "checksums": str(tsv)}}))
     return {"MNIST_VARIANTS_TEST_REGISTRY": str(registry), **child_env()}
+
+
+def tfds_build_every_config(builder_cls, manual_dir: Path, data_dir: Path, env: dict[str, str]) -> dict[str, dict]:
+    """`tfds build NAME` with no config named, offline from `manual_dir` (the child registers the test's
+    registry through registered_dummies); returns each config's prepared split counts."""
+    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
+    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
+    command = [tfds_cli, "build", builder_cls.name, "--imports", "registered_dummies", "--manual_dir",
+               str(manual_dir), "--data_dir", str(data_dir)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = {config.name: tfds.builder(f"{builder_cls.name}/{config.name}", data_dir=data_dir)
+             for config in builder_cls.BUILDER_CONFIGS}  # fmt: skip
+    return {
+        name: {split: info.num_examples for split, info in builder.info.splits.items()}
+        for name, builder in built.items()
+    }
 
 
 def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:

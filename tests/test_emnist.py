@@ -12,9 +12,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -22,7 +19,15 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_DATA, DUMMY_SPLITS, register_dummy_checksums, serve_from, worker_env, write_files
+from conftest import (
+    DUMMY_DATA,
+    DUMMY_SPLITS,
+    register_dummy_checksums,
+    serve_from,
+    tfds_build_every_config,
+    worker_env,
+    write_files,
+)
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
@@ -399,15 +404,8 @@ def test_tfds_build_builds_all_six_configs_from_a_manual_dir(tmp_path):
     """`tfds build mnist_variants_emnist` with no config named builds every config, offline, from gzip.zip."""
     write_files(tmp_path / "manual", {"gzip.zip": ARCHIVE})
     env = {**os.environ, **worker_env(tmp_path, Emnist, {"gzip.zip": ARCHIVE}, list(UNREACHABLE))}
-    tfds_cli = shutil.which("tfds", path=str(epath.Path(sys.executable).parent))
-    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
-    command = [tfds_cli, "build", Emnist.name, "--imports", "registered_dummies", "--manual_dir",
-               str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for config in CONFIGS:
-        builder = tfds.builder(f"{Emnist.name}/{config}", data_dir=tmp_path / "data")
-        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS, config
+    counts = tfds_build_every_config(Emnist, tmp_path / "manual", tmp_path / "data", env)
+    assert counts == {config: COUNTS for config in CONFIGS}
 
 
 def test_letters_refuses_label_0_naming_the_file_and_the_value(monkeypatch, tmp_path):

@@ -131,6 +131,13 @@ def npz_of(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def npy_shaped(shape: tuple[int, ...], body: bytes) -> bytes:
+    """A uint8 .npy whose header claims `shape`, whatever `body` holds (what np.save would not write)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + body
+
+
 KEYS = ["x_train", "y_train"]
 GOOD = {"x_train.npy": npy(np.zeros((2, 28, 28), np.uint8)), "y_train.npy": npy(np.ones(2, np.uint8))}
 
@@ -138,14 +145,16 @@ GOOD = {"x_train.npy": npy(np.zeros((2, 28, 28), np.uint8)), "y_train.npy": npy(
 @pytest.mark.parametrize(
     ("members", "problem"),
     [
-        ({**GOOD, "y_train.npy": npy(np.array([object()], dtype=object))}, r"object in C order, expected uint8"),
-        ({**GOOD, "y_train.npy": npy(np.ones(2, np.int64))}, r"int64 in C order, expected uint8"),
+        ({**GOOD, "y_train.npy": npy(np.array([object()], dtype=object))}, r"holds Python objects .*refused"),
+        ({**GOOD, "y_train.npy": npy(np.ones(2, np.int64))}, r"y_train\.npy\]: a int64 array, expected uint8"),
         ({**GOOD, "extra.npy": GOOD["y_train.npy"]}, r"expected exactly \['x_train.npy', 'y_train.npy'\]"),
         ({"x_train.npy": GOOD["x_train.npy"]}, r"expected exactly"),
-        ({**GOOD, "y_train.npy": GOOD["y_train.npy"][:-1]}, r"header describes 2 bytes of data, the member holds 1"),
+        ({**GOOD, "y_train.npy": GOOD["y_train.npy"][:-1]}, r"cut short: its header describes 2 bytes .* holds 1"),
+        ({**GOOD, "y_train.npy": npy_shaped((2**62,), b"\1\1")}, r"describes 4,611,686,018,427,387,904 bytes"),
+        ({**GOOD, "y_train.npy": npy_shaped((-1, -2), b"\1\1")}, r"a negative dimension, shape \(-1, -2\)"),
         ({**GOOD, "y_train.npy": b"not an array"}, r"not a \.npy array"),
     ],
-    ids=["pickled_objects", "int64", "extra_member", "missing_member", "cut_member", "not_npy"],
+    ids=["pickled_objects", "int64", "extra_member", "missing_member", "cut_member", "overflow", "negative", "not_npy"],
 )
 def test_npz_is_read_strictly(members, problem):
     with pytest.raises(MalformedFileError, match=problem):

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,6 +32,7 @@ from conftest import (
     dummy_files,
     register_dummy_checksums,
     serve_from,
+    tfds_build_every_config,
     write_files,
     write_registry,
 )
@@ -281,6 +281,21 @@ def pickled(array: np.ndarray) -> bytes:
             with_header(npy_member(IMAGES), {"descr": "|u1", "fortran_order": False, "shape": (10**12, 28, 28, 1)}),
             r"its header describes 784,000,000,000,000 bytes",
         ),
+        (
+            IMAGES,
+            with_header(npy_member(IMAGES), {"descr": "|u1", "fortran_order": False, "shape": (12 + 2**60, 28, 28, 1)}),
+            r"its header describes 903,890,459,611,768,038,592 bytes",
+        ),
+        (
+            IMAGES,
+            with_header(npy_member(IMAGES), {"descr": "|u1", "fortran_order": False, "shape": (-12, 28, 28, -1)}),
+            r"a negative dimension, shape \(-12, 28, 28, -1\)",
+        ),
+        (
+            LABELS,
+            with_header(npy_member(LABELS), {"descr": "|u1", "fortran_order": False, "shape": (-12,)}),
+            r"a negative dimension, shape \(-12,\)",
+        ),
         (IMAGES, b"\x89PNG\r\n\x1a\n" + bytes(100), r"not a \.npy array"),
         (IMAGES, formats.NPY_MAGIC + b"\x03\x00" + bytes(100), r"\.npy format version 3\.0"),
         (IMAGES, formats.NPY_MAGIC + b"\x01\x00\xff\x00{'descr'", r"\.npy header cut short"),
@@ -302,6 +317,9 @@ def pickled(array: np.ndarray) -> bytes:
         "cut",
         "trailing",
         "huge_header",
+        "overflowing_shape",
+        "negative_dimensions",
+        "negative_label_count",
         "not_npy",
         "version_3",
         "cut_header",
@@ -334,10 +352,13 @@ def test_a_missing_member_or_other_labels_in_every_config_are_refused(monkeypatc
         prepare("fog", tmp_path / "shuffled", manual_dir=offline(monkeypatch, tmp_path / "s", rezipped(shuffled)))
 
 
-def test_other_datasets_files_given_as_mnist_c_zip_are_named(monkeypatch, tmp_path):
-    """EMNIST's gzip.zip, or MNIST's labels, under MNIST-C's name: refused, naming whose they are."""
+@pytest.mark.parametrize("padding", [0, 2 * len(ARCHIVE)], ids=["smaller", "larger_as_upstreams"])
+def test_other_datasets_files_given_as_mnist_c_zip_are_named(padding, monkeypatch, tmp_path):
+    """EMNIST's gzip.zip, or MNIST's labels, under MNIST-C's name: refused, naming whose they are. Upstream's
+    gzip.zip is larger than mnist_c.zip (561,753,746 and 246,661,575 bytes): the stand-in registered as
+    EMNIST's is too, in the second case, so it is refused past MNIST-C's size and still named."""
     offline(monkeypatch, tmp_path)
-    emnist_archive = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes()
+    emnist_archive = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes() + bytes(padding)
     register_dummy_checksums(monkeypatch, tmp_path / "emnist", Emnist, {"gzip.zip": emnist_archive})
     with pytest.raises(ChecksumMismatchError, match=r"mnist_c\.zip is EMNIST's gzip\.zip, not MNIST-C's mnist_c"):
         prepare("identity", tmp_path, manual_dir=write_manual(tmp_path / "m1", emnist_archive))
@@ -364,16 +385,34 @@ def test_mnist_c_zip_given_as_another_datasets_file_is_named(monkeypatch, tmp_pa
         builder.download_and_prepare(download_config=config)
 
 
-def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
-    """examples/compare_classifiers.py --corruption fog, offline: MNIST's rows, then MNIST-C's identity and fog,
-    fit on identity. identity's images and labels are MNIST's, so each classifier scores the same on both."""
+def test_mnist_c_zip_given_as_mnists_labels_is_named(monkeypatch, tmp_path):
+    """mnist_c.zip under MNIST's label file's name: larger than any copy of that file can be (as upstream's,
+    246,661,575 bytes, is; the stand-in registered as MNIST-C's is too), and still named as MNIST-C's."""
+    archive = ARCHIVE + bytes(1 << 18)
+    register(monkeypatch, tmp_path, archive)
+    monkeypatch.setattr(Mnist, "SOURCES", UNREACHABLE)
+    write_files(tmp_path / "mnist_manual", {**MNIST_FILES, "train-labels-idx1-ubyte.gz": archive})
+    with pytest.raises(ChecksumMismatchError, match=r"gz is MNIST-C's mnist_c\.zip, not MNIST's train-labels"):
+        conftest.prepare(Mnist, tmp_path, manual_dir=tmp_path / "mnist_manual")
+
+
+def registry_env(tmp_path: Path) -> dict[str, str]:
+    """The environment in which child processes (registered_dummies) register the dummy archive as MNIST-C's
+    and MNIST's dummy files as MNIST's (whose labels MNIST-C's must equal), with no source answering."""
     registry = {}
     for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
-        write_files(tmp_path / "manual" / builder_cls.name, files)
         tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
         registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
     (tmp_path / "family.json").write_text(json.dumps(registry))
-    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+    return {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
+
+
+def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path):
+    """examples/compare_classifiers.py --corruption fog, offline: MNIST's rows, then MNIST-C's identity and fog,
+    fit on identity. identity's images and labels are MNIST's, so each classifier scores the same on both."""
+    env = registry_env(tmp_path)
+    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
+        write_files(tmp_path / "manual" / builder_cls.name, files)
     script = REPO / "examples" / "compare_classifiers.py"
     run = "import registered_dummies, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
     command = [sys.executable, "-c", run, str(script), "--datasets", Mnist.name, "--corruption", "fog",
@@ -389,24 +428,25 @@ def test_compare_classifiers_fits_on_identity_and_tests_on_a_corruption(tmp_path
     for classifier in classifiers:
         assert accuracy[(names[1], classifier)] == accuracy[(names[0], classifier)], classifier
     assert f"| {MnistCorrupted.name}/fog (fit on identity) |" in result.stdout
+    # fog's own test split, not identity's again: prepared, and its (shifted, darkened) images score otherwise.
+    assert list((tmp_path / "data" / MnistCorrupted.name / "fog").glob("*/dataset_info.json"))
+    assert any(accuracy[(names[2], classifier)] != accuracy[(names[1], classifier)] for classifier in classifiers)
+
+
+def test_compare_classifiers_refuses_an_unknown_corruption_before_fitting(tmp_path):
+    """A typo, or a corruption of MNIST-C's paper that is not a config (gaussian_noise): refused by argparse,
+    naming the choices, before any dataset is prepared or any classifier fitted."""
+    command = [sys.executable, str(REPO / "examples" / "compare_classifiers.py"), "--datasets", Mnist.name,
+               "--corruption", "gaussian_noise", "--data_dir", str(tmp_path / "data")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=registry_env(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert all(word in result.stderr for word in ("invalid choice", "gaussian_noise", "fog")), result.stderr
+    assert "| dataset |" not in result.stdout and not (tmp_path / "data").exists()
 
 
 def test_tfds_build_builds_all_sixteen_configs_from_a_manual_dir(tmp_path):
     """`tfds build mnist_variants_mnist_corrupted` with no config named builds every config, offline, from
     mnist_c.zip: one command, 16 datasets, each as the dummy's counts say."""
-    registry = {}
-    for builder_cls, files in ((Mnist, MNIST_FILES), (MnistCorrupted, {"mnist_c.zip": ARCHIVE})):
-        tsv = write_registry(tmp_path / "registry", builder_cls, files, UNREACHABLE[0])
-        registry[builder_cls.name] = {"sources": list(UNREACHABLE), "checksums": str(tsv)}
-    (tmp_path / "family.json").write_text(json.dumps(registry))
     write_files(tmp_path / "manual", {"mnist_c.zip": ARCHIVE})
-    env = {**os.environ, **child_env(), "MNIST_VARIANTS_TEST_REGISTRY": str(tmp_path / "family.json")}
-    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
-    assert tfds_cli, "the tfds command line is installed with the [cli] extra"
-    command = [tfds_cli, "build", MnistCorrupted.name, "--imports", "registered_dummies", "--manual_dir",
-               str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for config in CONFIGS:
-        builder = tfds.builder(f"{MnistCorrupted.name}/{config}", data_dir=tmp_path / "data")
-        assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS, config
+    counts = tfds_build_every_config(MnistCorrupted, tmp_path / "manual", tmp_path / "data", registry_env(tmp_path))
+    assert counts == {config: COUNTS for config in CONFIGS}
