@@ -314,22 +314,24 @@ def read_npz(data: bytes, source: Source, keys: Sequence[str]) -> dict[str, np.n
     """
     where = os.fspath(source)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-            expected = {f"{key}.npy" for key in keys}
-            if set(members) != expected:
-                raise MalformedFileError(
-                    f"{where}: holds {sorted(members)}, expected exactly {sorted(expected)} (a NumPy .npz archive)"
-                )
-            return {key: _read_npy(archive, members[f"{key}.npy"], where) for key in keys}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as error:
-        raise MalformedFileError(f"{where}: not a readable .npz archive ({error})") from None
+        archive = zipfile.ZipFile(io.BytesIO(data))  # BytesIO shares the bytes: no copy
+    except _ZIP_ERRORS as error:
+        raise MalformedFileError(f"{where}: not a readable .npz archive ({error or type(error).__name__})") from None
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        expected = {f"{key}.npy" for key in keys}
+        if set(members) != expected:
+            raise MalformedFileError(
+                f"{where}: holds {sorted(members)}, expected exactly {sorted(expected)} (a NumPy .npz archive)"
+            )
+        return {key: _read_npy(archive, members[f"{key}.npy"], where, len(data)) for key in keys}
 
 
-def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
-    """A member of keras's .npz: inflated as any zip member is, then read by the one strict .npy reader."""
+def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_bytes: int) -> np.ndarray:
+    """A member of keras's .npz: inflated as any zip member is (sized only by what the archive's bytes can
+    hold), then read by the one strict .npy reader."""
     source = f"{where}[{info.filename}]"
-    array = read_npy(_read_member(archive, info, where), source)
+    array = read_npy(_read_member(archive, info, where, archive_bytes, None), source)
     if array.dtype != np.uint8:
         raise MalformedFileError(f"{source}: a {array.dtype} array, expected uint8")
     return array
