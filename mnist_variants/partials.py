@@ -21,7 +21,8 @@ resumes it, and it is thrown away only when known to be of another file. The val
 source's own, so it is sent (If-Range) only back to that URL; another source resumes with a
 plain Range, its bytes join the partial unvouched, and the sha256 check of the whole file is
 what catches a mix-up (the file is then fetched again from zero, fetching.py). A record is
-read as hostile: bounded, every field checked by type and range, and one that fails is
+read as hostile: bounded, every field checked by type and range (the validator is an ETag or
+an HTTP-date of visible ASCII, as it goes out as a header), and one that fails is
 removed with one line, never fatal and never saved back. Files are opened through
 shared_files.py (not followed, regular files only, created for the folder's group), and a
 write the disk refuses is a LocalDiskError, not a network failure.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import json
 import os
 import re
@@ -57,6 +59,8 @@ SAVE_EVERY_SECONDS = 0.2
 RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts take a few hundred
 MAX_SPANS = 256
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# An entity tag (RFC 9110 8.8.3), strong or weak, of visible ASCII only: it goes out as a header (If-Range).
+_ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,1024}"')
 
 
 @dataclasses.dataclass
@@ -171,7 +175,8 @@ class Partial:
     def set_validator(self, validator: str | None) -> None:
         """The validator of the source now writing into the partial (`url`), kept with that URL."""
         with self._lock:
-            self.validator, self.source = validator, self.url
+            # One a record could not hold (the next run would throw the partial away) is not kept.
+            self.validator, self.source = (validator if is_validator(validator) else None), self.url
             self._save()
 
     def save(self) -> None:
@@ -297,9 +302,10 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
     if Identity(size, sha256) != identity:
         raise BadRecordError("a partial of another file (its registered size or sha256 differ)")
     url, validator = saved.get("url"), saved.get("validator")
-    for field, value in (("url", url), ("validator", validator)):
-        if value is not None and (not isinstance(value, str) or len(value) > 8192):
-            raise BadRecordError(f"progress record's {field} is {_shown(value)}")
+    if url is not None and (not isinstance(url, str) or len(url) > 8192):
+        raise BadRecordError(f"progress record's url is {_shown(url)}")
+    if validator is not None and not is_validator(validator):
+        raise BadRecordError(f"progress record's validator is {_shown(validator)}")
     spans = saved.get("spans")
     if not isinstance(spans, list) or not 0 < len(spans) <= MAX_SPANS:
         raise BadRecordError(f"progress record's spans are {_shown(spans)}")
@@ -317,6 +323,21 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
     if edge != size:
         raise BadRecordError(f"progress record's spans end at byte {edge:,}, not at {size:,}")
     return parsed, url, validator
+
+
+def is_validator(value: object) -> bool:
+    """Whether `value` may go out as If-Range: an ETag or an HTTP-date, of visible ASCII and spaces only
+    (a CR/LF would be a header of its own; non-latin-1 fails to encode; either failed every request)."""
+    if not isinstance(value, str) or len(value) > 1100:
+        return False
+    if _ETAG.fullmatch(value):
+        return True
+    if not re.fullmatch(r"[\x21-\x7e][\x20-\x7e]*[\x21-\x7e]", value):
+        return False
+    try:  # the standard library's HTTP-date parser (RFC 9110 5.6.7 allows three forms)
+        return email.utils.parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
 
 
 def _is_int(value: object) -> bool:

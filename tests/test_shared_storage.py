@@ -478,3 +478,45 @@ def test_a_remote_download_dir_leaves_no_temporary_folder(tmp_path, file_server)
     worker = run(command, env | {"TMPDIR": str(temporary)}, tmp_path)
     assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
     assert not [path.name for path in temporary.iterdir() if path.name.startswith("mnist_variants-")]
+
+
+# ---- hostile validators (review finding 1) ----
+
+
+@pytest.mark.parametrize(
+    "validator", ['"abc"\r\nX-Evil: 1', '"\u20ac"', " W/x", '"a" "b"'], ids=["CR LF", "not latin-1", "space", "two"]
+)
+def test_a_hostile_validator_in_a_record_costs_only_that_partial(monkeypatch, tmp_path, file_server, capsys, validator):
+    """Review finding 1: a validator with CR/LF or non-latin-1 went out as If-Range, and every run failed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    data = BINARIZED_FILES[TRAIN]
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    leave_partial(folder, TRAIN, data, 100, f"{file_server.url}/upstream/{TRAIN}", validator=validator)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    said = [line for line in capsys.readouterr().out.splitlines() if "progress record" in line]
+    assert len(said) == 1 and "validator" in said[0], said
+    assert all(if_range is None for if_range in file_server.if_ranges)
+
+
+@pytest.mark.parametrize("validator", ['"abc"', 'W/"x-1"', '""', "Sun, 06 Nov 1994 08:49:37 GMT"])
+def test_a_valid_validator_is_resumed_with(tmp_path, validator):
+    data = os.urandom(9000)
+    path = leave_partial(tmp_path, "f.bin", data, 100, "http://127.0.0.1:9/f.bin", validator=validator)
+    identity = partials.Identity(len(data), sha(data))
+    partial, note = partials.Partial.resume_or_start(path, identity, "http://127.0.0.1:9/f.bin")
+    assert not note and partial.validator == validator and partial.inherited == 100
+
+
+def test_a_validator_a_server_sends_that_a_record_may_not_hold_is_not_kept(tmp_path):
+    """What set_validator keeps, the next run's _read_record accepts (else the partial would be lost)."""
+    data = os.urandom(9000)
+    identity = partials.Identity(len(data), sha(data))
+    partial = partials.Partial(tmp_path / "f.bin.partial", identity, "u")
+    partial.plan([(0, len(data))])
+    partial.set_validator('"caf\xe9"')  # obs-text: HTTP allows it in an ETag, If-Range may not carry it safely
+    assert partial.validator is None
+    partial.write(partial.spans[0], data[:100])
+    partial.close()
+    resumed, note = partials.Partial.resume_or_start(partial.path, identity, "u")
+    assert not note and resumed.inherited == 100
