@@ -122,9 +122,12 @@ class Partial:
                 note = "no progress record beside the partial" if partial.path.exists() else "no partial beside it"
                 partial.discard()
             return partial, note
-        except (BadRecordError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure to read a record makes it bad, never fails the run
             partial._close()
-            note = str(error) if isinstance(error, BadRecordError) else f"unreadable ({error.strerror or error})"
+            if isinstance(error, OSError):
+                note = f"unreadable ({error.strerror or error})"
+            else:
+                note = str(error) if isinstance(error, BadRecordError) else f"unreadable ({type(error).__name__})"
             partial.discard()
             return partial, note
         partial.spans, partial.source = spans, source
@@ -290,7 +293,7 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
         raise BadRecordError(f"progress record larger than {RECORD_LIMIT:,} bytes")
     try:
         saved: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: "[" * 20000
         raise BadRecordError("progress record is not JSON") from None
     if not isinstance(saved, dict):
         raise BadRecordError("progress record is not a JSON object")

@@ -167,7 +167,12 @@ def test_a_bad_progress_record_is_removed_with_one_line_and_never_saved_back(tmp
 def test_a_record_that_is_not_json_or_too_large_is_removed(tmp_path):
     data = os.urandom(9000)
     identity = partials.Identity(len(data), sha(data))
-    for text, said in (("{not json", "not JSON"), (" " * (partials.RECORD_LIMIT + 10), "larger than")):
+    too_deep = "[" * 20000  # under RECORD_LIMIT; json.loads raised RecursionError (review finding 2)
+    for text, said in (
+        ("{not json", "not JSON"),
+        (" " * (partials.RECORD_LIMIT + 10), "larger than"),
+        (too_deep, "not JSON"),
+    ):
         path = leave_partial(tmp_path, "f.bin", data, 100, "u")
         partial = partials.Partial(path, identity)
         partial.record.write_text(text)
