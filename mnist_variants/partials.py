@@ -258,18 +258,33 @@ class Partial:
 
 def remove_dead_private(folder: Path, name: str) -> None:
     """Removes private partials of `name` (and their records) left by processes of this host no longer alive."""
-    pattern = re.compile(rf"{re.escape(name)}\.partial\.(\d+)-[0-9a-f]{{8}}@(.+?)(\.json)?")
-    host = socket.gethostname()
+    pattern = re.compile(rf"{re.escape(name)}\.partial\.(\d{{1,10}})-[0-9a-f]{{8}}@(.+?)(\.json)?")
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
         found = pattern.fullmatch(entry)
-        if found and found[2] == host and not _alive(int(found[1])):
+        if found and _left_by_dead(found[1], found[2]):
             with contextlib.suppress(OSError):
                 os.unlink(folder / entry)
                 print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
+
+
+def _left_by_dead(pid: str, host: str) -> bool:
+    """Whether a name's `pid`@`host` proves a process of this host that is gone; anything odd (a pid no
+    process can have, planted by hand) proves nothing, and what it names is left alone."""
+    if host != socket.gethostname() or not 0 < int(pid) <= _pid_max():
+        return False
+    return not _alive(int(pid))
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as file:
+            return int(file.read(32))
+    except (OSError, ValueError):
+        return 1 << 22  # Linux's PID_MAX_LIMIT on 64-bit
 
 
 def _alive(pid: int) -> bool:
@@ -278,7 +293,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process
+    except (OSError, OverflowError, ValueError):  # another user's process; a pid os.kill cannot take
         return True
     return True
 

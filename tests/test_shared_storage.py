@@ -525,3 +525,15 @@ def test_a_validator_a_server_sends_that_a_record_may_not_hold_is_not_kept(tmp_p
     partial.close()
     resumed, note = partials.Partial.resume_or_start(partial.path, identity, "u")
     assert not note and resumed.inherited == 100
+
+
+@pytest.mark.parametrize("pid", ["99999999999999999999", "4294967296", "0", "-1"])
+def test_a_planted_private_partial_with_an_odd_pid_is_left_alone(tmp_path, pid):
+    """Review finding 3: a pid past what os.kill takes raised OverflowError at the start of every no-locks run."""
+    host = socket.gethostname()
+    planted = tmp_path / f"f.bin.partial.{pid}-0123abcd@{host}"
+    planted.write_bytes(b"x")
+    dead = tmp_path / f"f.bin.partial.{dead_pid()}-0123abcd@{host}"
+    dead.write_bytes(b"x")
+    partials.remove_dead_private(tmp_path, "f.bin")
+    assert planted.exists() and not dead.exists()
