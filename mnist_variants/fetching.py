@@ -274,6 +274,8 @@ class Download:
         self.tried: list[str] = []  # the sources tried so far in this run
 
     def run(self) -> verification.Verdict:
+        if locking.supports_locking(self.folder):  # the user's download dir may be a symlink; our folder in it not
+            shared_files.real_folder(self.folder)
         # A verified file needs no lock to be read: a read-only download dir works where every file is there.
         if verdict := self._earlier_download(may_remove=False):
             return verdict

@@ -80,6 +80,13 @@ def move_aside(path: os.PathLike | str, what: str) -> None:
     print(f"Moved aside {path}: {what}, not a file (now {aside})", flush=True)
 
 
+def real_folder(path: os.PathLike | str) -> None:
+    """Moves aside whatever stands at `path` that is not a real folder (a symlink, even to a folder, a file):
+    O_NOFOLLOW guards only a path's last part, so a folder the package writes in is checked itself."""
+    if (what := what_is_there(path)) and what != "a folder":
+        move_aside(path, what)
+
+
 def open_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
     """A descriptor of the regular file at `path` (created with `mode` under the umask where `flags` say so).
 

@@ -537,3 +537,32 @@ def test_a_planted_private_partial_with_an_odd_pid_is_left_alone(tmp_path, pid):
     dead.write_bytes(b"x")
     partials.remove_dead_private(tmp_path, "f.bin")
     assert planted.exists() and not dead.exists()
+
+
+def test_a_symlink_planted_as_the_datasets_folder_is_moved_aside(monkeypatch, tmp_path, file_server, capsys):
+    """Review finding 4: `downloads/<dataset>` -> elsewhere was followed (O_NOFOLLOW guards only the last part
+    of a path): the locks, partials and downloads went where the symlink pointed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / TRAIN).write_bytes(BINARIZED_FILES[TRAIN])  # not to be used: it is not in the download dir
+    (tmp_path / "downloads").mkdir()
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    folder.symlink_to(outside)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert sorted(path.name for path in outside.iterdir()) == [TRAIN]
+    assert not folder.is_symlink() and folder.is_dir()
+    assert sorted(path.name for path in folder.iterdir() if not path.name.endswith(".lock")) == sorted(BINARIZED_FILES)
+    assert f"Moved aside {folder}: a symlink" in capsys.readouterr().out
+    assert file_server.sent[f"/upstream/{TRAIN}"] == len(BINARIZED_FILES[TRAIN])
+
+
+def test_the_download_dir_itself_may_be_a_symlink(monkeypatch, tmp_path, file_server):
+    """The user's own choice: `download_dir` -> a larger disk is followed (only what is inside is guarded)."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "downloads").symlink_to(tmp_path / "disk")
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert (tmp_path / "disk" / BinarizedMnist.name / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
