@@ -294,6 +294,8 @@ class Download:
                     data = self._from_source(url, held)
                 except http_transport.Cancelled:
                     raise _Cancelled(self.name) from None
+                except shared_files.NotAFileError:
+                    raise  # a local problem, named: no source can help with it
                 except (http_transport.TransferError, OSError) as error:
                     self.tried.append(url)
                     if self.cancel.is_set():
@@ -365,8 +367,12 @@ class Download:
         """This file's partial download: the shared one, resumed (from any source of the file), where the lock
         is held; else a private one, removed when done, whatever happens."""
         temporary = None
+        shared = Path(self.folder / f"{self.name}.partial")
+        if locked and (stuck := _stuck(shared, shared.with_name(shared.name + ".json"))):
+            print(f"{stuck}; downloading {self.name} into a private partial instead", flush=True)
+            locked = False
         if locked:
-            partial, note = partials.Partial.resume_or_start(Path(self.folder / f"{self.name}.partial"), identity, url)
+            partial, note = partials.Partial.resume_or_start(shared, identity, url)
             if note:
                 print(f"Removing {partial.path}: {note}", flush=True)
             if partial.inherited and self.tried:  # an earlier source's bytes (counted already), of the same file
@@ -409,6 +415,18 @@ class Download:
             f"sha256 {hashlib.sha256(data).hexdigest()} ({verification.plain_size(len(data))}), registered"
             f" {self.registered.checksum} ({verification.plain_size(self.registered.size)})"
         )
+
+
+def _stuck(*paths: Path) -> str | None:
+    """What stands in the way at one of `paths` and cannot be moved aside (another user's entry in a sticky
+    folder): None where each is a file, nothing, or was moved aside."""
+    for path in paths:
+        if what := shared_files.what_is_there(path):
+            try:
+                shared_files.move_aside(path, what)
+            except shared_files.NotAFileError as error:
+                return f"{path}: {error.strerror}"
+    return None
 
 
 @contextlib.contextmanager

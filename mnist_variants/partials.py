@@ -202,9 +202,10 @@ class Partial:
         self.record.unlink(missing_ok=True)
 
     def discard(self) -> None:
+        """Removes the partial and its record, as far as it may (an error here never hides the one that led here)."""
         self._close()
         for path in (self.path, self.record):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            with contextlib.suppress(OSError):
                 path.unlink()
         self.spans, self.inherited, self.responses = [], 0, 0
 

@@ -566,3 +566,36 @@ def test_the_download_dir_itself_may_be_a_symlink(monkeypatch, tmp_path, file_se
     (tmp_path / "downloads").symlink_to(tmp_path / "disk")
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     assert (tmp_path / "disk" / BinarizedMnist.name / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
+
+
+@needs_root
+def test_an_entry_that_cannot_be_moved_aside_is_no_source_failure(tmp_path, file_server, public_folder):
+    """Review finding 5: in a sticky folder, another user's dangling symlink under the partial's name cannot be
+    moved aside; every source was blamed for it (no request made), and discard()'s EPERM hid even that."""
+    shared = public_folder / "downloads"
+    folder = shared / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for path in (shared, folder):
+        path.chmod(0o1777)  # sticky: only an entry's owner may rename or remove it
+    planted = folder / f"{TRAIN}.partial"
+    planted.symlink_to("/nonexistent-target")  # root's
+    for name, content in BINARIZED_FILES.items():
+        file_server.serve(f"/first/{name}", content)
+        file_server.serve(f"/second/{name}", content)
+    bases = [f"{file_server.url}/first/", f"{file_server.url}/second/"]
+    env = worker_env(public_folder, BinarizedMnist, BINARIZED_FILES, bases)
+    data_dir = public_folder / "bob"
+    data_dir.mkdir()
+    os.chown(data_dir, BOB, GROUP)
+    command = [sys.executable, str(WORKER), BinarizedMnist.name, "--data_dir", str(data_dir)]
+    command += ["--download_dir", str(shared)]
+    worker = run(as_user(BOB, GROUP, command), env | {"HOME": str(data_dir)}, public_folder)
+    assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert "Could not get" not in worker.stdout
+    said = [line for line in worker.stdout.splitlines() if str(planted) in line]
+    assert len(said) == 1 and "private partial" in said[0], worker.stdout[-3000:]
+    assert (
+        file_server.sent[f"/first/{TRAIN}"] == len(BINARIZED_FILES[TRAIN]) and not file_server.sent[f"/second/{TRAIN}"]
+    )
+    assert planted.is_symlink() and (folder / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
+    assert not [path.name for path in folder.iterdir() if ".partial." in path.name]  # the private partial went
