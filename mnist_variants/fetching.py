@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -276,6 +275,9 @@ class Download:
     def run(self) -> verification.Verdict:
         if locking.supports_locking(self.folder):  # the user's download dir may be a symlink; our folder in it not
             shared_files.real_folder(self.folder)
+            partials.remove_dead_private(Path(self.folder), self.name)  # even where the file is already here
+        else:
+            partials.remove_dead_folders()
         # A verified file needs no lock to be read: a read-only download dir works where every file is there.
         if verdict := self._earlier_download(may_remove=False):
             return verdict
@@ -384,9 +386,8 @@ class Download:
         else:  # no locks here: nobody else may write into it, so nobody resumes it either
             if locking.supports_locking(self.folder):
                 private = Path(self.folder)
-                partials.remove_dead_private(private, self.name)
             else:
-                private = temporary = Path(tempfile.mkdtemp(prefix="mnist_variants-"))
+                private = temporary = partials.private_folder()
             partial = partials.Partial.private(private, self.name, identity, url)
         try:
             yield partial

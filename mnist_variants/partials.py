@@ -44,7 +44,9 @@ import email.utils
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -58,6 +60,7 @@ SAVE_EVERY_BYTES = 256 << 10
 SAVE_EVERY_SECONDS = 0.2
 RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts take a few hundred
 MAX_SPANS = 256
+_FOLDER_PREFIX = "mnist_variants-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # An entity tag (RFC 9110 8.8.3), strong or weak, of visible ASCII only: it goes out as a header (If-Range).
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,1024}"')
@@ -270,6 +273,26 @@ def remove_dead_private(folder: Path, name: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(folder / entry)
                 print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
+
+
+def private_folder() -> Path:
+    """A temporary folder for private partials (where the download dir is remote), named so that the next run
+    can tell it was left by a process of this host that is gone (`remove_dead_folders`)."""
+    return Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}@{socket.gethostname()}-"))
+
+
+def remove_dead_folders() -> None:
+    """Removes `private_folder`s of processes of this host no longer alive (killed before they could); best effort."""
+    parent = tempfile.gettempdir()
+    pattern = re.compile(rf"{_FOLDER_PREFIX}(\d{{1,10}})@(.+)-[a-z0-9_]{{8}}")
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        if (found := pattern.fullmatch(entry)) and _left_by_dead(found[1], found[2]):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+            print(f"Removed {os.path.join(parent, entry)}, left by a process that ended (pid {found[1]})", flush=True)
 
 
 def _left_by_dead(pid: str, host: str) -> bool:

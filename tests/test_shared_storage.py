@@ -599,3 +599,35 @@ def test_an_entry_that_cannot_be_moved_aside_is_no_source_failure(tmp_path, file
     )
     assert planted.is_symlink() and (folder / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
     assert not [path.name for path in folder.iterdir() if ".partial." in path.name]  # the private partial went
+
+
+def test_dead_private_partials_go_even_when_every_file_is_verified(monkeypatch, tmp_path, file_server):
+    """Review finding 6: they were looked for only once a download was needed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for name, data in BINARIZED_FILES.items():
+        (folder / name).write_bytes(data)
+    dead = folder / f"{TRAIN}.partial.{dead_pid()}-0123abcd@{socket.gethostname()}"
+    dead.write_bytes(b"x" * 100)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert not dead.exists() and not file_server.requests
+
+
+def test_temporary_folders_of_dead_remote_runs_are_removed(tmp_path, file_server):
+    """Review finding 6: a gs:// run killed mid-download left its temporary folder for ever."""
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    env = worker_env(tmp_path, BinarizedMnist, BINARIZED_FILES, [f"{file_server.url}/upstream/"])
+    temporary = tmp_path / "tmp"
+    host = socket.gethostname()
+    dead = temporary / f"mnist_variants-{dead_pid()}@{host}-0123abcd"
+    alive = temporary / f"mnist_variants-{os.getpid()}@{host}-0123abcd"
+    elsewhere = temporary / f"mnist_variants-{dead_pid()}@another-{host}-0123abcd"
+    for path in (dead, alive, elsewhere):
+        path.mkdir(parents=True)
+        (path / f"{TRAIN}.partial.1-0123abcd@{host}").write_bytes(b"x" * 100)
+    command = [sys.executable, str(REPO / "tests" / "workers" / "prepare_worker.py"), BinarizedMnist.name]
+    command += ["--data_dir", str(tmp_path / "data"), "--no_lock", "--api", "builder"]
+    worker = run(command, env | {"TMPDIR": str(temporary)}, tmp_path)
+    assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert sorted(path.name for path in temporary.iterdir()) == sorted([alive.name, elsewhere.name])
