@@ -160,7 +160,11 @@ def disk_error(error: OSError, folder: os.PathLike | str, needed: str) -> LocalD
     if error.errno not in DISK_ERRNOS:
         return None
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        what = "is read-only" if error.errno == errno.EROFS else "may not be written by this user"
-        return LocalDiskError(f"{folder} {what} ({error.strerror}); {needed}")
+        if error.errno == errno.EROFS:
+            return LocalDiskError(f"{folder} is read-only ({error.strerror}); {needed}")
+        # The file refused, not the folder: in a group-writable folder, one entry can be another user's.
+        return LocalDiskError(
+            f"{error.filename or folder} may not be written by this user ({error.strerror}); {needed}"
+        )
     what = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EIO: "failed to write"}[error.errno]
     return LocalDiskError(f"The disk holding {folder} {what} ({error.strerror}); {needed}")

@@ -631,3 +631,51 @@ def test_temporary_folders_of_dead_remote_runs_are_removed(tmp_path, file_server
     worker = run(command, env | {"TMPDIR": str(temporary)}, tmp_path)
     assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
     assert sorted(path.name for path in temporary.iterdir()) == sorted([alive.name, elsewhere.name])
+
+
+@needs_root
+def test_a_group_member_takes_over_what_another_made_0644(tmp_path, file_server, public_folder, capsys):
+    """Review finding 7: in a 2775 folder of the group, another user's 0644 lock (made under umask 022) could not be
+    taken (flock needs only a read descriptor), and another user's 0644 partial failed the run
+    ("... may not be written by this user") where the folder lets it be deleted and started afresh."""
+    shared = public_folder / "datasets"
+    shared.mkdir()
+    os.chown(shared, 0, GROUP)
+    shared.chmod(0o2775)
+    folder = shared / "downloads" / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for path in (folder.parent, folder):
+        os.chown(path, ALICE, GROUP)
+        path.chmod(0o2775)
+    data = BINARIZED_FILES[TRAIN]
+    leave_partial(folder, TRAIN, data, len(data) // 3, "x")
+    (folder / f"{TRAIN}.lock").write_bytes(b"")
+    for path in folder.iterdir():
+        os.chown(path, ALICE, GROUP)
+        path.chmod(0o644)
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    env = worker_env(public_folder, BinarizedMnist, BINARIZED_FILES, [f"{file_server.url}/upstream/"])
+    command = [sys.executable, str(WORKER), BinarizedMnist.name, "--data_dir", str(shared)]
+    bob = run(as_user(BOB, GROUP, command), env | {"HOME": str(shared)}, public_folder, preexec_fn=with_umask(0o002))
+    assert result(bob)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert f"Removing {folder / (TRAIN + '.partial')}: unreadable (Permission denied)" in bob.stdout
+    assert (folder / TRAIN).read_bytes() == data and os.stat(folder / TRAIN).st_uid == BOB
+    assert file_server.sent[f"/upstream/{TRAIN}"] == len(data)
+
+
+@needs_root
+def test_a_lock_file_no_one_may_write_is_held_through_a_read_descriptor(public_folder):
+    lock = public_folder / "f.bin.lock"
+    lock.write_bytes(b"")
+    os.chown(lock, ALICE, GROUP)
+    lock.chmod(0o444)
+    probe = "import sys; from mnist_variants import locking\n"
+    probe += "with locking.hold(sys.argv[1], 'w') as held: print('HELD', held)"
+    child = run(as_user(BOB, GROUP, [sys.executable, "-c", probe, str(lock)]), {}, public_folder)
+    assert child.returncode == 0 and "HELD True" in child.stdout, child.stdout[-3000:]
+
+
+def test_a_refused_write_names_the_file_not_the_folder():
+    refused = PermissionError(13, "Permission denied", "/shared/d/f.bin.partial")
+    message = str(shared_files.disk_error(refused, "/shared/d", "f.bin needs 9 bytes there"))
+    assert message.startswith("/shared/d/f.bin.partial may not be written by this user (Permission denied)"), message
