@@ -270,7 +270,8 @@ class Download:
         self.registered = fetch.wanted.registry[name].download
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
-        self.tried: list[str] = []  # the sources tried so far in this run
+        self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
+        self.resumed = False  # an earlier run's bytes were taken up (said and counted once)
 
     def run(self) -> verification.Verdict:
         if locking.supports_locking(self.folder):  # the user's download dir may be a symlink; our folder in it not
@@ -299,7 +300,6 @@ class Download:
                 except shared_files.NotAFileError:
                     raise  # a local problem, named: no source can help with it
                 except (http_transport.TransferError, OSError) as error:
-                    self.tried.append(url)
                     if self.cancel.is_set():
                         raise _Cancelled(self.name) from None
                     reason = f"{type(error).__name__}: {error}".strip()
@@ -377,21 +377,25 @@ class Download:
             partial, note = partials.Partial.resume_or_start(shared, identity, url)
             if note:
                 print(f"Removing {partial.path}: {note}", flush=True)
-            if partial.inherited and self.tried:  # an earlier source's bytes (counted already), of the same file
-                got = f"{partial.inherited:,}, received from {self.tried[-1]}"
+            if partial.inherited and self.writer:  # bytes a source sent in this run (counted already)
+                got = f"{partial.inherited:,}, received from {self.writer}"
                 print(f"Going on with {self.name} from byte {got}", flush=True)
-            elif partial.inherited:
+            elif partial.inherited and not self.resumed:
                 print(f"Resuming {self.name} from byte {partial.inherited:,} (left by an earlier run)", flush=True)
                 self.progress(partial.inherited)
+                self.resumed = True
         else:  # no locks here: nobody else may write into it, so nobody resumes it either
             if locking.supports_locking(self.folder):
                 private = Path(self.folder)
             else:
                 private = temporary = partials.private_folder()
             partial = partials.Partial.private(private, self.name, identity, url)
+        before = partial.received
         try:
             yield partial
         finally:
+            if locked and partial.received > before:
+                self.writer = url
             if locked and partial.received:
                 with contextlib.suppress(shared_files.LocalDiskError):  # a full disk: the save is all that is lost
                     partial.close()  # kept for a later attempt, source or process to resume
