@@ -680,3 +680,23 @@ def test_a_refused_write_names_the_file_not_the_folder():
     refused = PermissionError(13, "Permission denied", "/shared/d/f.bin.partial")
     message = str(shared_files.disk_error(refused, "/shared/d", "f.bin needs 9 bytes there"))
     assert message.startswith("/shared/d/f.bin.partial may not be written by this user (Permission denied)"), message
+
+
+def test_the_validator_goes_back_only_to_the_source_that_sent_it(monkeypatch, tmp_path, file_server):
+    """Review finding 9: another source (its own ETag) resumes with a plain Range and sends only the missing bytes;
+    sent the first source's ETag as If-Range, it would rightly send the whole file."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "first", "second")
+    file_server.serve_files("first", BINARIZED_FILES)
+    file_server.serve_files("second", BINARIZED_FILES)
+    data = BINARIZED_FILES[TRAIN]
+    file_server.serve(f"/first/{TRAIN}", data, *["cut"] * 20)
+    file_server.routes[f"/second/{TRAIN}"].etag = '"the-second-sources-own"'
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    asked = [
+        (path, if_range) for (path, _), if_range in zip(file_server.range_requests, file_server.if_ranges, strict=True)
+    ]
+    first_etag = file_server.routes[f"/first/{TRAIN}"].etag
+    assert (f"/first/{TRAIN}", first_etag) in asked  # resumed from its own source with its validator
+    assert [if_range for path, if_range in asked if path == f"/second/{TRAIN}"] == [None]
+    assert 0 < file_server.sent[f"/first/{TRAIN}"] < len(data)
+    assert file_server.sent[f"/second/{TRAIN}"] == len(data) - file_server.sent[f"/first/{TRAIN}"]
