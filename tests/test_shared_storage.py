@@ -371,6 +371,8 @@ def test_a_read_only_download_dir_missing_a_file_says_so(monkeypatch, tmp_path, 
 
 @needs_root
 def test_a_complete_prepared_dataset_is_read_from_a_read_only_data_dir(monkeypatch, tmp_path, file_server):
+    """Guards behaviour the package already had (it passes against bb855a5, before issue 30): the preparation
+    lock is taken only when something is to be prepared, so a read-only data_dir must stay readable."""
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     file_server.serve_files("upstream", BINARIZED_FILES)
     prepare(BinarizedMnist, tmp_path)
