@@ -244,8 +244,10 @@ class Fetch:
             cancel.set()
             concurrent.futures.wait(futures)
             failures = {futures[future]: future.exception() for future in futures if future.exception() is not None}
-            if disk := [failure for failure in failures.values() if isinstance(failure, shared_files.LocalDiskError)]:
-                raise disk[0]  # the disk, not the sources: one error that says so
+            if local := [
+                failure for failure in failures.values() if not isinstance(failure, (_SourcesFailed, _Cancelled))
+            ]:
+                raise local[0]  # the disk, a planted entry: no source is to blame, one error says what it is
             reports = [str(failure) for failure in failures.values() if isinstance(failure, _SourcesFailed)]
             if not reports:
                 raise done.exception()
@@ -284,11 +286,9 @@ class Download:
             return verdict
         waiting = f"Waiting for another process downloading {self.name} into {self.folder}"
         with contextlib.ExitStack() as stack:
-            try:
+            with shared_files.refused_writes(self.folder, self._needed):  # no source can help with those
                 self.folder.mkdir(parents=True, exist_ok=True)
                 held = stack.enter_context(locking.hold(self.folder / f"{self.name}.lock", waiting))
-            except OSError as error:  # a read-only or full disk: no source can help
-                raise shared_files.disk_error(error, self.folder, self._needed()) or error from None
             if verdict := self._earlier_download(may_remove=True):
                 return verdict
             failures = []

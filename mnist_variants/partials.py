@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,19 +233,15 @@ class Partial:
             os.close(self._fd)
             self._fd = None
 
-    @contextlib.contextmanager
-    def _disk(self) -> Iterator[None]:
+    def _disk(self) -> contextlib.AbstractContextManager[None]:
         """A write the local disk refuses (full, read-only, ...) becomes a LocalDiskError saying so."""
-        try:
-            yield
-        except OSError as error:
-            needed = (
-                f"{self.path.name.split('.partial')[0]} needs {self.identity.size:,} bytes there"
-                f" ({self.identity.size - self.received:,} not yet written)"
-            )
-            if found := shared_files.disk_error(error, self.path.parent, needed):
-                raise found from None
-            raise
+
+        def needed() -> str:
+            missing = self.identity.size - self.received
+            name = self.path.name.split(".partial")[0]
+            return f"{name} needs {self.identity.size:,} bytes there ({missing:,} not yet written)"
+
+        return shared_files.refused_writes(self.path.parent, needed)
 
     def _save(self) -> None:
         """Writes the record atomically (a new file renamed over the old one), after the bytes it counts."""
@@ -262,17 +258,7 @@ class Partial:
 
 def remove_dead_private(folder: Path, name: str) -> None:
     """Removes private partials of `name` (and their records) left by processes of this host no longer alive."""
-    pattern = re.compile(rf"{re.escape(name)}\.partial\.(\d{{1,10}})-[0-9a-f]{{8}}@(.+?)(\.json)?")
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        found = pattern.fullmatch(entry)
-        if found and _left_by_dead(found[1], found[2]):
-            with contextlib.suppress(OSError):
-                os.unlink(folder / entry)
-                print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
+    _remove_dead(folder, rf"{re.escape(name)}\.partial\.(\d{{1,10}})-[0-9a-f]{{8}}@(.+?)(\.json)?", os.unlink)
 
 
 def private_folder() -> Path:
@@ -282,17 +268,21 @@ def private_folder() -> Path:
 
 
 def remove_dead_folders() -> None:
-    """Removes `private_folder`s of processes of this host no longer alive (killed before they could); best effort."""
-    parent = tempfile.gettempdir()
-    pattern = re.compile(rf"{_FOLDER_PREFIX}(\d{{1,10}})@(.+)-[a-z0-9_]{{8}}")
+    """Removes `private_folder`s of processes of this host no longer alive (killed before they could)."""
+    _remove_dead(Path(tempfile.gettempdir()), rf"{_FOLDER_PREFIX}(\d{{1,10}})@(.+)-[a-z0-9_]{{8}}", shutil.rmtree)
+
+
+def _remove_dead(folder: Path, pattern: str, remove: Callable[[Path], object]) -> None:
+    """Removes (best effort) each entry of `folder` whose name (`pattern`: pid, host) says a dead process left it."""
     try:
-        entries = os.listdir(parent)
+        entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
-        if (found := pattern.fullmatch(entry)) and _left_by_dead(found[1], found[2]):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-            print(f"Removed {os.path.join(parent, entry)}, left by a process that ended (pid {found[1]})", flush=True)
+        if (found := re.fullmatch(pattern, entry)) and _left_by_dead(found[1], found[2]):
+            with contextlib.suppress(OSError):
+                remove(folder / entry)
+                print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
 
 
 def _left_by_dead(pid: str, host: str) -> bool:

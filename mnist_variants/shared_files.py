@@ -21,11 +21,13 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mnist_variants.errors import MnistVariantsError
 
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # What a write to local disk answers when the disk, not the source, is the problem.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
 ASIDE_SUFFIX = ".not-a-file"
@@ -87,6 +89,23 @@ def real_folder(path: os.PathLike | str) -> None:
         move_aside(path, what)
 
 
+def open_regular(path: os.PathLike | str, flags: int, mode: int = 0o666, follow_symlinks: bool = False) -> int:
+    """A descriptor of the regular file at `path`, opened without waiting (and, unless `follow_symlinks`, without
+    following a symlink); NotAFileError naming whatever else stands there. Nothing is moved."""
+    try:
+        descriptor = os.open(path, flags | _NO_WAIT | (0 if follow_symlinks else _NO_FOLLOW), mode)
+    except OSError as error:
+        what = what_is_there(path)
+        if what is None or error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+            raise
+        raise NotAFileError(error.errno, f"{what}, not a file", os.fspath(path)) from None
+    file_mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(file_mode):
+        os.close(descriptor)
+        raise NotAFileError(errno.EINVAL, f"{kind(file_mode)}, not a file", os.fspath(path))
+    return descriptor
+
+
 def open_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
     """A descriptor of the regular file at `path` (created with `mode` under the umask where `flags` say so).
 
@@ -95,18 +114,9 @@ def open_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
     """
     for _ in range(2):
         try:
-            descriptor = os.open(path, flags | _NO_FOLLOW, mode)
-        except OSError as error:
-            what = what_is_there(path)
-            if what is None or error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
-                raise
-            move_aside(path, what)
-            continue
-        file_mode = os.fstat(descriptor).st_mode
-        if stat.S_ISREG(file_mode):
-            return descriptor
-        os.close(descriptor)
-        move_aside(path, kind(file_mode))
+            return open_regular(path, flags, mode)
+        except NotAFileError as error:
+            move_aside(path, what_is_there(path) or error.strerror.split(",")[0])
     raise NotAFileError(errno.EEXIST, "something other than a file keeps appearing here", os.fspath(path))
 
 
@@ -149,6 +159,17 @@ def write_file(path: Path, data: bytes) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def refused_writes(folder: os.PathLike | str, needed: Callable[[], str]) -> Iterator[None]:
+    """Within, an OSError that is the local disk's refusal becomes the LocalDiskError saying so (`disk_error`)."""
+    try:
+        yield
+    except OSError as error:
+        if found := disk_error(error, folder, needed()):
+            raise found from None
         raise
 
 

@@ -21,13 +21,12 @@ import dataclasses
 import errno
 import hashlib
 import os
-import stat
 from collections.abc import Mapping
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import formats, traps
+from mnist_variants import formats, shared_files, traps
 from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
@@ -123,21 +122,11 @@ def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool 
                 raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path))
             with path.open("rb") as remote:
                 return remote.read(size)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            descriptor = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
-        except OSError as error:
-            if error.errno == errno.ELOOP and not follow_symlinks:
-                raise UnreadableCopyError(errno.ELOOP, "a symlink, not a file", os.fspath(path)) from None
-            raise
+            descriptor = shared_files.open_regular(path, os.O_RDONLY, follow_symlinks=follow_symlinks)
+        except shared_files.NotAFileError as error:  # a symlink, folder, FIFO, device: nothing waited on
+            raise UnreadableCopyError(error.errno, error.strerror, os.fspath(path)) from None
         try:
-            mode = os.fstat(descriptor).st_mode
-            if stat.S_ISDIR(mode):
-                raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
-            if not stat.S_ISREG(mode):
-                raise UnreadableCopyError(
-                    errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path)
-                )
             with open(descriptor, "rb", closefd=False) as file:
                 return file.read(size)
         finally:
