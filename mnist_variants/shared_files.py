@@ -68,7 +68,7 @@ def what_is_there(path: os.PathLike | str) -> str | None:
     return None if stat.S_ISREG(mode) else kind(mode)
 
 
-def move_aside(path: os.PathLike | str, what: str) -> None:
+def move_aside(path: os.PathLike | str, what: str, wanted: str = "a file") -> None:
     """Renames the entry at `path` (not a regular file) out of the way, saying so; NotAFileError where it cannot."""
     aside = f"{os.fspath(path)}{ASIDE_SUFFIX}"
     try:
@@ -77,16 +77,16 @@ def move_aside(path: os.PathLike | str, what: str) -> None:
         return
     except OSError as error:
         raise NotAFileError(
-            errno.EEXIST, f"{what}, not a file, and it cannot be moved aside ({error.strerror})", os.fspath(path)
+            errno.EEXIST, f"{what}, not {wanted}, and it cannot be moved aside ({error.strerror})", os.fspath(path)
         ) from None
-    print(f"Moved aside {path}: {what}, not a file (now {aside})", flush=True)
+    print(f"Moved aside {path}: {what}, not {wanted} (now {aside})", flush=True)
 
 
 def real_folder(path: os.PathLike | str) -> None:
     """Moves aside whatever stands at `path` that is not a real folder (a symlink, even to a folder, a file):
     O_NOFOLLOW guards only a path's last part, so a folder the package writes in is checked itself."""
     if (what := what_is_there(path)) and what != "a folder":
-        move_aside(path, what)
+        move_aside(path, what, "a folder")
 
 
 def open_regular(path: os.PathLike | str, flags: int, mode: int = 0o666, follow_symlinks: bool = False) -> int:

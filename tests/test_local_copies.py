@@ -291,9 +291,7 @@ def test_a_pipe_under_a_files_name_is_passed_over_at_once(tmp_path, capsys):
     os.mkfifo(cache / TRAIN_LABELS)
     copies = local_copies_of(tmp_path)
     assert bounded(lambda: copies.find(TRAIN_LABELS, "URL"), seconds=30) is None
-    assert copies.passed_over == [
-        f"Not using {cache / TRAIN_LABELS} from the keras cache: a FIFO, not a file"
-    ]
+    assert copies.passed_over == [f"Not using {cache / TRAIN_LABELS} from the keras cache: a FIFO, not a file"]
     assert copies.passed_over[0] in capsys.readouterr().out
 
 

@@ -557,7 +557,7 @@ def test_a_symlink_planted_as_the_datasets_folder_is_moved_aside(monkeypatch, tm
     assert sorted(path.name for path in outside.iterdir()) == [TRAIN]
     assert not folder.is_symlink() and folder.is_dir()
     assert sorted(path.name for path in folder.iterdir() if not path.name.endswith(".lock")) == sorted(BINARIZED_FILES)
-    assert f"Moved aside {folder}: a symlink" in capsys.readouterr().out
+    assert f"Moved aside {folder}: a symlink, not a folder (now {folder}.not-a-file)" in capsys.readouterr().out
     assert file_server.sent[f"/upstream/{TRAIN}"] == len(BINARIZED_FILES[TRAIN])
 
 
