@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -249,8 +248,10 @@ class Fetch:
             cancel.set()
             concurrent.futures.wait(futures)
             failures = {futures[future]: future.exception() for future in futures if future.exception() is not None}
-            if disk := [failure for failure in failures.values() if isinstance(failure, shared_files.LocalDiskError)]:
-                raise disk[0]  # the disk, not the sources: one error that says so
+            if local := [
+                failure for failure in failures.values() if not isinstance(failure, (_SourcesFailed, _Cancelled))
+            ]:
+                raise local[0]  # the disk, a planted entry: no source is to blame, one error says what it is
             reports = [str(failure) for failure in failures.values() if isinstance(failure, _SourcesFailed)]
             if not reports:
                 raise done.exception()
@@ -275,19 +276,23 @@ class Download:
         self.registered = fetch.wanted.registry[name].download
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
-        self.tried: list[str] = []  # the sources tried so far in this run
+        self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
+        self.resumed = False  # an earlier run's bytes were taken up (said and counted once)
 
     def run(self) -> verification.Verdict:
+        if locking.supports_locking(self.folder):  # the user's download dir may be a symlink; our folder in it not
+            shared_files.real_folder(self.folder)
+            partials.remove_dead_private(Path(self.folder), self.name)  # even where the file is already here
+        else:
+            partials.remove_dead_folders()
         # A verified file needs no lock to be read: a read-only download dir works where every file is there.
         if verdict := self._earlier_download(may_remove=False):
             return verdict
         waiting = f"Waiting for another process downloading {self.name} into {self.folder}"
         with contextlib.ExitStack() as stack:
-            try:
+            with shared_files.refused_writes(self.folder, self._needed):  # no source can help with those
                 self.folder.mkdir(parents=True, exist_ok=True)
                 held = stack.enter_context(locking.hold(self.folder / f"{self.name}.lock", waiting))
-            except OSError as error:  # a read-only or full disk: no source can help
-                raise shared_files.disk_error(error, self.folder, self._needed()) or error from None
             if verdict := self._earlier_download(may_remove=True):
                 return verdict
             failures = []
@@ -296,8 +301,9 @@ class Download:
                     data = self._from_source(url, held)
                 except http_transport.Cancelled:
                     raise _Cancelled(self.name) from None
+                except shared_files.NotAFileError:
+                    raise  # a local problem, named: no source can help with it
                 except (http_transport.TransferError, OSError) as error:
-                    self.tried.append(url)
                     if self.cancel.is_set():
                         raise _Cancelled(self.name) from None
                     reason = f"{type(error).__name__}: {error}".strip()
@@ -367,26 +373,33 @@ class Download:
         """This file's partial download: the shared one, resumed (from any source of the file), where the lock
         is held; else a private one, removed when done, whatever happens."""
         temporary = None
+        shared = Path(self.folder / f"{self.name}.partial")
+        if locked and (stuck := _stuck(shared, shared.with_name(shared.name + ".json"))):
+            print(f"{stuck}; downloading {self.name} into a private partial instead", flush=True)
+            locked = False
         if locked:
-            partial, note = partials.Partial.resume_or_start(Path(self.folder / f"{self.name}.partial"), identity, url)
+            partial, note = partials.Partial.resume_or_start(shared, identity, url)
             if note:
                 print(f"Removing {partial.path}: {note}", flush=True)
-            if partial.inherited and self.tried:  # an earlier source's bytes (counted already), of the same file
-                got = f"{partial.inherited:,}, received from {self.tried[-1]}"
+            if partial.inherited and self.writer:  # bytes a source sent in this run (counted already)
+                got = f"{partial.inherited:,}, received from {self.writer}"
                 print(f"Going on with {self.name} from byte {got}", flush=True)
-            elif partial.inherited:
+            elif partial.inherited and not self.resumed:
                 print(f"Resuming {self.name} from byte {partial.inherited:,} (left by an earlier run)", flush=True)
                 self.progress(partial.inherited)
+                self.resumed = True
         else:  # no locks here: nobody else may write into it, so nobody resumes it either
             if locking.supports_locking(self.folder):
                 private = Path(self.folder)
-                partials.remove_dead_private(private, self.name)
             else:
-                private = temporary = Path(tempfile.mkdtemp(prefix="mnist_variants-"))
+                private = temporary = partials.private_folder()
             partial = partials.Partial.private(private, self.name, identity, url)
+        before = partial.received
         try:
             yield partial
         finally:
+            if locked and partial.received > before:
+                self.writer = url
             if locked and partial.received:
                 with contextlib.suppress(shared_files.LocalDiskError):  # a full disk: the save is all that is lost
                     partial.close()  # kept for a later attempt, source or process to resume
@@ -411,6 +424,18 @@ class Download:
             f"sha256 {hashlib.sha256(data).hexdigest()} ({verification.plain_size(len(data))}), registered"
             f" {self.registered.checksum} ({verification.plain_size(self.registered.size)})"
         )
+
+
+def _stuck(*paths: Path) -> str | None:
+    """What stands in the way at one of `paths` and cannot be moved aside (another user's entry in a sticky
+    folder): None where each is a file, nothing, or was moved aside."""
+    for path in paths:
+        if what := shared_files.what_is_there(path):
+            try:
+                shared_files.move_aside(path, what)
+            except shared_files.NotAFileError as error:
+                return f"{path}: {error.strerror}"
+    return None
 
 
 @contextlib.contextmanager

@@ -140,7 +140,10 @@ def hold(lock_file: os.PathLike | str, waiting_message: str) -> Iterator[bool]:
 
 def _acquire(path: str, waiting_message: str, told: bool) -> int | None:
     """A descriptor of `path` holding its `flock`; None (after one warning) where the filesystem refuses `flock`."""
-    descriptor = shared_files.open_file(path, os.O_RDWR | os.O_CREAT)
+    try:
+        descriptor = shared_files.open_file(path, os.O_RDWR | os.O_CREAT)
+    except PermissionError:  # another user's, made 0o644: flock needs only a descriptor, a read one will do
+        descriptor = shared_files.open_file(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

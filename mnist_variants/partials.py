@@ -21,7 +21,8 @@ resumes it, and it is thrown away only when known to be of another file. The val
 source's own, so it is sent (If-Range) only back to that URL; another source resumes with a
 plain Range, its bytes join the partial unvouched, and the sha256 check of the whole file is
 what catches a mix-up (the file is then fetched again from zero, fetching.py). A record is
-read as hostile: bounded, every field checked by type and range, and one that fails is
+read as hostile: bounded, every field checked by type and range (the validator is an ETag or
+an HTTP-date of visible ASCII, as it goes out as a header), and one that fails is
 removed with one line, never fatal and never saved back. Files are opened through
 shared_files.py (not followed, regular files only, created for the folder's group), and a
 write the disk refuses is a LocalDiskError, not a network failure.
@@ -39,14 +40,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,10 @@ SAVE_EVERY_BYTES = 256 << 10
 SAVE_EVERY_SECONDS = 0.2
 RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts take a few hundred
 MAX_SPANS = 256
+_FOLDER_PREFIX = "mnist_variants-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# An entity tag (RFC 9110 8.8.3), strong or weak, of visible ASCII only: it goes out as a header (If-Range).
+_ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,1024}"')
 
 
 @dataclasses.dataclass
@@ -118,9 +125,12 @@ class Partial:
                 note = "no progress record beside the partial" if partial.path.exists() else "no partial beside it"
                 partial.discard()
             return partial, note
-        except (BadRecordError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure to read a record makes it bad, never fails the run
             partial._close()
-            note = str(error) if isinstance(error, BadRecordError) else f"unreadable ({error.strerror or error})"
+            if isinstance(error, OSError):
+                note = f"unreadable ({error.strerror or error})"
+            else:
+                note = str(error) if isinstance(error, BadRecordError) else f"unreadable ({type(error).__name__})"
             partial.discard()
             return partial, note
         partial.spans, partial.source = spans, source
@@ -171,7 +181,8 @@ class Partial:
     def set_validator(self, validator: str | None) -> None:
         """The validator of the source now writing into the partial (`url`), kept with that URL."""
         with self._lock:
-            self.validator, self.source = validator, self.url
+            # One a record could not hold (the next run would throw the partial away) is not kept.
+            self.validator, self.source = (validator if is_validator(validator) else None), self.url
             self._save()
 
     def save(self) -> None:
@@ -194,9 +205,10 @@ class Partial:
         self.record.unlink(missing_ok=True)
 
     def discard(self) -> None:
+        """Removes the partial and its record, as far as it may (an error here never hides the one that led here)."""
         self._close()
         for path in (self.path, self.record):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            with contextlib.suppress(OSError):
                 path.unlink()
         self.spans, self.inherited, self.responses = [], 0, 0
 
@@ -221,19 +233,15 @@ class Partial:
             os.close(self._fd)
             self._fd = None
 
-    @contextlib.contextmanager
-    def _disk(self) -> Iterator[None]:
+    def _disk(self) -> contextlib.AbstractContextManager[None]:
         """A write the local disk refuses (full, read-only, ...) becomes a LocalDiskError saying so."""
-        try:
-            yield
-        except OSError as error:
-            needed = (
-                f"{self.path.name.split('.partial')[0]} needs {self.identity.size:,} bytes there"
-                f" ({self.identity.size - self.received:,} not yet written)"
-            )
-            if found := shared_files.disk_error(error, self.path.parent, needed):
-                raise found from None
-            raise
+
+        def needed() -> str:
+            missing = self.identity.size - self.received
+            name = self.path.name.split(".partial")[0]
+            return f"{name} needs {self.identity.size:,} bytes there ({missing:,} not yet written)"
+
+        return shared_files.refused_writes(self.path.parent, needed)
 
     def _save(self) -> None:
         """Writes the record atomically (a new file renamed over the old one), after the bytes it counts."""
@@ -250,18 +258,47 @@ class Partial:
 
 def remove_dead_private(folder: Path, name: str) -> None:
     """Removes private partials of `name` (and their records) left by processes of this host no longer alive."""
-    pattern = re.compile(rf"{re.escape(name)}\.partial\.(\d+)-[0-9a-f]{{8}}@(.+?)(\.json)?")
-    host = socket.gethostname()
+    _remove_dead(folder, rf"{re.escape(name)}\.partial\.(\d{{1,10}})-[0-9a-f]{{8}}@(.+?)(\.json)?", os.unlink)
+
+
+def private_folder() -> Path:
+    """A temporary folder for private partials (where the download dir is remote), named so that the next run
+    can tell it was left by a process of this host that is gone (`remove_dead_folders`)."""
+    return Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}@{socket.gethostname()}-"))
+
+
+def remove_dead_folders() -> None:
+    """Removes `private_folder`s of processes of this host no longer alive (killed before they could)."""
+    _remove_dead(Path(tempfile.gettempdir()), rf"{_FOLDER_PREFIX}(\d{{1,10}})@(.+)-[a-z0-9_]{{8}}", shutil.rmtree)
+
+
+def _remove_dead(folder: Path, pattern: str, remove: Callable[[Path], object]) -> None:
+    """Removes (best effort) each entry of `folder` whose name (`pattern`: pid, host) says a dead process left it."""
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
-        found = pattern.fullmatch(entry)
-        if found and found[2] == host and not _alive(int(found[1])):
+        if (found := re.fullmatch(pattern, entry)) and _left_by_dead(found[1], found[2]):
             with contextlib.suppress(OSError):
-                os.unlink(folder / entry)
+                remove(folder / entry)
                 print(f"Removed {folder / entry}, left by a process that ended (pid {found[1]})", flush=True)
+
+
+def _left_by_dead(pid: str, host: str) -> bool:
+    """Whether a name's `pid`@`host` proves a process of this host that is gone; anything odd (a pid no
+    process can have, planted by hand) proves nothing, and what it names is left alone."""
+    if host != socket.gethostname() or not 0 < int(pid) <= _pid_max():
+        return False
+    return not _alive(int(pid))
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as file:
+            return int(file.read(32))
+    except (OSError, ValueError):
+        return 1 << 22  # Linux's PID_MAX_LIMIT on 64-bit
 
 
 def _alive(pid: int) -> bool:
@@ -270,7 +307,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process
+    except (OSError, OverflowError, ValueError):  # another user's process; a pid os.kill cannot take
         return True
     return True
 
@@ -285,7 +322,7 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
         raise BadRecordError(f"progress record larger than {RECORD_LIMIT:,} bytes")
     try:
         saved: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: "[" * 20000
         raise BadRecordError("progress record is not JSON") from None
     if not isinstance(saved, dict):
         raise BadRecordError("progress record is not a JSON object")
@@ -297,9 +334,10 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
     if Identity(size, sha256) != identity:
         raise BadRecordError("a partial of another file (its registered size or sha256 differ)")
     url, validator = saved.get("url"), saved.get("validator")
-    for field, value in (("url", url), ("validator", validator)):
-        if value is not None and (not isinstance(value, str) or len(value) > 8192):
-            raise BadRecordError(f"progress record's {field} is {_shown(value)}")
+    if url is not None and (not isinstance(url, str) or len(url) > 8192):
+        raise BadRecordError(f"progress record's url is {_shown(url)}")
+    if validator is not None and not is_validator(validator):
+        raise BadRecordError(f"progress record's validator is {_shown(validator)}")
     spans = saved.get("spans")
     if not isinstance(spans, list) or not 0 < len(spans) <= MAX_SPANS:
         raise BadRecordError(f"progress record's spans are {_shown(spans)}")
@@ -317,6 +355,21 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
     if edge != size:
         raise BadRecordError(f"progress record's spans end at byte {edge:,}, not at {size:,}")
     return parsed, url, validator
+
+
+def is_validator(value: object) -> bool:
+    """Whether `value` may go out as If-Range: an ETag or an HTTP-date, of visible ASCII and spaces only
+    (a CR/LF would be a header of its own; non-latin-1 fails to encode; either failed every request)."""
+    if not isinstance(value, str) or len(value) > 1100:
+        return False
+    if _ETAG.fullmatch(value):
+        return True
+    if not re.fullmatch(r"[\x21-\x7e][\x20-\x7e]*[\x21-\x7e]", value):
+        return False
+    try:  # the standard library's HTTP-date parser (RFC 9110 5.6.7 allows three forms)
+        return email.utils.parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
 
 
 def _is_int(value: object) -> bool:

@@ -21,11 +21,13 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mnist_variants.errors import MnistVariantsError
 
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # What a write to local disk answers when the disk, not the source, is the problem.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
 ASIDE_SUFFIX = ".not-a-file"
@@ -66,7 +68,7 @@ def what_is_there(path: os.PathLike | str) -> str | None:
     return None if stat.S_ISREG(mode) else kind(mode)
 
 
-def move_aside(path: os.PathLike | str, what: str) -> None:
+def move_aside(path: os.PathLike | str, what: str, wanted: str = "a file") -> None:
     """Renames the entry at `path` (not a regular file) out of the way, saying so; NotAFileError where it cannot."""
     aside = f"{os.fspath(path)}{ASIDE_SUFFIX}"
     try:
@@ -75,9 +77,33 @@ def move_aside(path: os.PathLike | str, what: str) -> None:
         return
     except OSError as error:
         raise NotAFileError(
-            errno.EEXIST, f"{what}, not a file, and it cannot be moved aside ({error.strerror})", os.fspath(path)
+            errno.EEXIST, f"{what}, not {wanted}, and it cannot be moved aside ({error.strerror})", os.fspath(path)
         ) from None
-    print(f"Moved aside {path}: {what}, not a file (now {aside})", flush=True)
+    print(f"Moved aside {path}: {what}, not {wanted} (now {aside})", flush=True)
+
+
+def real_folder(path: os.PathLike | str) -> None:
+    """Moves aside whatever stands at `path` that is not a real folder (a symlink, even to a folder, a file):
+    O_NOFOLLOW guards only a path's last part, so a folder the package writes in is checked itself."""
+    if (what := what_is_there(path)) and what != "a folder":
+        move_aside(path, what, "a folder")
+
+
+def open_regular(path: os.PathLike | str, flags: int, mode: int = 0o666, follow_symlinks: bool = False) -> int:
+    """A descriptor of the regular file at `path`, opened without waiting (and, unless `follow_symlinks`, without
+    following a symlink); NotAFileError naming whatever else stands there. Nothing is moved."""
+    try:
+        descriptor = os.open(path, flags | _NO_WAIT | (0 if follow_symlinks else _NO_FOLLOW), mode)
+    except OSError as error:
+        what = what_is_there(path)
+        if what is None or error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+            raise
+        raise NotAFileError(error.errno, f"{what}, not a file", os.fspath(path)) from None
+    file_mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(file_mode):
+        os.close(descriptor)
+        raise NotAFileError(errno.EINVAL, f"{kind(file_mode)}, not a file", os.fspath(path))
+    return descriptor
 
 
 def open_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
@@ -88,18 +114,9 @@ def open_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
     """
     for _ in range(2):
         try:
-            descriptor = os.open(path, flags | _NO_FOLLOW, mode)
-        except OSError as error:
-            what = what_is_there(path)
-            if what is None or error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
-                raise
-            move_aside(path, what)
-            continue
-        file_mode = os.fstat(descriptor).st_mode
-        if stat.S_ISREG(file_mode):
-            return descriptor
-        os.close(descriptor)
-        move_aside(path, kind(file_mode))
+            return open_regular(path, flags, mode)
+        except NotAFileError as error:
+            move_aside(path, what_is_there(path) or error.strerror.split(",")[0])
     raise NotAFileError(errno.EEXIST, "something other than a file keeps appearing here", os.fspath(path))
 
 
@@ -145,6 +162,17 @@ def write_file(path: Path, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def refused_writes(folder: os.PathLike | str, needed: Callable[[], str]) -> Iterator[None]:
+    """Within, an OSError that is the local disk's refusal becomes the LocalDiskError saying so (`disk_error`)."""
+    try:
+        yield
+    except OSError as error:
+        if found := disk_error(error, folder, needed()):
+            raise found from None
+        raise
+
+
 def disk_error(error: OSError, folder: os.PathLike | str, needed: str) -> LocalDiskError | None:
     """The LocalDiskError `error` stands for (a write refused by the disk holding `folder`), or None.
 
@@ -153,7 +181,11 @@ def disk_error(error: OSError, folder: os.PathLike | str, needed: str) -> LocalD
     if error.errno not in DISK_ERRNOS:
         return None
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        what = "is read-only" if error.errno == errno.EROFS else "may not be written by this user"
-        return LocalDiskError(f"{folder} {what} ({error.strerror}); {needed}")
+        if error.errno == errno.EROFS:
+            return LocalDiskError(f"{folder} is read-only ({error.strerror}); {needed}")
+        # The file refused, not the folder: in a group-writable folder, one entry can be another user's.
+        return LocalDiskError(
+            f"{error.filename or folder} may not be written by this user ({error.strerror}); {needed}"
+        )
     what = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EIO: "failed to write"}[error.errno]
     return LocalDiskError(f"The disk holding {folder} {what} ({error.strerror}); {needed}")

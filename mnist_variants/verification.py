@@ -23,14 +23,13 @@ import errno
 import hashlib
 import io
 import os
-import stat
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import formats, traps
+from mnist_variants import formats, shared_files, traps
 from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
@@ -148,19 +147,11 @@ def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool 
 @contextlib.contextmanager
 def _open_regular(path: epath.Path, follow_symlinks: bool) -> Iterator[io.BufferedReader]:
     """The local regular file at `path`, opened without blocking (a pipe is refused, never waited on)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        descriptor = os.open(path, flags | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
-    except OSError as error:
-        if error.errno == errno.ELOOP and not follow_symlinks:
-            raise UnreadableCopyError(errno.ELOOP, "a symlink, not a file", os.fspath(path)) from None
-        raise
+        descriptor = shared_files.open_regular(path, os.O_RDONLY, follow_symlinks=follow_symlinks)
+    except shared_files.NotAFileError as error:  # a symlink, folder, FIFO, device: nothing waited on
+        raise UnreadableCopyError(error.errno, error.strerror, os.fspath(path)) from None
     try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise UnreadableCopyError(errno.EISDIR, "a directory, not a file", os.fspath(path))
-        if not stat.S_ISREG(mode):
-            raise UnreadableCopyError(errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path))
         with open(descriptor, "rb", closefd=False) as file:
             yield file
     finally:

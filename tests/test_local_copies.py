@@ -263,7 +263,7 @@ def test_unreadable_copies_are_passed_over_and_the_files_downloaded(fashion, tmp
     builder = prepare(FashionMnist, tmp_path, manual_dir=manual)
     assert_prepared(builder, "fashion_mnist")
     out = capsys.readouterr().out
-    assert f"Not using {manual / TRAIN_LABELS}: a directory, not a file\n" in out, out
+    assert f"Not using {manual / TRAIN_LABELS}: a folder, not a file\n" in out, out
     assert f"Not using {cache / TRAIN_LABELS} from the keras cache: cannot be read (Input/output error)\n" in out
     assert file_server.requests == [f"/s3/{TRAIN_LABELS}"]
     np.testing.assert_array_equal(train_labels(builder), GENUINE_TRAIN_LABELS)
@@ -278,7 +278,7 @@ def test_when_nothing_is_left_the_failure_lists_every_reason(fashion, tmp_path, 
         prepare(FashionMnist, tmp_path, manual_dir=manual)
     message = str(raised.value)
     assert f"{fashion}{TRAIN_LABELS}" in message and "404" in message
-    assert f"Not using {manual / TRAIN_LABELS}: a directory, not a file" in message
+    assert f"Not using {manual / TRAIN_LABELS}: a folder, not a file" in message
     assert f"Not using {cache / TRAIN_LABELS} from the keras cache: cannot be read (Input/output error)" in message
     assert f"Manual dir {manual}: found" in message and f"missing {TRAIN_LABELS}" in message
     assert_nothing_prepared(tmp_path)
@@ -291,9 +291,7 @@ def test_a_pipe_under_a_files_name_is_passed_over_at_once(tmp_path, capsys):
     os.mkfifo(cache / TRAIN_LABELS)
     copies = local_copies_of(tmp_path)
     assert bounded(lambda: copies.find(TRAIN_LABELS, "URL"), seconds=30) is None
-    assert copies.passed_over == [
-        f"Not using {cache / TRAIN_LABELS} from the keras cache: not a regular file (a pipe, socket or device)"
-    ]
+    assert copies.passed_over == [f"Not using {cache / TRAIN_LABELS} from the keras cache: a FIFO, not a file"]
     assert copies.passed_over[0] in capsys.readouterr().out
 
 

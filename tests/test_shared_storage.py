@@ -167,7 +167,12 @@ def test_a_bad_progress_record_is_removed_with_one_line_and_never_saved_back(tmp
 def test_a_record_that_is_not_json_or_too_large_is_removed(tmp_path):
     data = os.urandom(9000)
     identity = partials.Identity(len(data), sha(data))
-    for text, said in (("{not json", "not JSON"), (" " * (partials.RECORD_LIMIT + 10), "larger than")):
+    too_deep = "[" * 20000  # under RECORD_LIMIT; json.loads raised RecursionError (review finding 2)
+    for text, said in (
+        ("{not json", "not JSON"),
+        (" " * (partials.RECORD_LIMIT + 10), "larger than"),
+        (too_deep, "not JSON"),
+    ):
         path = leave_partial(tmp_path, "f.bin", data, 100, "u")
         partial = partials.Partial(path, identity)
         partial.record.write_text(text)
@@ -206,7 +211,8 @@ def test_a_flat_mirror_resumes_the_partial_an_earlier_run_left(monkeypatch, tmp_
     assert not file_server.sent[f"/upstream/{TRAIN}"]
     out = capsys.readouterr().out
     assert f"Removing {folder / (TRAIN + '.partial')}" not in out
-    assert f"Resuming {TRAIN} from byte {received:,} (left by an earlier run)" in out
+    assert out.count(f"Resuming {TRAIN} from byte {received:,} (left by an earlier run)") == 1
+    assert "Going on with" not in out  # review finding 8: it named the URL that answered 404
 
 
 def test_a_partial_of_another_size_is_thrown_away(monkeypatch, tmp_path, file_server, capsys):
@@ -365,6 +371,8 @@ def test_a_read_only_download_dir_missing_a_file_says_so(monkeypatch, tmp_path, 
 
 @needs_root
 def test_a_complete_prepared_dataset_is_read_from_a_read_only_data_dir(monkeypatch, tmp_path, file_server):
+    """Guards behaviour the package already had (it passes against bb855a5, before issue 30): the preparation
+    lock is taken only when something is to be prepared, so a read-only data_dir must stay readable."""
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
     file_server.serve_files("upstream", BINARIZED_FILES)
     prepare(BinarizedMnist, tmp_path)
@@ -478,3 +486,219 @@ def test_a_remote_download_dir_leaves_no_temporary_folder(tmp_path, file_server)
     worker = run(command, env | {"TMPDIR": str(temporary)}, tmp_path)
     assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
     assert not [path.name for path in temporary.iterdir() if path.name.startswith("mnist_variants-")]
+
+
+# ---- hostile validators (review finding 1) ----
+
+
+@pytest.mark.parametrize(
+    "validator", ['"abc"\r\nX-Evil: 1', '"\u20ac"', " W/x", '"a" "b"'], ids=["CR LF", "not latin-1", "space", "two"]
+)
+def test_a_hostile_validator_in_a_record_costs_only_that_partial(monkeypatch, tmp_path, file_server, capsys, validator):
+    """Review finding 1: a validator with CR/LF or non-latin-1 went out as If-Range, and every run failed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    data = BINARIZED_FILES[TRAIN]
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    leave_partial(folder, TRAIN, data, 100, f"{file_server.url}/upstream/{TRAIN}", validator=validator)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    said = [line for line in capsys.readouterr().out.splitlines() if "progress record" in line]
+    assert len(said) == 1 and "validator" in said[0], said
+    assert all(if_range is None for if_range in file_server.if_ranges)
+
+
+@pytest.mark.parametrize("validator", ['"abc"', 'W/"x-1"', '""', "Sun, 06 Nov 1994 08:49:37 GMT"])
+def test_a_valid_validator_is_resumed_with(tmp_path, validator):
+    data = os.urandom(9000)
+    path = leave_partial(tmp_path, "f.bin", data, 100, "http://127.0.0.1:9/f.bin", validator=validator)
+    identity = partials.Identity(len(data), sha(data))
+    partial, note = partials.Partial.resume_or_start(path, identity, "http://127.0.0.1:9/f.bin")
+    assert not note and partial.validator == validator and partial.inherited == 100
+
+
+def test_a_validator_a_server_sends_that_a_record_may_not_hold_is_not_kept(tmp_path):
+    """What set_validator keeps, the next run's _read_record accepts (else the partial would be lost)."""
+    data = os.urandom(9000)
+    identity = partials.Identity(len(data), sha(data))
+    partial = partials.Partial(tmp_path / "f.bin.partial", identity, "u")
+    partial.plan([(0, len(data))])
+    partial.set_validator('"caf\xe9"')  # obs-text: HTTP allows it in an ETag, If-Range may not carry it safely
+    assert partial.validator is None
+    partial.write(partial.spans[0], data[:100])
+    partial.close()
+    resumed, note = partials.Partial.resume_or_start(partial.path, identity, "u")
+    assert not note and resumed.inherited == 100
+
+
+@pytest.mark.parametrize("pid", ["99999999999999999999", "4294967296", "0", "-1"])
+def test_a_planted_private_partial_with_an_odd_pid_is_left_alone(tmp_path, pid):
+    """Review finding 3: a pid past what os.kill takes raised OverflowError at the start of every no-locks run."""
+    host = socket.gethostname()
+    planted = tmp_path / f"f.bin.partial.{pid}-0123abcd@{host}"
+    planted.write_bytes(b"x")
+    dead = tmp_path / f"f.bin.partial.{dead_pid()}-0123abcd@{host}"
+    dead.write_bytes(b"x")
+    partials.remove_dead_private(tmp_path, "f.bin")
+    assert planted.exists() and not dead.exists()
+
+
+def test_a_symlink_planted_as_the_datasets_folder_is_moved_aside(monkeypatch, tmp_path, file_server, capsys):
+    """Review finding 4: `downloads/<dataset>` -> elsewhere was followed (O_NOFOLLOW guards only the last part
+    of a path): the locks, partials and downloads went where the symlink pointed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / TRAIN).write_bytes(BINARIZED_FILES[TRAIN])  # not to be used: it is not in the download dir
+    (tmp_path / "downloads").mkdir()
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    folder.symlink_to(outside)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert sorted(path.name for path in outside.iterdir()) == [TRAIN]
+    assert not folder.is_symlink() and folder.is_dir()
+    assert sorted(path.name for path in folder.iterdir() if not path.name.endswith(".lock")) == sorted(BINARIZED_FILES)
+    assert f"Moved aside {folder}: a symlink, not a folder (now {folder}.not-a-file)" in capsys.readouterr().out
+    assert file_server.sent[f"/upstream/{TRAIN}"] == len(BINARIZED_FILES[TRAIN])
+
+
+def test_the_download_dir_itself_may_be_a_symlink(monkeypatch, tmp_path, file_server):
+    """The user's own choice: `download_dir` -> a larger disk is followed (only what is inside is guarded)."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "downloads").symlink_to(tmp_path / "disk")
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert (tmp_path / "disk" / BinarizedMnist.name / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
+
+
+@needs_root
+def test_an_entry_that_cannot_be_moved_aside_is_no_source_failure(tmp_path, file_server, public_folder):
+    """Review finding 5: in a sticky folder, another user's dangling symlink under the partial's name cannot be
+    moved aside; every source was blamed for it (no request made), and discard()'s EPERM hid even that."""
+    shared = public_folder / "downloads"
+    folder = shared / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for path in (shared, folder):
+        path.chmod(0o1777)  # sticky: only an entry's owner may rename or remove it
+    planted = folder / f"{TRAIN}.partial"
+    planted.symlink_to("/nonexistent-target")  # root's
+    for name, content in BINARIZED_FILES.items():
+        file_server.serve(f"/first/{name}", content)
+        file_server.serve(f"/second/{name}", content)
+    bases = [f"{file_server.url}/first/", f"{file_server.url}/second/"]
+    env = worker_env(public_folder, BinarizedMnist, BINARIZED_FILES, bases)
+    data_dir = public_folder / "bob"
+    data_dir.mkdir()
+    os.chown(data_dir, BOB, GROUP)
+    command = [sys.executable, str(WORKER), BinarizedMnist.name, "--data_dir", str(data_dir)]
+    command += ["--download_dir", str(shared)]
+    worker = run(as_user(BOB, GROUP, command), env | {"HOME": str(data_dir)}, public_folder)
+    assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert "Could not get" not in worker.stdout
+    said = [line for line in worker.stdout.splitlines() if str(planted) in line]
+    assert len(said) == 1 and "private partial" in said[0], worker.stdout[-3000:]
+    assert (
+        file_server.sent[f"/first/{TRAIN}"] == len(BINARIZED_FILES[TRAIN]) and not file_server.sent[f"/second/{TRAIN}"]
+    )
+    assert planted.is_symlink() and (folder / TRAIN).read_bytes() == BINARIZED_FILES[TRAIN]
+    assert not [path.name for path in folder.iterdir() if ".partial." in path.name]  # the private partial went
+
+
+def test_dead_private_partials_go_even_when_every_file_is_verified(monkeypatch, tmp_path, file_server):
+    """Review finding 6: they were looked for only once a download was needed."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "upstream")
+    folder = tmp_path / "downloads" / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for name, data in BINARIZED_FILES.items():
+        (folder / name).write_bytes(data)
+    dead = folder / f"{TRAIN}.partial.{dead_pid()}-0123abcd@{socket.gethostname()}"
+    dead.write_bytes(b"x" * 100)
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    assert not dead.exists() and not file_server.requests
+
+
+def test_temporary_folders_of_dead_remote_runs_are_removed(tmp_path, file_server):
+    """Review finding 6: a gs:// run killed mid-download left its temporary folder for ever."""
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    env = worker_env(tmp_path, BinarizedMnist, BINARIZED_FILES, [f"{file_server.url}/upstream/"])
+    temporary = tmp_path / "tmp"
+    host = socket.gethostname()
+    dead = temporary / f"mnist_variants-{dead_pid()}@{host}-0123abcd"
+    alive = temporary / f"mnist_variants-{os.getpid()}@{host}-0123abcd"
+    elsewhere = temporary / f"mnist_variants-{dead_pid()}@another-{host}-0123abcd"
+    for path in (dead, alive, elsewhere):
+        path.mkdir(parents=True)
+        (path / f"{TRAIN}.partial.1-0123abcd@{host}").write_bytes(b"x" * 100)
+    command = [sys.executable, str(REPO / "tests" / "workers" / "prepare_worker.py"), BinarizedMnist.name]
+    command += ["--data_dir", str(tmp_path / "data"), "--no_lock", "--api", "builder"]
+    worker = run(command, env | {"TMPDIR": str(temporary)}, tmp_path)
+    assert result(worker)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert sorted(path.name for path in temporary.iterdir()) == sorted([alive.name, elsewhere.name])
+
+
+@needs_root
+def test_a_group_member_takes_over_what_another_made_0644(tmp_path, file_server, public_folder, capsys):
+    """Review finding 7: in a 2775 folder of the group, another user's 0644 lock (made under umask 022) could not be
+    taken (flock needs only a read descriptor), and another user's 0644 partial failed the run
+    ("... may not be written by this user") where the folder lets it be deleted and started afresh."""
+    shared = public_folder / "datasets"
+    shared.mkdir()
+    os.chown(shared, 0, GROUP)
+    shared.chmod(0o2775)
+    folder = shared / "downloads" / BinarizedMnist.name
+    folder.mkdir(parents=True)
+    for path in (folder.parent, folder):
+        os.chown(path, ALICE, GROUP)
+        path.chmod(0o2775)
+    data = BINARIZED_FILES[TRAIN]
+    leave_partial(folder, TRAIN, data, len(data) // 3, "x")
+    (folder / f"{TRAIN}.lock").write_bytes(b"")
+    for path in folder.iterdir():
+        os.chown(path, ALICE, GROUP)
+        path.chmod(0o644)
+    file_server.serve_files("upstream", BINARIZED_FILES)
+    env = worker_env(public_folder, BinarizedMnist, BINARIZED_FILES, [f"{file_server.url}/upstream/"])
+    command = [sys.executable, str(WORKER), BinarizedMnist.name, "--data_dir", str(shared)]
+    bob = run(as_user(BOB, GROUP, command), env | {"HOME": str(shared)}, public_folder, preexec_fn=with_umask(0o002))
+    assert result(bob)["splits"] == {"train": 10, "validation": 4, "test": 4}
+    assert f"Removing {folder / (TRAIN + '.partial')}: unreadable (Permission denied)" in bob.stdout
+    assert (folder / TRAIN).read_bytes() == data and os.stat(folder / TRAIN).st_uid == BOB
+    assert file_server.sent[f"/upstream/{TRAIN}"] == len(data)
+
+
+@needs_root
+def test_a_lock_file_no_one_may_write_is_held_through_a_read_descriptor(public_folder):
+    lock = public_folder / "f.bin.lock"
+    lock.write_bytes(b"")
+    os.chown(lock, ALICE, GROUP)
+    lock.chmod(0o444)
+    probe = "import sys; from mnist_variants import locking\n"
+    probe += "with locking.hold(sys.argv[1], 'w') as held: print('HELD', held)"
+    child = run(as_user(BOB, GROUP, [sys.executable, "-c", probe, str(lock)]), {}, public_folder)
+    assert child.returncode == 0 and "HELD True" in child.stdout, child.stdout[-3000:]
+
+
+def test_a_refused_write_names_the_file_not_the_folder():
+    refused = PermissionError(13, "Permission denied", "/shared/d/f.bin.partial")
+    message = str(shared_files.disk_error(refused, "/shared/d", "f.bin needs 9 bytes there"))
+    assert message.startswith("/shared/d/f.bin.partial may not be written by this user (Permission denied)"), message
+
+
+def test_the_validator_goes_back_only_to_the_source_that_sent_it(monkeypatch, tmp_path, file_server):
+    """Review finding 9: another source (its own ETag) resumes with a plain Range and sends only the missing bytes;
+    sent the first source's ETag as If-Range, it would rightly send the whole file."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "first", "second")
+    file_server.serve_files("first", BINARIZED_FILES)
+    file_server.serve_files("second", BINARIZED_FILES)
+    data = BINARIZED_FILES[TRAIN]
+    file_server.serve(f"/first/{TRAIN}", data, *["cut"] * 20)
+    file_server.routes[f"/second/{TRAIN}"].etag = '"the-second-sources-own"'
+    assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
+    asked = [
+        (path, if_range) for (path, _), if_range in zip(file_server.range_requests, file_server.if_ranges, strict=True)
+    ]
+    first_etag = file_server.routes[f"/first/{TRAIN}"].etag
+    assert (f"/first/{TRAIN}", first_etag) in asked  # resumed from its own source with its validator
+    assert [if_range for path, if_range in asked if path == f"/second/{TRAIN}"] == [None]
+    assert 0 < file_server.sent[f"/first/{TRAIN}"] < len(data)
+    assert file_server.sent[f"/second/{TRAIN}"] == len(data) - file_server.sent[f"/first/{TRAIN}"]
