@@ -330,6 +330,7 @@ class _Connection:
         self.plain = plain  # every request a GET without Range, for the whole file from byte 0
         self.cancel, self.progress = cancel, progress
         self.whole_file = False  # the server answered the first request with the whole file (200)
+        self.answers = 0  # answers whose bytes this connection received
         self.may_restart = first  # until the other parts start, a whole-file answer may restart the partial
         self._skip = 0  # bytes of a whole-file answer before this part
         self._fruitless = self._resumes = 0
@@ -478,6 +479,7 @@ class _Connection:
                 if response is None:
                     response = self.open()
                 self.partial.responses += 1
+                self.answers += 1
                 mark, deadline = self.span.position, self._deadline
                 try:
                     self._receive(response)
@@ -525,30 +527,34 @@ def fetch(
     cancel: Cancel,
     progress: Callable[[int], None],
     whole: bool = False,
-) -> None:
+) -> bool:
     """Fills the partial's missing bytes from `url`; raises TransferError (or Cancelled) if this source cannot.
 
     The first missing part is asked for first; once the server has answered it with that part
     (206), the other parts start, each on its own connection. `whole`: the partial starts afresh
     and the file comes from byte 0 by a GET without Range, over one connection (after pieced bytes
     failed their sha256: a server may lie on ranges and serve the whole file right).
+
+    Returns True when every byte of the file came in one whole-file answer (200) of this call: bytes that
+    fail their sha256 then, a GET without Range would not bring right either. False where any came from a
+    Range request (even one closed range from byte 0) or from an earlier call or process.
     """
     if whole:
         span = partial.restart_whole()
         connection = _Connection(url, partial, span, policy, Cancel(cancel), progress, first=True, plain=True)
         connection.run(connection.open())
-        return
+        return True
     if not partial.spans:
         partial.plan(parts(partial.identity.size, policy.connections))
     missing = partial.missing()
     if not missing:
-        return
+        return False
     this_source = Cancel(cancel)
     first = _Connection(url, partial, missing[0], policy, this_source, progress, first=True)
     response = first.open()
     if first.whole_file or len(missing) == 1:
         first.run(response)
-        return
+        return first.whole_file and first.answers == 1
     first.may_restart = False
     failures: list[BaseException] = []
 
@@ -579,6 +585,7 @@ def fetch(
     if failures:
         real = [failure for failure in failures if not isinstance(failure, Cancelled)]
         raise (real or failures)[0]
+    return False
 
 
 def _refuse_trap(block: bytes, url: str) -> None:

@@ -458,26 +458,29 @@ def test_cancelling_ends_a_request_waiting_for_headers_within_a_second(tmp_path,
         partial.discard()
 
 
+@pytest.mark.parametrize("left", [True, False], ids=["half-left-by-an-earlier-run", "fresh"])
 def test_a_server_lying_on_every_range_yields_the_right_file_by_one_plain_get(
-    monkeypatch, tmp_path, file_server, capsys
+    monkeypatch, tmp_path, file_server, capsys, left
 ):
-    """Half of the train file was left by an earlier run; the server answers every Range request with wrong
-    bytes and a GET without Range with the right file. The resumed file fails its sha256;
-    it is then fetched once from zero by one GET without Range, which verifies; a closed range from byte 0
-    would have been garbled too (issue 31)."""
+    """The server answers every Range request with wrong bytes and a GET without Range with the right file.
+    Half of the train file was left by an earlier run, or none (a file under 4 MiB is still asked for by one
+    closed range from byte 0): the ranged bytes fail their sha256; the file is then fetched once from zero by
+    one GET without Range, which verifies (issue 31)."""
     (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "liar")
     name = "binarized_mnist_train.amat"
     data = BINARIZED_FILES[name]
-    folder = tmp_path / "downloads" / BinarizedMnist.name
-    folder.mkdir(parents=True)
-    identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
-    planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity, base + name)
-    planted.plan([(0, len(data))])
-    planted.write(planted.spans[0], data[: len(data) // 2])
-    planted.close()
+    start = len(data) // 2 if left else 0
+    if left:
+        folder = tmp_path / "downloads" / BinarizedMnist.name
+        folder.mkdir(parents=True)
+        identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+        planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity, base + name)
+        planted.plan([(0, len(data))])
+        planted.write(planted.spans[0], data[:start])
+        planted.close()
     file_server.serve_files("liar", BINARIZED_FILES)
     file_server.serve(f"/liar/{name}", data, *["garble-ranges"] * 10)
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     asked = [header for path, header in file_server.range_requests if path == f"/liar/{name}"]
-    assert asked == [f"bytes={len(data) // 2}-{len(data) - 1}", None]  # the resume, then one plain GET
+    assert asked == [f"bytes={start}-{len(data) - 1}", None]  # the ranged answer, then one plain GET
     assert f"{name} from {base}{name} does not verify" in capsys.readouterr().out
