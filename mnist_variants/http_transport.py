@@ -13,8 +13,9 @@ whatever a server sends or how unevenly the parts arrive.
   response headers, the sniff of a page, a chunk's framing or the body. urllib3's read timeout
   bounds each `recv` alone, so a server sending a byte now and then in its headers or a
   chunk-size line (up to 64 KiB of them) would hold an attempt for as long as it likes. A
-  source is given up after `fruitless_attempts` attempts in a row that brought no byte or
-  trickled, or after `max_resumes` resumes of one part.
+  source is given up after `fruitless_attempts` attempts in a row that brought no byte or ended
+  on a time limit (a trickle, or silence after a burst), or after `max_resumes` resumes of one
+  part after cuts.
 - Resume: a cut or stalled part goes on from its last byte. With the server's validator
   (a strong ETag, else Last-Modified) sent back as `If-Range`, a file that changed behind the
   same URL comes whole (200) and is read from zero instead of being spliced.
@@ -240,11 +241,22 @@ class _Deadline:
             self.end(f"timed out: {'only ' + str(got) + ' bytes' if got else 'no byte'} in {self.timeout:g} s")
             return
 
+    @property
+    def expired(self) -> bool:
+        """The attempt was ended by its time limit (not by a cancel, nor after it was over)."""
+        return self.why not in (None, "over", "cancelled")
+
     def reason(self, error: BaseException) -> BaseException:
         """What ended the attempt: the deadline, where it did (the read's own error only says the socket closed)."""
         if self.why is None or self.why in ("over", "cancelled"):
             return error
         return _Trickle(self.why) if self.trickled else _Interrupted(self.why)
+
+
+def _timed_out(error: BaseException) -> bool:
+    """A read that waited out urllib3's timeout (requests wraps urllib3's error in its own ConnectionError)."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], BaseException) else None
+    return any(isinstance(e, (TimeoutError, urllib3.exceptions.TimeoutError)) for e in (error, inner) if e)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -461,7 +473,10 @@ class _Connection:
             self._fruitless += 1
         reason = f"{type(error).__name__}: {error}"
         if self._fruitless >= self.policy.fruitless_attempts:
-            raise TransferError(f"{self.url}: {self._fruitless} attempts in a row brought no data ({_short(reason)})")
+            raise TransferError(
+                f"{self.url}: {self._fruitless} attempts in a row brought no data or ended on the time limit"
+                f" ({_short(reason)})"
+            )
         if self._resumes > self.policy.max_resumes:
             raise TransferError(f"{self.url}: interrupted {self._resumes} times ({_short(reason)})")
         if self.cancel.wait(self.policy.pause(self._fruitless)):
@@ -488,10 +503,14 @@ class _Connection:
                 except (_Interrupted, *INTERRUPTIONS) as error:
                     if self.cancel.is_set():
                         raise Cancelled(f"{self.url}: cancelled") from None
+                    stalled = _timed_out(error) or (deadline is not None and deadline.expired)
                     failure = deadline.reason(error) if deadline else error
                     response.close()
                     self._end()  # before the pause
-                    self._failed(failure, progressed=self.span.position > mark and not isinstance(failure, _Trickle))
+                    # Only an attempt cut after bringing bytes is a resume: one that ended on a time limit, even after
+                    # a burst, counts with those that brought nothing, so a source sending a little and then nothing
+                    # on each attempt is given up as one that trickles, not after 8 resumes.
+                    self._failed(failure, progressed=self.span.position > mark and not stalled)
                 finally:
                     response.close()
                     response = None

@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import (
@@ -365,6 +366,8 @@ def test_the_default_time_limits_are_the_readme_sentence(monkeypatch):
 # The margin below is for a loaded 2-core machine; the code before took 12 s to minutes for these cases.
 MARGIN_SECONDS = 1.0
 NINE_MIB = bytes(range(256)) * (9 << 12)  # two parts of a file over 4 connections
+# 50 KB that compress to more than 9 bursts of 2 KiB: a source sending one burst per attempt never completes it.
+NOISE = testing.gzip_bytes(np.random.default_rng(31).bytes(50_000))
 
 
 def seconds_until_given_up(tmp_path, file_server, data: bytes, *faults: str) -> tuple[float, Exception]:
@@ -393,13 +396,17 @@ def seconds_until_given_up(tmp_path, file_server, data: bytes, *faults: str) -> 
         (["trickle-sniff"] * 9, "trickling_source_seconds"),
         (["trickle-chunks"] * 9, "trickling_source_seconds"),
         (["trickle"] * 9, "trickling_source_seconds"),
+        (["burst"] * 9, "trickling_source_seconds"),
+        (["burst", "silent", "silent"] * 3, "trickling_source_seconds"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
 def test_every_way_of_keeping_an_attempt_waiting_holds_the_stated_bound(tmp_path, file_server, capsys, faults, bound):
     """A byte now and then in the headers, in the body a client sniffs to name a wrong answer, or in a chunk-size
-    line never reaches a read timeout: the one deadline rule ends each attempt all the same."""
-    seconds, error = seconds_until_given_up(tmp_path, file_server, testing.gzip_bytes(NINE_MIB[:50_000]), *faults)
+    line never reaches a read timeout: the one deadline rule ends each attempt all the same. A source that sends
+    2 KiB, then nothing, on each attempt (or on one attempt of three) has brought bytes, but each attempt ended
+    on the deadline: it counts as an attempt that brought no data, not as a resume."""
+    seconds, error = seconds_until_given_up(tmp_path, file_server, NOISE, *faults)
     policy = http_transport.Policy(timeout=1)
     assert policy.silent_source_seconds() == 4.5 and policy.trickling_source_seconds() == 7.5
     assert seconds <= getattr(policy, bound)() + MARGIN_SECONDS, (seconds, error)
@@ -408,7 +415,7 @@ def test_every_way_of_keeping_an_attempt_waiting_holds_the_stated_bound(tmp_path
     else:
         assert "3 attempts in a row brought no data" in str(error) and len(file_server.requests) == 3
         assert seconds >= 3 * policy.timeout
-    assert ("Resuming" in capsys.readouterr().out) == (faults[0] == "trickle")  # only where file bytes came
+    assert ("Resuming" in capsys.readouterr().out) == (faults[0] in ("trickle", "burst"))  # only where bytes came
 
 
 def test_a_source_silent_after_headers_and_on_its_ranges_holds_the_silent_bound(tmp_path, file_server):
