@@ -389,8 +389,6 @@ class _Connection:
             self._deadline = None
 
     def _request(self) -> requests.Response:
-        if self.plain and self.span.position:  # a plain GET brings the file from byte 0 again
-            self.span = self.partial.restart_whole()
         span, size = self.span, self.partial.identity.size
         headers = {"Accept-Encoding": "identity"}
         if not self.plain:
@@ -507,6 +505,13 @@ class _Connection:
                     failure = deadline.reason(error) if deadline else error
                     response.close()
                     self._end()  # before the pause
+                    if self.plain and self.span.position > mark:
+                        # The refetch is one GET without Range: a cut ends it (restarting it from byte 0 after every
+                        # cut could bring the whole file 9 times over); the bytes it brought are not resumed.
+                        raise TransferError(
+                            f"{self.url}: the GET without Range was cut after byte {self.span.position:,}"
+                            f" ({_short(f'{type(failure).__name__}: {failure}')})"
+                        ) from None
                     # Only an attempt cut after bringing bytes is a resume: one that ended on a time limit, even after
                     # a burst, counts with those that brought nothing, so a source sending a little and then nothing
                     # on each attempt is given up as one that trickles, not after 8 resumes.

@@ -491,3 +491,22 @@ def test_a_server_lying_on_every_range_yields_the_right_file_by_one_plain_get(
     asked = [header for path, header in file_server.range_requests if path == f"/liar/{name}"]
     assert asked == [f"bytes={start}-{len(data) - 1}", None]  # the ranged answer, then one plain GET
     assert f"{name} from {base}{name} does not verify" in capsys.readouterr().out
+
+
+def test_the_refetch_without_range_is_not_resumed_after_a_cut(tmp_path, file_server, capsys):
+    """The refetch is one GET without Range: a cut ends it, and the source is given up; before, each cut restarted
+    the whole file from byte 0 (up to 9 times) and was announced as 'Resuming'."""
+    file_server.serve("/f.bin", NINE_MIB, *["cut"] * 9)
+    url = file_server.url + "/f.bin"
+    partial = partials.Partial.private(
+        tmp_path, "f.bin", partials.Identity(len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest()), url
+    )
+    try:
+        with pytest.raises(http_transport.TransferError, match="GET without Range was cut") as raised:
+            policy, cancel = http_transport.Policy(timeout=2), http_transport.Cancel()
+            http_transport.fetch(url, partial, policy, cancel, lambda _: None, whole=True)
+    finally:
+        partial.discard()
+    assert file_server.range_requests == [("/f.bin", None)], raised.value
+    assert file_server.sent["/f.bin"] <= len(NINE_MIB) // 2
+    assert "Resuming" not in capsys.readouterr().out
