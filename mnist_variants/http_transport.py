@@ -25,7 +25,7 @@ whatever a server sends or how unevenly the parts arrive.
   may lie on every range and still serve the whole file right.
 - Cancelling (another file failed, Ctrl-C) shuts the sockets down, so a blocked read ends now,
   also one waiting for the response headers: the sockets are known from the moment they are
-  made (`_WatchedAdapter`). Only a TCP connect still under way ends at its own timeout.
+  made (`_WatchedAdapter`), a connecting one from before its TCP connect (`_watch_connects`).
 
 Why our own code: requests and urllib3 retry only until a body starts; resuming a body, and
 ranges in parallel, are the caller's job (huggingface_hub's `http_get` resumes the same way).
@@ -40,6 +40,7 @@ import itertools
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -274,6 +275,29 @@ def _watch_socket(sock: socket.socket | None) -> None:
         deadline.watch(sock)
 
 
+def _watch_connects(event: str, args: tuple) -> None:
+    """Audit hook (PEP 578): a socket this thread connects for a request is watched from before its TCP connect.
+
+    urllib3 hands the socket over only once connected, so a cancel could not reach a connect under way (a
+    SYN dropped, a host that does not answer) before its timeout; shutting a connecting socket down ends the
+    connect at once (Linux). The hook is the one public place that sees the socket before connect() blocks:
+    urllib3 makes it inside its own create_connection.
+    """
+    if event != "socket.connect":
+        return
+    deadline = getattr(_making, "deadline", None)
+    if deadline is None:
+        return
+    if deadline.why is not None:  # cancelled (or timed out) before the connect began: it does not begin
+        raise ConnectionAbortedError(f"request {deadline.why} before its connection was opened")
+    deadline.watch(args[0])
+
+
+@functools.cache
+def _hook_connects() -> None:
+    sys.addaudithook(_watch_connects)  # once per process: a hook cannot be removed
+
+
 @functools.cache
 def _watched_connection(connection_cls: type) -> type:
     """`connection_cls` telling this thread's deadline of every socket it makes or reuses."""
@@ -351,6 +375,7 @@ class _Connection:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._deadline: _Deadline | None = None  # of the attempt under way
+        _hook_connects()
 
     @property
     def name(self) -> str:

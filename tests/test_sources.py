@@ -6,10 +6,13 @@ dummy files' checksums are registered in place of upstream's for the test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import socket
+import sys
 import threading
 import time
 
@@ -510,3 +513,49 @@ def test_the_refetch_without_range_is_not_resumed_after_a_cut(tmp_path, file_ser
     assert file_server.range_requests == [("/f.bin", None)], raised.value
     assert file_server.sent["/f.bin"] <= len(NINE_MIB) // 2
     assert "Resuming" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="shutting down a connecting socket ends it on Linux")
+def test_cancelling_ends_a_request_still_opening_its_connection_within_a_second(tmp_path):
+    """A listener that never accepts, its backlog full, drops every SYN: the request's TCP connect waits (timeout
+    15 s). Cancelled 1 s into it, the request ends within a second; before, it ran to the connect timeout (13 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the backlog: later SYNs are dropped, so a connect waits
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    url = f"http://127.0.0.1:{port}/f.bin"
+    data = b"x" * 1000
+    partial = partials.Partial.private(
+        tmp_path, "f.bin", partials.Identity(len(data), hashlib.sha256(data).hexdigest()), url
+    )
+    cancel, ended, outcome = http_transport.Cancel(), threading.Event(), []
+
+    def download() -> None:
+        try:
+            http_transport.fetch(url, partial, http_transport.Policy(timeout=15), cancel, lambda _: None)
+        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
+            outcome.append(error)
+        finally:
+            ended.set()
+
+    thread = threading.Thread(target=download, daemon=True)
+    thread.start()
+    try:
+        assert not ended.wait(1.0), outcome  # still connecting
+        cancelled = time.monotonic()
+        cancel.set()
+        assert ended.wait(20)
+        assert time.monotonic() - cancelled < 1.0
+        assert len(outcome) == 1 and isinstance(outcome[0], http_transport.Cancelled), outcome
+    finally:
+        thread.join(20)
+        for sock in (*fillers, listener):
+            sock.close()
+        partial.discard()
