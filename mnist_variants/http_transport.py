@@ -92,8 +92,8 @@ class Policy:
     """How long and how often a source is tried; the README states it in one sentence."""
 
     timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds an attempt waits for a byte
-    fruitless_attempts: int = 3  # attempts in a row that bring no byte (or trickle) before the source is given up
-    max_resumes: int = 8  # resumes, per part, after attempts that did bring bytes
+    fruitless_attempts: int = 3  # attempts in a row that bring no byte or end on a time limit: the source is given up
+    max_resumes: int = 8  # resumes, per part, after attempts cut off after bringing bytes
     connections: int = DEFAULT_CONNECTIONS  # per file
 
     def pause(self, fruitless: int) -> float:
@@ -106,7 +106,8 @@ class Policy:
         return self.fruitless_attempts * self.timeout + pauses
 
     def trickling_source_seconds(self) -> float:
-        """The longest a source that trickles is tried: each attempt ends within 2 x timeout."""
+        """The longest a source that trickles, or falls silent after a burst, is tried: each attempt ends within
+        2 x timeout (beyond any time it keeps up MIN_BYTES_PER_TIMEOUT)."""
         return self.silent_source_seconds() + self.fruitless_attempts * self.timeout
 
 

@@ -434,38 +434,50 @@ def test_cancelling_ends_a_request_waiting_for_headers_within_a_second(tmp_path,
     """Another file failed, Ctrl-C or SIGTERM: the download's Cancel is set while a request waits for its headers
     (timeout 30 s); the request ends within 1 s."""
     file_server.serve("/f.bin", NINE_MIB, *["silent"] * 3)
-    url = file_server.url + "/f.bin"
-    partial = partials.Partial.private(
-        tmp_path, "f.bin", partials.Identity(len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest()), url
-    )
-    cancel, ended, outcome = http_transport.Cancel(), threading.Event(), []
-
-    def download() -> None:
-        try:
-            http_transport.fetch(url, partial, http_transport.Policy(timeout=30), cancel, lambda _: None)
-        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
-            outcome.append(error)
-        finally:
-            ended.set()
-
-    thread = threading.Thread(target=download, daemon=True)
-    thread.start()
+    fetching = BackgroundFetch(tmp_path, file_server.url + "/f.bin", NINE_MIB, timeout=30)
     try:
         deadline = time.monotonic() + 10
         while not file_server.requests and time.monotonic() < deadline:
             time.sleep(0.02)
         assert file_server.requests == ["/f.bin"]
         time.sleep(0.3)  # well into the wait for headers
-        cancelled = time.monotonic()
-        cancel.set()
-        assert ended.wait(5), "the request still waits 5 s after the cancel"
-        assert time.monotonic() - cancelled < 1.0
-        assert len(outcome) == 1 and isinstance(outcome[0], http_transport.Cancelled), outcome
+        assert fetching.seconds_to_cancel() < 1.0
         assert len(file_server.requests) == 1  # nothing asked after the cancel
     finally:
         file_server.stop()
-        thread.join(10)
-        partial.discard()
+        fetching.close()
+
+
+class BackgroundFetch:
+    """http_transport.fetch of `data` from `url` in a thread, with a Cancel the test sets."""
+
+    def __init__(self, tmp_path, url: str, data: bytes, timeout: float) -> None:
+        identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+        self.partial = partials.Partial.private(tmp_path, "f.bin", identity, url)
+        self.cancel, self.ended, self.outcome = http_transport.Cancel(), threading.Event(), []
+        self.thread = threading.Thread(target=self._run, args=(url, timeout), daemon=True)
+        self.thread.start()
+
+    def _run(self, url: str, timeout: float) -> None:
+        try:
+            http_transport.fetch(url, self.partial, http_transport.Policy(timeout=timeout), self.cancel, lambda _: None)
+        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
+            self.outcome.append(error)
+        finally:
+            self.ended.set()
+
+    def seconds_to_cancel(self) -> float:
+        """Sets the Cancel; the seconds until the fetch ended, which it did by Cancelled."""
+        cancelled = time.monotonic()
+        self.cancel.set()
+        assert self.ended.wait(20), "the request still waits 20 s after the cancel"
+        seconds = time.monotonic() - cancelled
+        assert len(self.outcome) == 1 and isinstance(self.outcome[0], http_transport.Cancelled), self.outcome
+        return seconds
+
+    def close(self) -> None:
+        self.thread.join(20)
+        self.partial.discard()
 
 
 @pytest.mark.parametrize("left", [True, False], ids=["half-left-by-an-earlier-run", "fresh"])
@@ -530,32 +542,11 @@ def test_cancelling_ends_a_request_still_opening_its_connection_within_a_second(
         with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
         fillers.append(filler)
-    url = f"http://127.0.0.1:{port}/f.bin"
-    data = b"x" * 1000
-    partial = partials.Partial.private(
-        tmp_path, "f.bin", partials.Identity(len(data), hashlib.sha256(data).hexdigest()), url
-    )
-    cancel, ended, outcome = http_transport.Cancel(), threading.Event(), []
-
-    def download() -> None:
-        try:
-            http_transport.fetch(url, partial, http_transport.Policy(timeout=15), cancel, lambda _: None)
-        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
-            outcome.append(error)
-        finally:
-            ended.set()
-
-    thread = threading.Thread(target=download, daemon=True)
-    thread.start()
+    fetching = BackgroundFetch(tmp_path, f"http://127.0.0.1:{port}/f.bin", b"x" * 1000, timeout=15)
     try:
-        assert not ended.wait(1.0), outcome  # still connecting
-        cancelled = time.monotonic()
-        cancel.set()
-        assert ended.wait(20)
-        assert time.monotonic() - cancelled < 1.0
-        assert len(outcome) == 1 and isinstance(outcome[0], http_transport.Cancelled), outcome
+        assert not fetching.ended.wait(1.0), fetching.outcome  # still connecting
+        assert fetching.seconds_to_cancel() < 1.0
     finally:
-        thread.join(20)
+        fetching.close()
         for sock in (*fillers, listener):
             sock.close()
-        partial.discard()
