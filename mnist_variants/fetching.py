@@ -346,22 +346,21 @@ class Download:
     def _from_source(self, url: str, locked: bool) -> bytes:
         """The file's verified bytes from `url`, resuming what an earlier attempt, source or process left of it.
 
-        Bytes that do not verify are thrown away; if they were pieced together (resumed, or
-        several parts), the file is fetched once more from zero, over one connection, before
-        the source is given up.
+        Bytes that do not verify are thrown away; unless they came in one whole-file answer (200), that is
+        if any came by a Range request, the file is fetched once more from zero by one GET without Range
+        before the source is given up (a server may garble its ranges and serve the whole file right).
         """
         # int(): TFDS's Size prints "15.3 KiB"
         identity = partials.Identity(int(self.registered.size), self.registered.checksum)
         with self._partial(identity, url, locked) as partial:
             for last_try in (False, True):
-                http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, whole=last_try)
+                came_whole = http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, last_try)
                 data = partial.read_all()
                 if self._verifies(data):
                     self._keep(partial, data)
                     return data
-                pieced = partial.inherited or partial.responses > 1
                 partial.discard()
-                if last_try or not pieced:
+                if last_try or came_whole:
                     raise http_transport.TransferError(f"checksum mismatch: {url} sent {self._mismatch(data)}")
                 print(f"{self.name} from {url} does not verify ({self._mismatch(data)}); fetching it once more from"
                       " zero", flush=True)  # fmt: skip

@@ -13,8 +13,9 @@ whatever a server sends or how unevenly the parts arrive.
   response headers, the sniff of a page, a chunk's framing or the body. urllib3's read timeout
   bounds each `recv` alone, so a server sending a byte now and then in its headers or a
   chunk-size line (up to 64 KiB of them) would hold an attempt for as long as it likes. A
-  source is given up after `fruitless_attempts` attempts in a row that brought no byte or
-  trickled, or after `max_resumes` resumes of one part.
+  source is given up after `fruitless_attempts` attempts in a row that brought no byte or ended
+  on a time limit (a trickle, or silence after a burst), or after `max_resumes` resumes of one
+  part after cuts.
 - Resume: a cut or stalled part goes on from its last byte. With the server's validator
   (a strong ETag, else Last-Modified) sent back as `If-Range`, a file that changed behind the
   same URL comes whole (200) and is read from zero instead of being spliced.
@@ -24,7 +25,7 @@ whatever a server sends or how unevenly the parts arrive.
   may lie on every range and still serve the whole file right.
 - Cancelling (another file failed, Ctrl-C) shuts the sockets down, so a blocked read ends now,
   also one waiting for the response headers: the sockets are known from the moment they are
-  made (`_WatchedAdapter`). Only a TCP connect still under way ends at its own timeout.
+  made (`_WatchedAdapter`), a connecting one from before its TCP connect (`_watch_connects`).
 
 Why our own code: requests and urllib3 retry only until a body starts; resuming a body, and
 ranges in parallel, are the caller's job (huggingface_hub's `http_get` resumes the same way).
@@ -39,6 +40,7 @@ import itertools
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -90,8 +92,8 @@ class Policy:
     """How long and how often a source is tried; the README states it in one sentence."""
 
     timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds an attempt waits for a byte
-    fruitless_attempts: int = 3  # attempts in a row that bring no byte (or trickle) before the source is given up
-    max_resumes: int = 8  # resumes, per part, after attempts that did bring bytes
+    fruitless_attempts: int = 3  # attempts in a row that bring no byte or end on a time limit: the source is given up
+    max_resumes: int = 8  # resumes, per part, after attempts cut off after bringing bytes
     connections: int = DEFAULT_CONNECTIONS  # per file
 
     def pause(self, fruitless: int) -> float:
@@ -104,7 +106,8 @@ class Policy:
         return self.fruitless_attempts * self.timeout + pauses
 
     def trickling_source_seconds(self) -> float:
-        """The longest a source that trickles is tried: each attempt ends within 2 x timeout."""
+        """The longest a source that trickles, or falls silent after a burst, is tried: each attempt ends within
+        2 x timeout (beyond any time it keeps up MIN_BYTES_PER_TIMEOUT)."""
         return self.silent_source_seconds() + self.fruitless_attempts * self.timeout
 
 
@@ -240,11 +243,22 @@ class _Deadline:
             self.end(f"timed out: {'only ' + str(got) + ' bytes' if got else 'no byte'} in {self.timeout:g} s")
             return
 
+    @property
+    def expired(self) -> bool:
+        """The attempt was ended by its time limit (not by a cancel, nor after it was over)."""
+        return self.why not in (None, "over", "cancelled")
+
     def reason(self, error: BaseException) -> BaseException:
         """What ended the attempt: the deadline, where it did (the read's own error only says the socket closed)."""
         if self.why is None or self.why in ("over", "cancelled"):
             return error
         return _Trickle(self.why) if self.trickled else _Interrupted(self.why)
+
+
+def _timed_out(error: BaseException) -> bool:
+    """A read that waited out urllib3's timeout (requests wraps urllib3's error in its own ConnectionError)."""
+    inner = error.args[0] if error.args and isinstance(error.args[0], BaseException) else None
+    return any(isinstance(e, (TimeoutError, urllib3.exceptions.TimeoutError)) for e in (error, inner) if e)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -260,6 +274,29 @@ def _watch_socket(sock: socket.socket | None) -> None:
     deadline = getattr(_making, "deadline", None)
     if deadline is not None and sock is not None:
         deadline.watch(sock)
+
+
+def _watch_connects(event: str, args: tuple) -> None:
+    """Audit hook (PEP 578): a socket this thread connects for a request is watched from before its TCP connect.
+
+    urllib3 hands the socket over only once connected, so a cancel could not reach a connect under way (a
+    SYN dropped, a host that does not answer) before its timeout; shutting a connecting socket down ends the
+    connect at once (Linux). The hook is the one public place that sees the socket before connect() blocks:
+    urllib3 makes it inside its own create_connection.
+    """
+    if event != "socket.connect":
+        return
+    deadline = getattr(_making, "deadline", None)
+    if deadline is None:
+        return
+    if deadline.why is not None:  # cancelled (or timed out) before the connect began: it does not begin
+        raise ConnectionAbortedError(f"request {deadline.why} before its connection was opened")
+    deadline.watch(args[0])
+
+
+@functools.cache
+def _hook_connects() -> None:
+    sys.addaudithook(_watch_connects)  # once per process: a hook cannot be removed
 
 
 @functools.cache
@@ -330,6 +367,7 @@ class _Connection:
         self.plain = plain  # every request a GET without Range, for the whole file from byte 0
         self.cancel, self.progress = cancel, progress
         self.whole_file = False  # the server answered the first request with the whole file (200)
+        self.answers = 0  # answers whose bytes this connection received
         self.may_restart = first  # until the other parts start, a whole-file answer may restart the partial
         self._skip = 0  # bytes of a whole-file answer before this part
         self._fruitless = self._resumes = 0
@@ -338,6 +376,7 @@ class _Connection:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._deadline: _Deadline | None = None  # of the attempt under way
+        _hook_connects()
 
     @property
     def name(self) -> str:
@@ -376,8 +415,6 @@ class _Connection:
             self._deadline = None
 
     def _request(self) -> requests.Response:
-        if self.plain and self.span.position:  # a plain GET brings the file from byte 0 again
-            self.span = self.partial.restart_whole()
         span, size = self.span, self.partial.identity.size
         headers = {"Accept-Encoding": "identity"}
         if not self.plain:
@@ -460,7 +497,10 @@ class _Connection:
             self._fruitless += 1
         reason = f"{type(error).__name__}: {error}"
         if self._fruitless >= self.policy.fruitless_attempts:
-            raise TransferError(f"{self.url}: {self._fruitless} attempts in a row brought no data ({_short(reason)})")
+            raise TransferError(
+                f"{self.url}: {self._fruitless} attempts in a row brought no data or ended on the time limit"
+                f" ({_short(reason)})"
+            )
         if self._resumes > self.policy.max_resumes:
             raise TransferError(f"{self.url}: interrupted {self._resumes} times ({_short(reason)})")
         if self.cancel.wait(self.policy.pause(self._fruitless)):
@@ -478,6 +518,7 @@ class _Connection:
                 if response is None:
                     response = self.open()
                 self.partial.responses += 1
+                self.answers += 1
                 mark, deadline = self.span.position, self._deadline
                 try:
                     self._receive(response)
@@ -486,10 +527,21 @@ class _Connection:
                 except (_Interrupted, *INTERRUPTIONS) as error:
                     if self.cancel.is_set():
                         raise Cancelled(f"{self.url}: cancelled") from None
+                    stalled = _timed_out(error) or (deadline is not None and deadline.expired)
                     failure = deadline.reason(error) if deadline else error
                     response.close()
                     self._end()  # before the pause
-                    self._failed(failure, progressed=self.span.position > mark and not isinstance(failure, _Trickle))
+                    if self.plain and self.span.position > mark:
+                        # The refetch is one GET without Range: a cut ends it (restarting it from byte 0 after every
+                        # cut could bring the whole file 9 times over); the bytes it brought are not resumed.
+                        raise TransferError(
+                            f"{self.url}: the GET without Range was cut after byte {self.span.position:,}"
+                            f" ({_short(f'{type(failure).__name__}: {failure}')})"
+                        ) from None
+                    # Only an attempt cut after bringing bytes is a resume: one that ended on a time limit, even after
+                    # a burst, counts with those that brought nothing, so a source sending a little and then nothing
+                    # on each attempt is given up as one that trickles, not after 8 resumes.
+                    self._failed(failure, progressed=self.span.position > mark and not stalled)
                 finally:
                     response.close()
                     response = None
@@ -525,30 +577,34 @@ def fetch(
     cancel: Cancel,
     progress: Callable[[int], None],
     whole: bool = False,
-) -> None:
+) -> bool:
     """Fills the partial's missing bytes from `url`; raises TransferError (or Cancelled) if this source cannot.
 
     The first missing part is asked for first; once the server has answered it with that part
     (206), the other parts start, each on its own connection. `whole`: the partial starts afresh
     and the file comes from byte 0 by a GET without Range, over one connection (after pieced bytes
     failed their sha256: a server may lie on ranges and serve the whole file right).
+
+    Returns True when every byte of the file came in one whole-file answer (200) of this call: bytes that
+    fail their sha256 then, a GET without Range would not bring right either. False where any came from a
+    Range request (even one closed range from byte 0) or from an earlier call or process.
     """
     if whole:
         span = partial.restart_whole()
         connection = _Connection(url, partial, span, policy, Cancel(cancel), progress, first=True, plain=True)
         connection.run(connection.open())
-        return
+        return True
     if not partial.spans:
         partial.plan(parts(partial.identity.size, policy.connections))
     missing = partial.missing()
     if not missing:
-        return
+        return False
     this_source = Cancel(cancel)
     first = _Connection(url, partial, missing[0], policy, this_source, progress, first=True)
     response = first.open()
     if first.whole_file or len(missing) == 1:
         first.run(response)
-        return
+        return first.whole_file and first.answers == 1
     first.may_restart = False
     failures: list[BaseException] = []
 
@@ -579,6 +635,7 @@ def fetch(
     if failures:
         real = [failure for failure in failures if not isinstance(failure, Cancelled)]
         raise (real or failures)[0]
+    return False
 
 
 def _refuse_trap(block: bytes, url: str) -> None:

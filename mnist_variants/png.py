@@ -64,6 +64,7 @@ random fault gives once in 2**32 (the framing of every message trusts CRC-32 the
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import queue
@@ -329,6 +330,15 @@ class _Broken(Exception):
     """A helper broke its promise; the message says how."""
 
 
+def _kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL to the helper's process group (its own session, _Process.start): it and whatever it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the whole group has ended already
+        os.killpg(popen.pid, signal.SIGKILL)
+    if popen.returncode is None:
+        with contextlib.suppress(OSError):
+            popen.kill()
+
+
 class _Process:
     """A helper process: started from a command, its stderr kept for the message that reports its end."""
 
@@ -342,7 +352,11 @@ class _Process:
             return None
         stderr = tempfile.TemporaryFile()
         try:
-            popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+            # A session of its own: a wrapper that does not exec (conda run) leaves the interpreter its child,
+            # which _kill_group ends with it.
+            popen = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+            )
         except (OSError, ValueError):
             stderr.close()
             return None
@@ -386,8 +400,9 @@ class _Process:
             try:
                 self.popen.wait(0.5)  # it may be exiting on its own: then its own status is the news
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                _kill_group(self.popen)
                 self.popen.wait()
+        _kill_group(self.popen)  # what it started, if it exited on its own and left them
         self.popen.stdout.close()
         said = self._stderr_tail()
         self._stderr.close()
@@ -518,8 +533,9 @@ class PngEncoder:
             try:
                 process.popen.wait(max(0.0, deadline - time.monotonic()) if not self._owes() else 0)
             except subprocess.TimeoutExpired:
-                process.popen.kill()
+                _kill_group(process.popen)
                 process.popen.wait()
+            _kill_group(process.popen)  # what it started, if it exited on its own and left them
         for thread in self._threads:
             thread.join(max(1.0, deadline - time.monotonic()))
 
@@ -564,7 +580,7 @@ class PngEncoder:
         self._refusal = what
         self._checks.notify_all()
         if self._helper.poll() is None:
-            self._helper.kill()  # only a signal: the reading thread owns the pipes and reaps the helper
+            _kill_group(self._helper)  # only a signal: the reading thread owns the pipes and reaps the helper
 
     def _refused(self) -> str:
         """The failure to report for a refusal: the reading thread's, naming the helper and its exit status."""

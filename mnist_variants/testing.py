@@ -256,7 +256,8 @@ class Route:
     Each request takes the next fault from `faults` (none left, or None: a clean answer):
     "cut" sends the headers and half the body, then closes; "stall" sends half the body, then
     nothing until the test ends; "silent" sends nothing at all; "headers" sends the headers, then
-    nothing; "trickle" sends the headers, then a byte every 0.3 s; "trickle-headers" sends even the
+    nothing; "burst" sends the headers and 2 KiB of the body at once, then nothing; "trickle" sends the
+    headers, then a byte every 0.3 s; "trickle-headers" sends even the
     status line and headers a byte every 0.3 s; "trickle-sniff" answers 200 with a wrong Content-Length
     (64 GiB) and trickles the body that a client reads to name the answer; "trickle-chunks" answers
     chunked and trickles the first chunk-size line (a chunk extension runs to 64 KiB); "slow" sends at 1 MB/s;
@@ -348,7 +349,9 @@ class FileServer:
                     self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
                 self.send_header("ETag", route.etag)
                 self.end_headers()
-                if fault == "headers":
+                if fault in ("headers", "burst"):
+                    if fault == "burst":
+                        self._send(body[:2048])
                     server.release.wait(60)
                     self.close_connection = True
                     return

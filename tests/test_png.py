@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -564,13 +565,22 @@ CHECKER_MODES = [*CHECKER_FAILURES, "silent"]
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")
 @pytest.mark.parametrize(
     ("role", "mode"),
-    [("helper", mode) for mode in HELPER_MODES] + [("checker", mode) for mode in CHECKER_MODES] + [("both", "silent")],
+    [("helper", mode) for mode in HELPER_MODES]
+    + [("checker", mode) for mode in CHECKER_MODES]
+    + [("both", "silent"), ("both", "wrapped")],
 )
 def test_no_helper_process_or_thread_outlives_shutdown(monkeypatch, role, mode):
+    """ "wrapped": each helper is started through a wrapper that does not exec (as `conda run` does): the
+    interpreter it starts, silent, is the wrapper's child, and must end with it (before, it ran on, ppid 1)."""
     assert children() == [] and helper_threads() == []
-    if role in ("helper", "both"):
+    token = f"png-wrapped-{os.getpid()}-{time.monotonic_ns()}"
+    if mode == "wrapped":
+        wrapped = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(300)' {token}; true"
+        monkeypatch.setattr(png, "_helper_command", lambda length: ["sh", "-c", wrapped])
+        monkeypatch.setattr(png, "_checker_command", lambda length: ["sh", "-c", wrapped])
+    if role in ("helper", "both") and mode != "wrapped":
         fake_helper(monkeypatch, mode)
-    if role in ("checker", "both"):
+    if role in ("checker", "both") and mode != "wrapped":
         fake_checker(monkeypatch, mode)
     encoder = png.PngEncoder(stall_seconds=3)
     iterators = [encoder.submit(testing.synthetic_images(size, seed=size)) for size in (FIRST_SPLIT, 900)]
@@ -581,6 +591,21 @@ def test_no_helper_process_or_thread_outlives_shutdown(monkeypatch, role, mode):
     encoder.shutdown()
     assert time.monotonic() - started < png._EXIT_SECONDS + 5
     assert children() == [] and helper_threads() == []
+    assert running_with(token) == []
+
+
+def running_with(token: str) -> list[str]:
+    """The pids of processes whose command line holds `token`, wherever they were reparented."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:  # it ended meanwhile
+                continue
+            if token.encode() in cmdline and int(entry) != os.getpid():
+                found.append(entry)
+    return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children are counted in /proc")

@@ -265,7 +265,9 @@ def test_memory_stays_flat_while_a_slow_part_holds_back_the_others(tmp_path):
 
 def test_ctrl_c_ends_a_preparation_whose_requests_wait_for_headers(tmp_path, files, file_server):
     """A real preparation, every request waiting for headers from a silent server, timeout 40 s: one SIGINT ends
-    the process in seconds, not when the timeout runs out (40.3 s before, issue 31)."""
+    every request within the README's second (the worker stamps when the KeyboardInterrupt reached it and when
+    its last download thread ended), not when the timeout runs out (40.3 s before, issue 31); the process then
+    exits (the interpreter's exit, loosely bounded)."""
     file_server.serve_files("silent", files, *["silent"] * 9)
     env = {
         **worker_env(tmp_path, BinarizedMnist, files, [f"{file_server.url}/silent/"]),
@@ -283,6 +285,11 @@ def test_ctrl_c_ends_a_preparation_whose_requests_wait_for_headers(tmp_path, fil
         if victim.poll() is None:
             victim.kill()
             victim.wait()
-    assert victim.returncode != 0 and "KeyboardInterrupt" in output(victim), output(victim)[-3000:]
-    assert seconds < 10, seconds  # the requests end within 1 s; the rest is the interpreter's exit
+    said = output(victim)
+    assert victim.returncode != 0 and "KeyboardInterrupt" in said, said[-3000:]
+    ended = re.findall(r"^REQUESTS_ENDED ([\d.]+)$", said, re.MULTILINE)
+    assert ended and "INTERRUPT_CAUGHT" in said, said[-3000:]
+    # 1 s as the README states, + 0.5 s for the signal's delivery and the worker's 10 ms polling on a loaded machine.
+    assert float(ended[0]) - interrupted < 1.5, (float(ended[0]) - interrupted, said[-3000:])
+    assert seconds < 20, seconds  # the interpreter's exit
     assert len(file_server.requests) == len(files)  # nothing was asked after the Ctrl-C

@@ -6,13 +6,17 @@ dummy files' checksums are registered in place of upstream's for the test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import socket
+import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import (
@@ -368,6 +372,8 @@ def test_the_default_time_limits_are_the_readme_sentence(monkeypatch):
 # The margin below is for a loaded 2-core machine; the code before took 12 s to minutes for these cases.
 MARGIN_SECONDS = 1.0
 NINE_MIB = bytes(range(256)) * (9 << 12)  # two parts of a file over 4 connections
+# 50 KB that compress to more than 9 bursts of 2 KiB: a source sending one burst per attempt never completes it.
+NOISE = testing.gzip_bytes(np.random.default_rng(31).bytes(50_000))
 
 
 def seconds_until_given_up(tmp_path, file_server, data: bytes, *faults: str) -> tuple[float, Exception]:
@@ -396,13 +402,17 @@ def seconds_until_given_up(tmp_path, file_server, data: bytes, *faults: str) -> 
         (["trickle-sniff"] * 9, "trickling_source_seconds"),
         (["trickle-chunks"] * 9, "trickling_source_seconds"),
         (["trickle"] * 9, "trickling_source_seconds"),
+        (["burst"] * 9, "trickling_source_seconds"),
+        (["burst", "silent", "silent"] * 3, "trickling_source_seconds"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
 def test_every_way_of_keeping_an_attempt_waiting_holds_the_stated_bound(tmp_path, file_server, capsys, faults, bound):
     """A byte now and then in the headers, in the body a client sniffs to name a wrong answer, or in a chunk-size
-    line never reaches a read timeout: the one deadline rule ends each attempt all the same."""
-    seconds, error = seconds_until_given_up(tmp_path, file_server, testing.gzip_bytes(NINE_MIB[:50_000]), *faults)
+    line never reaches a read timeout: the one deadline rule ends each attempt all the same. A source that sends
+    2 KiB, then nothing, on each attempt (or on one attempt of three) has brought bytes, but each attempt ended
+    on the deadline: it counts as an attempt that brought no data, not as a resume."""
+    seconds, error = seconds_until_given_up(tmp_path, file_server, NOISE, *faults)
     policy = http_transport.Policy(timeout=1)
     assert policy.silent_source_seconds() == 4.5 and policy.trickling_source_seconds() == 7.5
     assert seconds <= getattr(policy, bound)() + MARGIN_SECONDS, (seconds, error)
@@ -411,7 +421,7 @@ def test_every_way_of_keeping_an_attempt_waiting_holds_the_stated_bound(tmp_path
     else:
         assert "3 attempts in a row brought no data" in str(error) and len(file_server.requests) == 3
         assert seconds >= 3 * policy.timeout
-    assert ("Resuming" in capsys.readouterr().out) == (faults[0] == "trickle")  # only where file bytes came
+    assert ("Resuming" in capsys.readouterr().out) == (faults[0] in ("trickle", "burst"))  # only where bytes came
 
 
 def test_a_source_silent_after_headers_and_on_its_ranges_holds_the_silent_bound(tmp_path, file_server):
@@ -427,60 +437,119 @@ def test_cancelling_ends_a_request_waiting_for_headers_within_a_second(tmp_path,
     """Another file failed, Ctrl-C or SIGTERM: the download's Cancel is set while a request waits for its headers
     (timeout 30 s); the request ends within 1 s."""
     file_server.serve("/f.bin", NINE_MIB, *["silent"] * 3)
-    url = file_server.url + "/f.bin"
-    partial = partials.Partial.private(
-        tmp_path, "f.bin", partials.Identity(len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest()), url
-    )
-    cancel, ended, outcome = http_transport.Cancel(), threading.Event(), []
-
-    def download() -> None:
-        try:
-            http_transport.fetch(url, partial, http_transport.Policy(timeout=30), cancel, lambda _: None)
-        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
-            outcome.append(error)
-        finally:
-            ended.set()
-
-    thread = threading.Thread(target=download, daemon=True)
-    thread.start()
+    fetching = BackgroundFetch(tmp_path, file_server.url + "/f.bin", NINE_MIB, timeout=30)
     try:
         deadline = time.monotonic() + 10
         while not file_server.requests and time.monotonic() < deadline:
             time.sleep(0.02)
         assert file_server.requests == ["/f.bin"]
         time.sleep(0.3)  # well into the wait for headers
-        cancelled = time.monotonic()
-        cancel.set()
-        assert ended.wait(5), "the request still waits 5 s after the cancel"
-        assert time.monotonic() - cancelled < 1.0
-        assert len(outcome) == 1 and isinstance(outcome[0], http_transport.Cancelled), outcome
+        assert fetching.seconds_to_cancel() < 1.0
         assert len(file_server.requests) == 1  # nothing asked after the cancel
     finally:
         file_server.stop()
-        thread.join(10)
-        partial.discard()
+        fetching.close()
 
 
+class BackgroundFetch:
+    """http_transport.fetch of `data` from `url` in a thread, with a Cancel the test sets."""
+
+    def __init__(self, tmp_path, url: str, data: bytes, timeout: float) -> None:
+        identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+        self.partial = partials.Partial.private(tmp_path, "f.bin", identity, url)
+        self.cancel, self.ended, self.outcome = http_transport.Cancel(), threading.Event(), []
+        self.thread = threading.Thread(target=self._run, args=(url, timeout), daemon=True)
+        self.thread.start()
+
+    def _run(self, url: str, timeout: float) -> None:
+        try:
+            http_transport.fetch(url, self.partial, http_transport.Policy(timeout=timeout), self.cancel, lambda _: None)
+        except BaseException as error:  # noqa: BLE001 - what ended it is the test's question
+            self.outcome.append(error)
+        finally:
+            self.ended.set()
+
+    def seconds_to_cancel(self) -> float:
+        """Sets the Cancel; the seconds until the fetch ended, which it did by Cancelled."""
+        cancelled = time.monotonic()
+        self.cancel.set()
+        assert self.ended.wait(20), "the request still waits 20 s after the cancel"
+        seconds = time.monotonic() - cancelled
+        assert len(self.outcome) == 1 and isinstance(self.outcome[0], http_transport.Cancelled), self.outcome
+        return seconds
+
+    def close(self) -> None:
+        self.thread.join(20)
+        self.partial.discard()
+
+
+@pytest.mark.parametrize("left", [True, False], ids=["half-left-by-an-earlier-run", "fresh"])
 def test_a_server_lying_on_every_range_yields_the_right_file_by_one_plain_get(
-    monkeypatch, tmp_path, file_server, capsys
+    monkeypatch, tmp_path, file_server, capsys, left
 ):
-    """Half of the train file was left by an earlier run; the server answers every Range request with wrong
-    bytes and a GET without Range with the right file. The resumed file fails its sha256;
-    it is then fetched once from zero by one GET without Range, which verifies; a closed range from byte 0
-    would have been garbled too (issue 31)."""
+    """The server answers every Range request with wrong bytes and a GET without Range with the right file.
+    Half of the train file was left by an earlier run, or none (a file under 4 MiB is still asked for by one
+    closed range from byte 0): the ranged bytes fail their sha256; the file is then fetched once from zero by
+    one GET without Range, which verifies (issue 31)."""
     (base,) = serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "liar")
     name = "binarized_mnist_train.amat"
     data = BINARIZED_FILES[name]
-    folder = tmp_path / "downloads" / BinarizedMnist.name
-    folder.mkdir(parents=True)
-    identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
-    planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity, base + name)
-    planted.plan([(0, len(data))])
-    planted.write(planted.spans[0], data[: len(data) // 2])
-    planted.close()
+    start = len(data) // 2 if left else 0
+    if left:
+        folder = tmp_path / "downloads" / BinarizedMnist.name
+        folder.mkdir(parents=True)
+        identity = partials.Identity(len(data), hashlib.sha256(data).hexdigest())
+        planted, _ = partials.Partial.resume_or_start(folder / f"{name}.partial", identity, base + name)
+        planted.plan([(0, len(data))])
+        planted.write(planted.spans[0], data[:start])
+        planted.close()
     file_server.serve_files("liar", BINARIZED_FILES)
     file_server.serve(f"/liar/{name}", data, *["garble-ranges"] * 10)
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     asked = [header for path, header in file_server.range_requests if path == f"/liar/{name}"]
-    assert asked == [f"bytes={len(data) // 2}-{len(data) - 1}", None]  # the resume, then one plain GET
+    assert asked == [f"bytes={start}-{len(data) - 1}", None]  # the ranged answer, then one plain GET
     assert f"{name} from {base}{name} does not verify" in capsys.readouterr().out
+
+
+def test_the_refetch_without_range_is_not_resumed_after_a_cut(tmp_path, file_server, capsys):
+    """The refetch is one GET without Range: a cut ends it, and the source is given up; before, each cut restarted
+    the whole file from byte 0 (up to 9 times) and was announced as 'Resuming'."""
+    file_server.serve("/f.bin", NINE_MIB, *["cut"] * 9)
+    url = file_server.url + "/f.bin"
+    partial = partials.Partial.private(
+        tmp_path, "f.bin", partials.Identity(len(NINE_MIB), hashlib.sha256(NINE_MIB).hexdigest()), url
+    )
+    try:
+        with pytest.raises(http_transport.TransferError, match="GET without Range was cut") as raised:
+            policy, cancel = http_transport.Policy(timeout=2), http_transport.Cancel()
+            http_transport.fetch(url, partial, policy, cancel, lambda _: None, whole=True)
+    finally:
+        partial.discard()
+    assert file_server.range_requests == [("/f.bin", None)], raised.value
+    assert file_server.sent["/f.bin"] <= len(NINE_MIB) // 2
+    assert "Resuming" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="shutting down a connecting socket ends it on Linux")
+def test_cancelling_ends_a_request_still_opening_its_connection_within_a_second(tmp_path):
+    """A listener that never accepts, its backlog full, drops every SYN: the request's TCP connect waits (timeout
+    15 s). Cancelled 1 s into it, the request ends within a second; before, it ran to the connect timeout (13 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the backlog: later SYNs are dropped, so a connect waits
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    fetching = BackgroundFetch(tmp_path, f"http://127.0.0.1:{port}/f.bin", b"x" * 1000, timeout=15)
+    try:
+        assert not fetching.ended.wait(1.0), fetching.outcome  # still connecting
+        assert fetching.seconds_to_cancel() < 1.0
+    finally:
+        fetching.close()
+        for sock in (*fillers, listener):
+            sock.close()

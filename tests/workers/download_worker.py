@@ -3,6 +3,9 @@
     python download_worker.py NAME --data_dir D [--download_dir W] [--manual_dir M]
 
 The last line printed is `RESULT {json}`: the split sizes and one sha256 over every feature of every split.
+Interrupted (Ctrl-C), it prints `INTERRUPT_CAUGHT <time.monotonic()>` when the KeyboardInterrupt reaches it and
+`REQUESTS_ENDED <time.monotonic()>` once no download thread is left, then raises it on: a test measures the
+cancel itself, apart from the interpreter's exit.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ import argparse
 import hashlib
 import json
 import signal
+import threading
+import time
 
 import registered_dummies  # noqa: F401 - the test's sources and checksums
 import tensorflow_datasets as tfds
+
+# The package's threads that make requests: the download pool's, each file's parts', each attempt's deadline.
+DOWNLOAD_THREADS = ("download", "part-")
+
+
+def say(line: str) -> None:
+    """One write per line: the test parses it."""
+    print(line + "\n", end="", flush=True)
 
 
 def main() -> None:
@@ -32,9 +45,20 @@ def main() -> None:
     parser.add_argument("--manual_dir")
     args = parser.parse_args()
     builder = tfds.builder(args.name, data_dir=args.data_dir)
-    builder.download_and_prepare(
-        download_dir=args.download_dir, download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir)
-    )
+    try:
+        builder.download_and_prepare(
+            download_dir=args.download_dir, download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir)
+        )
+    except KeyboardInterrupt:
+        say(f"INTERRUPT_CAUGHT {time.monotonic()}")
+        deadline = time.monotonic() + 30
+        while any(thread.name.startswith(DOWNLOAD_THREADS) for thread in threading.enumerate()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        else:
+            say(f"REQUESTS_ENDED {time.monotonic()}")
+        raise
     sha = hashlib.sha256()
     for split in sorted(builder.info.splits):
         arrays = tfds.as_numpy(builder.as_dataset(split, batch_size=-1, shuffle_files=False))
