@@ -24,8 +24,9 @@ items are what `tfds.data_source` yields (`image` uint8 (28, 28, 1), `label` int
 an in-place transform changes the item, never the held split. Forked workers then only index
 arrays: no ArrayRecord, TensorFlow or image library in the workers, so any start method works,
 and an epoch costs no decoding at all. It reads datasets prepared as ArrayRecord (records read,
-checked and decoded a chunk at a time into the held arrays) or as TFRecord (tf.data, in
-batches); with no data_dir, it never prepares ArrayRecord in TFDS's default folder, where
+checked and decoded a chunk at a time into the held arrays) or as TFRecord (the same, through
+its own TFRecord reader: no TensorFlow); with no data_dir, it reads ARRAY_RECORD_DATA_DIR first
+and never prepares ArrayRecord in TFDS's default folder, where
 `tfds.load` would then fail (`ARRAY_RECORD_DATA_DIR`).
 
 PNG decoding needs neither PIL nor OpenCV: the builders write 8-bit grayscale PNGs whose
@@ -40,6 +41,7 @@ DataLoader is about to fork workers over a data source that reads ArrayRecord fi
 
 from __future__ import annotations
 
+import builtins
 import io
 import os
 import struct
@@ -225,19 +227,26 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
 
     Prepares the dataset first if it is not (as `file_format`, with `download_and_prepare_kwargs`, e.g.
     a `download_config` with a `manual_dir`); an existing preparation is used in whatever format it has.
-    With no `data_dir`, a preparation in TFDS's default folder (`tfds.load`'s) is read where there is one;
-    otherwise ArrayRecord is read from, or prepared in, ARRAY_RECORD_DATA_DIR, so that neither `tfds.load`
-    nor `tfds.data_source` (with that data_dir) later finds a file format it cannot read.
+    With no `data_dir`, an ArrayRecord preparation in ARRAY_RECORD_DATA_DIR is read first; else one in
+    TFDS's default folder (`tfds.load`'s TFRecord, read here without tf.data); else ArrayRecord is prepared
+    in ARRAY_RECORD_DATA_DIR, so that neither `tfds.load` nor `tfds.data_source` (with that data_dir) later
+    finds a file format it cannot read.
     """
     import tensorflow_datasets as tfds
 
     import mnist_variants  # noqa: F401 - registers the builders
 
     if data_dir is None:
-        builder = tfds.builder(name)
-        if not builder.is_prepared() and tfds.core.FileFormat(file_format) == tfds.core.FileFormat.ARRAY_RECORD:
-            data_dir = os.path.expanduser(ARRAY_RECORD_DATA_DIR)
-            builder = tfds.builder(name, data_dir=data_dir)
+        array_record_dir = os.path.expanduser(ARRAY_RECORD_DATA_DIR)
+        builder = tfds.builder(name, data_dir=array_record_dir)
+        if not builder.is_prepared():
+            in_default_folder = tfds.builder(name)
+            if in_default_folder.is_prepared():
+                builder = in_default_folder
+            elif tfds.core.FileFormat(file_format) != tfds.core.FileFormat.ARRAY_RECORD:
+                builder, data_dir = in_default_folder, None
+            else:
+                data_dir = array_record_dir
     else:
         builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
@@ -245,8 +254,15 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
         builder.download_and_prepare(**(download_and_prepare_kwargs or {}))
     images, integers = _held_features(builder)
     if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-        return InMemorySource(_read_array_record(builder, split, images, integers))
-    return InMemorySource(_read_tfrecord(builder, split, images, integers))
+        raw = builder.as_data_source(split=split).data_source  # TFDS's ArrayRecord source: serialized records
+        chunks: Iterable[list[bytes]] = (
+            raw.__getitems__(range(start, min(start + _CHUNK, len(raw)))) for start in range(0, len(raw), _CHUNK)
+        )
+        count = len(raw)
+    else:
+        count = builder.info.splits[split].num_examples
+        chunks = _tfrecord_chunks(builder.info.splits[split].filepaths, f"{builder.name} {split}")
+    return InMemorySource(_read_records(chunks, count, images, integers, f"{builder.name} {split}"))
 
 
 def _held_features(builder: Any) -> tuple[dict[str, Any], list[str]]:
@@ -276,23 +292,77 @@ def _held_features(builder: Any) -> tuple[dict[str, Any], list[str]]:
     return images, integers
 
 
-def _read_tfrecord(builder: Any, split: str, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
-    """The split through tf.data (TF decodes the PNGs in C++), in batches written into the held arrays."""
-    import tensorflow_datasets as tfds
+_TFRECORD_HEAD = struct.Struct("<QI")  # length of the record, masked CRC-32C of the length's 8 bytes
 
-    count = builder.info.splits[split].num_examples
-    arrays = _empty_arrays(count, images, integers)
-    filled = 0
-    for batch in tfds.as_numpy(builder.as_dataset(split=split, batch_size=_CHUNK, shuffle_files=False)):
-        size = len(next(iter(batch.values())))
-        if filled + size > count:
-            raise ValueError(f"{builder.name} {split}: more examples than the {count} its dataset_info.json records")
-        for key in arrays:
-            arrays[key][filled : filled + size] = batch[key]
-        filled += size
-    if filled != count:
-        raise ValueError(f"{builder.name} {split}: {filled} examples, not the {count} its dataset_info.json records")
-    return arrays
+
+def _tfrecord_chunks(paths: Iterable[os.PathLike], where: str) -> Iterable[list[bytes]]:
+    """The records of TFRecord files, _CHUNK at a time, each one's framing and CRC-32C checked.
+
+    Own reader, not tf.data: tf.data (`as_dataset`) imports all of TensorFlow and its buffers, 60x the split
+    held (README); no installed library reads TFRecord framing without TensorFlow. Memory: one chunk of records;
+    a record's length is checked against what is left of its file before it is read.
+    """
+    chunk: list[bytes] = []
+    heads: list[bytes] = []
+    for path in paths:
+        with builtins.open(os.fspath(path), "rb") as file:
+            left = os.fstat(file.fileno()).st_size
+            while left:
+                head = file.read(_TFRECORD_HEAD.size)
+                length, _ = _TFRECORD_HEAD.unpack(head) if len(head) == _TFRECORD_HEAD.size else (left, 0)
+                if length + _TFRECORD_HEAD.size + 4 > left:
+                    raise ValueError(f"{where}: {os.fspath(path)} is cut or not TFRecord: a record runs past its end")
+                body = file.read(length + 4)
+                left -= _TFRECORD_HEAD.size + length + 4
+                heads.append(head)
+                chunk.append(body)
+                if len(chunk) == _CHUNK:
+                    yield _checked_records(heads, chunk, where)
+                    chunk, heads = [], []
+    if chunk:
+        yield _checked_records(heads, chunk, where)
+
+
+def _checked_records(heads: list[bytes], bodies: list[bytes], where: str) -> list[bytes]:
+    """The records of TFRecord frames whose masked CRC-32Cs (of the length, of the data) match; ValueError if not."""
+    lengths = [head[:8] for head in heads]
+    datas = [body[:-4] for body in bodies]
+    stored = b"".join(head[8:] + body[-4:] for head, body in zip(heads, bodies, strict=True))
+    expected = np.frombuffer(stored, dtype="<u4")
+    found = np.stack([_masked_crc32c(lengths), _masked_crc32c(datas)], axis=1).reshape(-1)
+    if not np.array_equal(found, expected):
+        bad = int(np.flatnonzero(found != expected)[0]) // 2
+        raise ValueError(f"{where}: a TFRecord record fails its CRC-32C check ({bad} records into a chunk)")
+    return datas
+
+
+def _crc32c_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1).astype(np.uint32)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(values: list[bytes]) -> np.ndarray:
+    """TFRecord's masked CRC-32C of each of `values`, all at once (numpy, a byte position at a time).
+
+    Own code: no CRC-32C library is a dependency here (zlib has only CRC-32), and one value at a time in Python
+    would cost seconds per split; across a chunk's records numpy takes about a second for 700,000 records.
+    """
+    lengths = np.array([len(value) for value in values], dtype=np.int64)
+    width = int(lengths.max(initial=0))
+    data = np.zeros((len(values), width), dtype=np.uint8)
+    for row, value in enumerate(values):
+        data[row, : len(value)] = np.frombuffer(value, dtype=np.uint8)
+    crc = np.full(len(values), 0xFFFFFFFF, dtype=np.uint32)
+    for column in range(width):
+        stepped = _CRC32C_TABLE[(crc ^ data[:, column]) & 0xFF] ^ (crc >> np.uint32(8))
+        crc = np.where(lengths > column, stepped, crc)
+    crc ^= np.uint32(0xFFFFFFFF)
+    return (((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)).astype(np.uint32)
 
 
 def _empty_arrays(count: int, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
@@ -301,7 +371,9 @@ def _empty_arrays(count: int, images: dict[str, Any], integers: list[str]) -> di
     return arrays
 
 
-def _read_array_record(builder: Any, split: str, images: dict[str, Any], integers: list[str]) -> dict[str, np.ndarray]:
+def _read_records(
+    chunks: Iterable[list[bytes]], count: int, images: dict[str, Any], integers: list[str], where: str
+) -> dict[str, np.ndarray]:
     """Every record of the split, in order, parsed and decoded here, a chunk at a time, into the held arrays.
 
     Memory: the held arrays plus one chunk of records, never the whole split's PNGs (README: at most 1.5x the
@@ -314,26 +386,28 @@ def _read_array_record(builder: Any, split: str, images: dict[str, Any], integer
     from google.protobuf.message import DecodeError
     from tensorflow_datasets.proto import tf_example_pb2
 
-    # The serialized records: the ArrayRecord source under TFDS's (its `data_source` field, in every TFDS
-    # since 4.9.4; `deserialize_method=RAW_BYTES` would say the same but arrived after 4.9.4).
-    raw = builder.as_data_source(split=split).data_source
-    count = len(raw)
     arrays = _empty_arrays(count, images, integers)
     kinds = {**{key: "bytes_list" for key in images}, **{key: "int64_list" for key in integers}}
-    for start in range(0, count, _CHUNK):
+    start = 0
+    for records in chunks:
+        if start + len(records) > count:
+            raise ValueError(f"{where}: more examples than the {count} its dataset_info.json records")
         columns: dict[str, list] = {key: [] for key in kinds}
-        for index, record in enumerate(raw.__getitems__(range(start, min(start + _CHUNK, count))), start):
+        for index, record in enumerate(records, start):
             try:
                 example = tf_example_pb2.Example.FromString(record).features.feature
             except DecodeError as error:
-                raise ValueError(f"{builder.name} {split}: record {index} is not a tf.train.Example: {error}") from None
+                raise ValueError(f"{where}: record {index} is not a tf.train.Example: {error}") from None
             for key, kind in kinds.items():
-                columns[key].append(_one_value(example, key, kind, f"{builder.name} {split}: record {index}"))
-        end = start + len(columns[next(iter(kinds))])
+                columns[key].append(_one_value(example, key, kind, f"{where}: record {index}"))
+        end = start + len(records)
         for key in integers:
             arrays[key][start:end] = columns[key]
         for key, feature in images.items():
-            arrays[key][start:end] = _decode_images(columns[key], feature, f"{builder.name} {split}", start)
+            arrays[key][start:end] = _decode_images(columns[key], feature, where, start)
+        start = end
+    if start != count:
+        raise ValueError(f"{where}: {start} examples, not the {count} its dataset_info.json records")
     return arrays
 
 

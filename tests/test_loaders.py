@@ -112,6 +112,53 @@ def test_open_prepares_from_a_manual_dir_and_reads_binarized_mnist(tmp_path, mon
     assert tfds.builder(BinarizedMnist.name, data_dir=tmp_path / "data").info.file_format.value == "array_record"
 
 
+# argv: output .npz. open() with no data_dir, in a HOME set by the test; says whether TensorFlow was imported.
+DEFAULT_PLACES_RUN = r"""
+import sys
+import numpy as np
+from mnist_variants import data_sources
+
+source = data_sources.open("mnist_variants_fashion_mnist", "test")
+np.savez(sys.argv[1], **source.arrays, tensorflow=np.array("tensorflow" in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("prepared", [("tfrecord", "array_record"), ("tfrecord",)], ids=["both", "tfrecord_only"])
+def test_open_reads_array_record_first_and_tfrecord_without_tensorflow(fashion, tmp_path, prepared):
+    """With no data_dir: ArrayRecord's own folder first; `tfds.load`'s TFRecord folder only when it has none, read
+    without tf.data (which imports TensorFlow and held 60x the split: README)."""
+    home = tmp_path / "home"
+    places = {"tfrecord": "tensorflow_datasets", "array_record": "tensorflow_datasets_array_record"}
+    for file_format in prepared:
+        shutil.copytree(fashion["tmp"] / file_format, home / places[file_format])
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TFDS_", "MNIST_VARIANTS_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", DEFAULT_PLACES_RUN, str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**env, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    with np.load(tmp_path / "out.npz") as arrays:
+        assert not arrays["tensorflow"]
+        assert_same_examples(arrays["image"], arrays["label"], fashion["upstream"]["test"])
+    assert sorted(path.name for path in home.iterdir()) == sorted(places[f] for f in prepared)  # nothing prepared
+
+
+@pytest.mark.parametrize("change", ["flip_a_pixel_byte", "cut"])
+def test_a_damaged_tfrecord_file_is_refused(fashion, tmp_path, change):
+    data_dir = tmp_path / "data"
+    shutil.copytree(fashion["tmp"] / "tfrecord", data_dir)
+    (path,) = data_dir.rglob("*-test.tfrecord-*")
+    data = bytearray(path.read_bytes())
+    if change == "cut":
+        data = data[:-10]
+    else:
+        data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cut or not TFRecord" if change == "cut" else "CRC-32C"):
+        data_sources.open(FashionMnist.name, "test", data_dir=data_dir)
+
+
 def test_decode_pngs_without_pil_or_opencv_and_with_them():
     images = testing.synthetic_images(20, seed=3)
     ours = [png.encode_png(image) for image in images]
