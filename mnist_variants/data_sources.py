@@ -73,19 +73,28 @@ class ForkedArrayRecordWarning(UserWarning):
     """A DataLoader forks workers that will read ArrayRecord files (see FORK_ADVICE)."""
 
 
-def decode_pngs(pngs: Sequence[bytes]) -> np.ndarray:
+def decode_pngs(pngs: Sequence[bytes], shape: tuple[int, ...] | None = None) -> np.ndarray:
     """(n, height, width, 1) uint8 pixels of same-sized grayscale PNGs, as `tfds.features.Image` decodes them.
 
     The builders' PNGs (8-bit grayscale, one IDAT, no row filters: `mnist_variants/png.py`) are inflated
     with zlib alone, 8 us each here against 22 us for OpenCV and 150 us for PIL; any other PNG goes to a
-    full decoder (`_decode_with_a_library`).
+    full decoder (`_decode_with_a_library`). Every PNG's header must give `shape`'s height and width (by
+    default the first PNG's), checked before anything is allocated for it: ValueError otherwise, so that a
+    planted header cannot make a decoder allocate gigabytes.
     """
     if not pngs:
         raise ValueError("no PNGs to decode")
+    sizes = [png_size(png) for png in pngs]
+    height, width = shape[:2] if shape is not None else (sizes[0] or (0, 0))
+    for index, size in enumerate(sizes):
+        if size != (height, width):
+            raise ValueError(
+                f"PNG {index} of {len(pngs)}: {_describe_size(size)}, not {height}x{width} (height x width)"
+            )
     layout = _plain_layout(pngs[0])
     if layout is None:
         return np.stack([_decode_with_a_library(png) for png in pngs])
-    header, height, width = layout
+    header = layout[0]
     scanlines = [_inflate_plain(png, header, height * (width + 1)) for png in pngs]
     blank = bytes(height * (width + 1))
     rows = np.frombuffer(b"".join(raw or blank for raw in scanlines), dtype=np.uint8)
@@ -95,6 +104,21 @@ def decode_pngs(pngs: Sequence[bytes]) -> np.ndarray:
     for index in np.flatnonzero(rows[:, :, 0].any(axis=1) | np.array([raw is None for raw in scanlines])):
         images[index] = _decode_with_a_library(pngs[index]).reshape(height, width, 1)
     return images
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a PNG's IHDR chunk, without decoding it; None if `data` does not start as a PNG."""
+    ihdr_end = len(PNG_SIGNATURE) + _CHUNK_HEAD.size + _IHDR.size
+    if not data.startswith(PNG_SIGNATURE) or len(data) < ihdr_end:
+        return None
+    if _CHUNK_HEAD.unpack_from(data, len(PNG_SIGNATURE)) != (_IHDR.size, b"IHDR"):
+        return None
+    width, height = _IHDR.unpack_from(data, len(PNG_SIGNATURE) + _CHUNK_HEAD.size)[:2]
+    return height, width
+
+
+def _describe_size(size: tuple[int, int] | None) -> str:
+    return "an image whose header gives no size" if size is None else f"a PNG of {size[0]}x{size[1]}"
 
 
 def _plain_layout(png: bytes) -> tuple[bytes, int, int] | None:
@@ -114,7 +138,10 @@ def _plain_layout(png: bytes) -> tuple[bytes, int, int] | None:
 
 
 def _inflate_plain(png: bytes, header: bytes, size: int) -> bytes | None:
-    """The scanlines of a PNG laid out as header + one IDAT + IEND, if it is one and they inflate to `size`."""
+    """The scanlines of a PNG laid out as header + one IDAT + IEND, if it is one and they inflate to `size`.
+
+    Inflates at most `size` + 1 bytes, whatever the IDAT would give: a small record can inflate to gigabytes.
+    """
     if not png.startswith(header):
         return None
     at = len(header)
@@ -122,11 +149,13 @@ def _inflate_plain(png: bytes, header: bytes, size: int) -> bytes | None:
     end = at + _CHUNK_HEAD.size + length
     if kind != b"IDAT" or png[end + 4 :] != _IEND_CHUNK:
         return None
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(png[at + _CHUNK_HEAD.size : end])  # zlib checks its own checksum of the pixels
+        raw = inflater.decompress(png[at + _CHUNK_HEAD.size : end], size + 1)
     except zlib.error:
         return None
-    return raw if len(raw) == size else None
+    # zlib checks its own checksum of the pixels once the stream has ended, with nothing left over.
+    return raw if len(raw) == size and inflater.eof and not inflater.unconsumed_tail else None
 
 
 def _decode_with_a_library(data: bytes) -> np.ndarray:
@@ -404,7 +433,7 @@ def _read_records(
         for key in integers:
             arrays[key][start:end] = columns[key]
         for key, feature in images.items():
-            arrays[key][start:end] = _decode_images(columns[key], feature, where, start)
+            arrays[key][start:end] = _decode_images(columns[key], key, feature, where, start)
         start = end
     if start != count:
         raise ValueError(f"{where}: {start} examples, not the {count} its dataset_info.json records")
@@ -424,12 +453,23 @@ def _one_value(example: Any, key: str, kind: str, where: str) -> Any:
     return values[0]
 
 
-def _decode_images(pngs: list[bytes], feature: Any, where: str, first_index: int) -> np.ndarray:
-    """The images of a chunk, of `feature`'s shape, decoded as tfds.data_source decodes them."""
+def _decode_images(pngs: list[bytes], key: str, feature: Any, where: str, first_index: int) -> np.ndarray:
+    """The images of a chunk, of `feature`'s shape, decoded as tfds.data_source decodes them.
+
+    Each image's size is read from its header and checked against the feature's shape before any decoder sees
+    it (PNG: its IHDR; any other format: PIL reads the header only), so no record makes a decoder allocate more.
+    """
     shape = tuple(feature.shape)
+    for offset, data in enumerate(pngs):
+        size = png_size(data) or _size_by_pil(data)
+        if size != shape[:2]:
+            raise ValueError(
+                f"{where}: record {first_index + offset}: feature {key!r}: {_describe_size(size)}, not "
+                f"{shape[0]}x{shape[1]} (height x width)"
+            )
     if shape[-1] == 1 and pngs:
         try:
-            decoded = decode_pngs(pngs)
+            decoded = decode_pngs(pngs, shape)
         except ValueError:  # an image no decoder reads: found again below, by its record
             decoded = None
         if decoded is not None and decoded.shape[1:] == shape:
@@ -445,6 +485,18 @@ def _decode_images(pngs: list[bytes], feature: Any, where: str, first_index: int
             raise ValueError(f"{where}: record {first_index + offset}: image of shape {got}, not {shape}")
         decoded_images.append(image)
     return np.stack(decoded_images) if decoded_images else np.zeros((0, *shape), np.uint8)
+
+
+def _size_by_pil(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of an image that is not a PNG, from its header alone (PIL opens lazily); None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return height, width
 
 
 def _reads_array_record(dataset: object) -> bool:

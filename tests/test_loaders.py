@@ -8,14 +8,18 @@ are skipped, with the reason, when those are not installed (`pip install '.[load
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import math
 import os
 import re
+import resource
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -504,7 +508,7 @@ def not_an_example(example):
         (two_labels, "record 7: feature 'label' has 2 values, not 1"),
         (label_as_bytes, "record 7: feature 'label' is a bytes_list, not a int64_list"),
         (no_image_value, "record 7: feature 'image' has 0 values, not 1"),
-        (not_a_png, "record 7: cannot decode its image"),
+        (not_a_png, "record 7: feature 'image': an image whose header gives no size"),
         (not_an_example, "record 7 is not a tf.train.Example"),
     ],
     ids=lambda value: getattr(value, "__name__", "message"),
@@ -516,6 +520,70 @@ def test_a_malformed_record_is_refused_by_index_and_feature(fashion, tmp_path, c
     with pytest.raises(ValueError, match=re.escape(f"{FashionMnist.name} test: {message}")):
         data_sources.open(FashionMnist.name, "test", data_dir=data_dir)
     data_sources.open(FashionMnist.name, "train", data_dir=data_dir)  # the other split's file is untouched
+
+
+def planted_png(height: int, width: int, colour_type: int, inflated: int) -> bytes:
+    """A PNG whose header says height x width and whose one IDAT inflates to `inflated` zero bytes."""
+    deflater, parts = zlib.compressobj(1), []
+    for start in range(0, inflated, 1 << 24):
+        parts.append(deflater.compress(bytes(min(1 << 24, inflated - start))))
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        png.PNG_SIGNATURE
+        + png._chunk(b"IHDR", header)
+        + png._chunk(b"IDAT", b"".join(parts) + deflater.flush())
+        + png._IEND_CHUNK
+    )
+
+
+@contextlib.contextmanager
+def address_space_limited_to(extra: int):
+    """This process may map at most `extra` bytes more than it has now (RLIMIT_AS), for the block's duration."""
+    mapped = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def set_image(data: bytes):
+    def change(example):
+        example.features.feature["image"].bytes_list.value[0] = data
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        pytest.param((60000, 60000, 0, 100), id="grayscale_header_of_60000x60000"),
+        pytest.param((28, 28, 0, 1 << 30), id="28x28_inflating_to_1_GiB"),
+        pytest.param((60000, 60000, 2, 100), id="colour_header_of_60000x60000"),
+    ],
+)
+def test_a_planted_png_cannot_make_open_allocate_beyond_the_features_shape(fashion, tmp_path, planted):
+    """A record of a few hundred bytes (or 1 MB) claims gigabytes: open() refuses it, or decodes the feature's
+    shape only, within 768 MiB more address space than it started with."""
+    height, width, colour_type, inflated = planted
+    if colour_type == 2:
+        data_dir, name = tmp_path / "colour", ColourImagesForTest.name
+        data_sources.open(name, "train", data_dir=data_dir)  # prepares it
+    else:
+        data_dir, name = tmp_path / "data", FashionMnist.name
+        shutil.copytree(fashion["data_dir"], data_dir)
+    split = "train" if colour_type == 2 else "test"
+    rewrite_record(data_dir, split, 7, set_image(planted_png(height, width, colour_type, inflated)))
+    if colour_type != 2:
+        data_sources.open(name, "train", data_dir=data_dir)  # TFDS's threads started before the limit, as for colour
+    with address_space_limited_to(768 << 20):
+        try:
+            source = data_sources.open(name, split, data_dir=data_dir)
+        except ValueError as error:
+            assert f"record 7: feature 'image': a PNG of {height}x{width}, not " in str(error)
+        else:
+            assert (height, width) == (28, 28) and source[7]["image"].shape == (28, 28, 1)
 
 
 # ---------------------------------------------------------------- the fork warning through wrappers
