@@ -25,9 +25,9 @@ an in-place transform changes the item, never the held split. Forked workers the
 arrays: no ArrayRecord, TensorFlow or image library in the workers, so any start method works,
 and an epoch costs no decoding at all. It reads datasets prepared as ArrayRecord (records read,
 checked and decoded a chunk at a time into the held arrays) or as TFRecord (the same, through
-its own TFRecord reader: no TensorFlow); with no data_dir, it reads ARRAY_RECORD_DATA_DIR first
+its own TFRecord reader: no TensorFlow); with no data_dir, it reads `array_record_data_dir()` first
 and never prepares ArrayRecord in TFDS's default folder, where
-`tfds.load` would then fail (`ARRAY_RECORD_DATA_DIR`).
+`tfds.load` would then fail.
 
 PNG decoding needs neither PIL nor OpenCV: the builders write 8-bit grayscale PNGs whose
 rows are all unfiltered (`mnist_variants/png.py`), so inflating the IDAT data with zlib gives
@@ -239,7 +239,23 @@ class InMemorySource(Sequence):
 # Where `open()` prepares ArrayRecord when no data_dir is given: beside TFDS's default folder, never in it. A
 # data_dir holds one file format per dataset version, and `tfds.load` (TFRecord) in the default folder then fails
 # on an ArrayRecord preparation there (NotImplementedError), `tfds.data_source` on a TFRecord one (ValueError).
-ARRAY_RECORD_DATA_DIR = "~/tensorflow_datasets_array_record"
+ARRAY_RECORD_DIR_VARIABLE = "MNIST_VARIANTS_ARRAY_RECORD_DIR"
+
+
+def array_record_data_dir() -> str:
+    """The data_dir `open()` reads and prepares ArrayRecord in when given none: $MNIST_VARIANTS_ARRAY_RECORD_DIR if set,
+    else TFDS's default folder (`~/tensorflow_datasets`, or $TFDS_DATA_DIR) with `_array_record` appended, so that it
+    follows TFDS_DATA_DIR onto a cluster's shared scratch as `tfds.load` does.
+    """
+    override = os.environ.get(ARRAY_RECORD_DIR_VARIABLE)
+    if override:
+        return os.path.expanduser(override)
+    # TFDS's own default, as `tfds.builder` resolves it (read once, when TFDS is imported); no public API gives it.
+    from tensorflow_datasets.core import constants
+
+    return os.path.normpath(os.path.expanduser(constants.DATA_DIR)) + "_array_record"
+
+
 # Records read, parsed and decoded at a time: bounds what reading adds to the held arrays (about 4 MB of PNGs).
 _CHUNK = 8192
 
@@ -256,9 +272,9 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
 
     Prepares the dataset first if it is not (as `file_format`, with `download_and_prepare_kwargs`, e.g.
     a `download_config` with a `manual_dir`); an existing preparation is used in whatever format it has.
-    With no `data_dir`, an ArrayRecord preparation in ARRAY_RECORD_DATA_DIR is read first; else one in
+    With no `data_dir`, an ArrayRecord preparation in `array_record_data_dir()` is read first; else one in
     TFDS's default folder (`tfds.load`'s TFRecord, read here without tf.data); else ArrayRecord is prepared
-    in ARRAY_RECORD_DATA_DIR, so that neither `tfds.load` nor `tfds.data_source` (with that data_dir) later
+    there, so that neither `tfds.load` nor `tfds.data_source` (with that data_dir) later
     finds a file format it cannot read.
     """
     import tensorflow_datasets as tfds
@@ -266,7 +282,7 @@ def open(  # shadows the builtin here only: callers write `data_sources.open(...
     import mnist_variants  # noqa: F401 - registers the builders
 
     if data_dir is None:
-        array_record_dir = os.path.expanduser(ARRAY_RECORD_DATA_DIR)
+        array_record_dir = array_record_data_dir()
         builder = tfds.builder(name, data_dir=array_record_dir)
         if not builder.is_prepared():
             in_default_folder = tfds.builder(name)

@@ -315,6 +315,31 @@ def test_example_trains_offline_from_a_manual_dir(fashion, tmp_path, script, mod
     assert not list(Path(tmp_path).glob("core*"))
 
 
+@needs("torch")
+@pytest.mark.parametrize(
+    "source, variable",
+    [("ours", "TFDS_DATA_DIR"), ("tfds", "TFDS_DATA_DIR"), ("ours", "MNIST_VARIANTS_ARRAY_RECORD_DIR")],
+)
+def test_array_record_goes_where_tfds_data_dir_or_the_override_says(fashion, tmp_path, source, variable):
+    """On a cluster TFDS_DATA_DIR points at shared scratch: ArrayRecord (data_sources.open's, and train_torch.py's
+    tfds.data_source) goes beside it, or where MNIST_VARIANTS_ARRAY_RECORD_DIR says, never into $HOME."""
+    home, shared = tmp_path / "home", tmp_path / "shared"
+    home.mkdir()
+    expected = shared.with_name("shared_array_record") if variable == "TFDS_DATA_DIR" else shared
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TFDS_", "MNIST_VARIANTS_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", WITH_TEST_REGISTRY, str(REPO / "examples" / "train_torch.py"), "--manual_dir",
+         str(fashion["tmp"] / "manual"), "--source", source, "--epochs", "1", "--num_workers", "0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**env, **fashion["env"], "HOME": str(home), variable: str(shared)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    prepared = tfds.builder(FashionMnist.name, data_dir=expected)
+    assert prepared.info.file_format.value == "array_record"
+    assert {split: info.num_examples for split, info in prepared.info.splits.items()} == COUNTS
+    assert not [path for path in home.iterdir() if path.name.startswith("tensorflow_datasets")]
+
+
 # ---------------------------------------------------------------- items are not the held split
 
 # argv: data dir, start method ("none" for no workers), output .npz. A per-example transform that blanks a patch in
