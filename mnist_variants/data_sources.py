@@ -42,10 +42,12 @@ DataLoader is about to fork workers over a data source that reads ArrayRecord fi
 from __future__ import annotations
 
 import builtins
+import collections
 import io
 import os
 import struct
 import sys
+import types
 import warnings
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -515,27 +517,52 @@ def _size_by_pil(data: bytes) -> tuple[int, int] | None:
     return height, width
 
 
-def _reads_array_record(dataset: object) -> bool:
-    """Whether `dataset` is, or wraps, a data source of TFDS or ArrayRecord.
+# Objects looked into, at most, when a DataLoader forks: bounds the time a huge object graph can add to a fork.
+_LOOK_BUDGET = 4096
+# Attributes that hold the wrapped dataset in torch's wrappers and in most users' own: looked into first.
+_WRAPPED_ATTRIBUTES = ("dataset", "datasets", "source", "data_source", "sources")
+_NOT_LOOKED_INTO = (str, bytes, bytearray, int, float, complex, np.ndarray, np.generic, type, types.ModuleType)
 
-    Follows what PyTorch users wrap sources in, nested: `Subset.dataset`, `ConcatDataset.datasets`,
-    `ChainDataset.datasets`, and the attributes of their own wrapper classes (`self.source = source`).
-    Bounded, so that a cycle or a huge object graph cannot hang a fork; numpy arrays are not looked into.
+
+def _reads_array_record(dataset: object) -> bool:
+    """Whether `dataset` is, or wraps, a reader of ArrayRecord files (TFDS's or ArrayRecord's own data source).
+
+    Follows, breadth first, what PyTorch users wrap sources in: `Subset.dataset`, `ConcatDataset.datasets`,
+    `ChainDataset.datasets`, lists, tuples, dicts, and the attributes (`__dict__` or `__slots__`) of their own
+    wrapper classes, `dataset`/`source`-like ones first. Only the reader classes count: other TFDS objects (a
+    `DatasetInfo` kept for its class names) do not. Bounded (_LOOK_BUDGET objects; scalars, strings and numpy
+    arrays are not looked into and do not count), so that a cycle or a huge object graph cannot hang a fork.
     """
-    pending, looked_at = [dataset], set()
-    while pending and len(looked_at) < 256:
-        dataset = pending.pop()
-        if id(dataset) in looked_at or isinstance(dataset, (str, bytes, int, float, np.ndarray, type)):
+    pending, looked_at = collections.deque([dataset]), set()
+    while pending and len(looked_at) < _LOOK_BUDGET:
+        item = pending.popleft()
+        if item is None or isinstance(item, _NOT_LOOKED_INTO) or id(item) in looked_at:
             continue
-        looked_at.add(id(dataset))
-        module = type(dataset).__module__ or ""
-        if module.startswith(("tensorflow_datasets.", "array_record.")):
+        looked_at.add(id(item))
+        if _is_an_array_record_reader(type(item)):
             return True
-        if isinstance(dataset, (list, tuple)):
-            pending.extend(dataset)
-        elif isinstance(getattr(dataset, "__dict__", None), dict):
-            pending.extend(vars(dataset).values())
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        else:
+            attributes = dict(vars(item)) if isinstance(getattr(item, "__dict__", None), dict) else {}
+            for cls in type(item).__mro__:
+                slots = getattr(cls, "__slots__", ())
+                for slot in (slots,) if isinstance(slots, str) else slots:
+                    if slot not in ("__dict__", "__weakref__") and hasattr(item, slot):
+                        attributes[slot] = getattr(item, slot)
+            pending.extend(attributes.pop(name) for name in _WRAPPED_ATTRIBUTES if name in attributes)
+            pending.extend(attributes.values())
     return False
+
+
+def _is_an_array_record_reader(cls: type) -> bool:
+    """TFDS's `ArrayRecordDataSource`, ArrayRecord's own, its readers, and their subclasses (by name: no imports)."""
+    return any(
+        base.__name__ == "ArrayRecordDataSource" or (base.__module__ or "").startswith("array_record.")
+        for base in cls.__mro__
+    )
 
 
 def _warn_before_a_dataloader_forks() -> None:

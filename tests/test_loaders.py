@@ -635,6 +635,30 @@ class Stream(IterableDataset):
         return iter(())
 
 
+class Holder(torch.utils.data.Dataset):
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+    def __len__(self):
+        return 1
+
+
+class Slotted(torch.utils.data.Dataset):
+    __slots__ = ("source",)
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return 1
+
+
+class Op:
+    def __init__(self, index):
+        self.index = index
+
+
+info = tfds.builder(name, data_dir=sys.argv[1]).info
 cases = {
     "concat": ConcatDataset([ours, theirs]),
     "subset_of_concat": Subset(ConcatDataset([ConcatDataset([ours]), theirs]), [0]),
@@ -642,6 +666,10 @@ cases = {
     "own_wrapper": Stream(theirs),
     "concat_of_ours": ConcatDataset([ours, Subset(ours, [1])]),
     "chain_of_ours": ChainDataset([Stream(ours)]),
+    "dict_of_theirs": Holder(sources={"train": theirs}),
+    "ours_and_a_dataset_info": Holder(source=ours, info=info),
+    "theirs_then_300_ops": Holder(source=theirs, transforms=[Op(index) for index in range(300)]),
+    "slots": Slotted(theirs),
 }
 for case, dataset in cases.items():
     options = dict(num_workers=1, multiprocessing_context="fork", timeout=60)
@@ -670,4 +698,8 @@ def test_the_fork_warning_sees_through_wrappers(fashion):
         "own_wrapper": "True",
         "concat_of_ours": "False",
         "chain_of_ours": "False",
+        "dict_of_theirs": "True",
+        "ours_and_a_dataset_info": "False",
+        "theirs_then_300_ops": "True",
+        "slots": "True",
     }
