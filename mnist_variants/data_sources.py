@@ -196,7 +196,9 @@ class InMemorySource(Sequence):
     Items are copies, never views of the held arrays: a transform that writes into an item in place (random
     erasing on numpy inputs) must not rewrite the dataset for every later epoch, as it does not over
     `tfds.data_source`. A batch is one fancy-indexed copy, which costs less than the collation that follows
-    (README, PyTorch and JAX). The held arrays are read-only, so writing into `source.arrays` fails loudly too.
+    (README, PyTorch and JAX). `source.arrays` are read-only views, so writing into them fails loudly too (numpy's
+    "assignment destination is read-only": write into `source.arrays[name].copy()`, or into an item); arrays given
+    to the constructor are held as such views and stay writable for their owner, whose writes the source then shows.
     Picklable (spawned workers get a copy of the arrays); forked workers share the parent's pages.
     """
 
@@ -204,7 +206,8 @@ class InMemorySource(Sequence):
         lengths = {len(array) for array in arrays.values()}
         if len(lengths) != 1:
             raise ValueError(f"features of different lengths: { {k: len(v) for k, v in arrays.items()} }")
-        self.arrays = dict(arrays)
+        # Read-only views: the caller's own arrays (`InMemorySource({"image": images, ...})`) stay writable.
+        self.arrays = {name: array.view() for name, array in arrays.items()}
         for array in self.arrays.values():
             array.flags.writeable = False
         self._length = lengths.pop()

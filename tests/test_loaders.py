@@ -438,6 +438,17 @@ def test_the_held_arrays_refuse_writes(fashion):
         source.__getitems__([0, COUNTS["test"]])
 
 
+def test_the_callers_arrays_stay_writable():
+    images, labels = np.zeros((3, 28, 28, 1), np.uint8), np.arange(3)
+    source = data_sources.InMemorySource({"image": images, "label": labels})
+    images //= 2  # the caller's array: still writable
+    images[0] = 1
+    labels += 1
+    assert source[0]["image"].max() == 1 and source[2]["label"] == 3  # the source holds views of them
+    with pytest.raises(ValueError, match="read-only"):
+        source.arrays["image"][0] = 2
+
+
 # ---------------------------------------------------------------- what open() reads: colour, malformed records
 
 
