@@ -500,10 +500,12 @@ def _decode_images(pngs: list[bytes], key: str, feature: Any, where: str, first_
         try:
             image = feature.decode_example_np(data)  # TFDS's own: OpenCV (channels reordered to RGB) or PIL
         except Exception as error:  # OpenCV, PIL and TFDS raise many kinds; this names the record
-            raise ValueError(f"{where}: record {first_index + offset}: cannot decode its image: {error}") from error
+            raise ValueError(
+                f"{where}: record {first_index + offset}: feature {key!r}: cannot decode the image: {error}"
+            ) from error
         if image is None or image.shape != shape:
             got = None if image is None else image.shape
-            raise ValueError(f"{where}: record {first_index + offset}: image of shape {got}, not {shape}")
+            raise ValueError(f"{where}: record {first_index + offset}: feature {key!r}: shape {got}, not {shape}")
         decoded_images.append(image)
     return np.stack(decoded_images) if decoded_images else np.zeros((0, *shape), np.uint8)
 

@@ -533,6 +533,12 @@ def not_a_png(example):
     example.features.feature["image"].bytes_list.value[0] = b"\x89PNG but not one"
 
 
+def broken_png(example):
+    """A PNG header of the right size, then pixels no decoder reads."""
+    data = example.features.feature["image"].bytes_list.value[0]
+    example.features.feature["image"].bytes_list.value[0] = data[:33] + bytes(len(data) - 33)
+
+
 def not_an_example(example):
     return b"\xff\xff\xff not a protocol buffer"
 
@@ -545,6 +551,7 @@ def not_an_example(example):
         (label_as_bytes, "record 7: feature 'label' is a bytes_list, not a int64_list"),
         (no_image_value, "record 7: feature 'image' has 0 values, not 1"),
         (not_a_png, "record 7: feature 'image': an image whose header gives no size"),
+        (broken_png, "record 7: feature 'image': cannot decode the image"),
         (not_an_example, "record 7 is not a tf.train.Example"),
     ],
     ids=lambda value: getattr(value, "__name__", "message"),
