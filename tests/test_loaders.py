@@ -482,6 +482,20 @@ def colour_images() -> np.ndarray:
     return images
 
 
+@needs("cv2")
+def test_decode_pngs_gives_colour_and_alpha_pngs_in_rgb_order_through_opencv():
+    """decode_pngs sends PNGs other than the builders' to OpenCV first, which decodes to BGR(A)."""
+    images = colour_images()[:4]
+    with_alpha = np.concatenate([images, np.full((4, 32, 32, 1), 200, np.uint8)], axis=-1)
+    for pixels in (images, with_alpha):  # PIL takes (h, w, 3) as RGB, (h, w, 4) as RGBA
+        pngs = []
+        for image in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            pngs.append(buffer.getvalue())
+        np.testing.assert_array_equal(data_sources.decode_pngs(pngs), pixels)
+
+
 @pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
 def test_open_gives_colour_images_in_rgb_as_tfds_data_source_does(tmp_path, file_format):
     data_dir = tmp_path / file_format
