@@ -222,7 +222,12 @@ class InMemorySource(Sequence):
         return {name: array[position].copy() for name, array in self.arrays.items()}
 
     def __getitems__(self, indices: Iterable[SupportsIndex]) -> list[dict[str, np.ndarray]]:
-        """What torch's DataLoader calls for a batch: one copy of its examples, handed out as items."""
+        """What torch's DataLoader calls for a batch: one copy of its examples, handed out as items.
+
+        Each item's arrays are rows of that one copy (views of the batch, not of the held split): a write into one
+        item changes no other item and no held example, but keeping one item keeps its whole batch's copy alive.
+        A copy per row would cost a numpy call per item and feature, for memory the collation frees anyway.
+        """
         positions = np.fromiter((index.__index__() for index in indices), dtype=np.int64)
         outside = positions[(positions < -self._length) | (positions >= self._length)]
         if len(outside):

@@ -432,7 +432,10 @@ def test_the_held_arrays_refuse_writes(fashion):
     assert source.arrays["image"][0].any()
     items = source.__getitems__([0, 1, -1])
     items[0]["image"][:] = 0
-    assert source.arrays["image"][0].any()
+    assert source.arrays["image"][0].any() and items[1]["image"].any()
+    # As __getitems__ says: rows of one copy of the batch, none of the held arrays.
+    assert items[0]["image"].base is items[2]["image"].base
+    assert not np.shares_memory(items[0]["image"], source.arrays["image"])
     np.testing.assert_array_equal(items[2]["image"], source.arrays["image"][-1])
     with pytest.raises(IndexError, match="out of range"):
         source.__getitems__([0, COUNTS["test"]])
