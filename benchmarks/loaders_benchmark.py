@@ -25,7 +25,7 @@ reads); forked workers share their parent's pages and are not added (`workers_pe
 
 measures only `data_sources.open`'s memory: Fashion-MNIST-format files of that many synthetic train images (EMNIST
 byclass's count) prepared as ArrayRecord, then, per round in a fresh process, resident memory before `open`, its
-peak (ru_maxrss), and the bytes the split holds.
+peak (VmHWM: `peak_memory_mb` says why not ru_maxrss), and the bytes the split holds.
 """
 
 from __future__ import annotations
