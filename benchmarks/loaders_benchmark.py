@@ -17,14 +17,15 @@ second shows the steady state; workers persist between passes). Contenders:
 - torchvision's own `FashionMNIST` on the same files (a torchvision root), 0 and 2 workers with
   `ToTensor()`, if `--torchvision_python` names an interpreter that has torchvision (it does not
   import beside torch 2.13.0's CPU wheel; see the README).
-Medians over rounds are printed as a Markdown table, with each contender's peak resident memory (its
-workers not counted: `peak_memory_mb` says why).
+Medians over rounds are printed as a Markdown table, with each contender's peak resident memory: its own, plus
+its workers' where they are spawned (Grain's, and DataLoader's with spawn: each holds its own copy of what it
+reads); forked workers share their parent's pages and are not added (`workers_peak_mb`).
 
     python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3]
 
 measures only `data_sources.open`'s memory: Fashion-MNIST-format files of that many synthetic train images (EMNIST
 byclass's count) prepared as ArrayRecord, then, per round in a fresh process, resident memory before `open`, its
-peak (ru_maxrss), and the bytes the split holds.
+peak (VmHWM: `peak_memory_mb` says why not ru_maxrss), and the bytes the split holds.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def two_passes(batches_of_a_pass) -> dict:
 
 
 def peak_memory_mb() -> dict:
-    """Peak resident memory of this process (VmHWM), in MB; its workers are not counted.
+    """Peak resident memory of this process (VmHWM), in MB; spawned workers are added by `child`.
 
     Not ru_maxrss: Linux carries it across exec, so a child started by a parent that prepared a large dataset
     reported the parent's peak (seen: 1,668 MB against VmHWM's 735 MB). Nor the workers' RUSAGE_CHILDREN, for
@@ -82,12 +83,24 @@ def peak_memory_mb() -> dict:
     return {"peak_mb": status_mb("VmHWM")}
 
 
-def status_mb(field: str) -> float:
-    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in MB (Linux only, as the benchmark is)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mb(field: str, pid: int | str = "self") -> float:
+    """A memory field of /proc/PID/status (VmRSS: now, VmHWM: peak), in MB (Linux only, as the benchmark is)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def workers_peak_mb() -> float:
+    """The sum of this process's children's peak resident memory (VmHWM), read while they are alive, in MB.
+
+    For spawned workers only (Grain's, DataLoader's with spawn): each unpickles its own copy of the source, so
+    their memory adds to the parent's. Forked workers share the parent's pages, which VmHWM counts again.
+    """
+    children = set()
+    for task in Path("/proc/self/task").iterdir():
+        children.update((task / "children").read_text().split())
+    return sum(status_mb("VmHWM", pid) for pid in children if Path(f"/proc/{pid}/status").exists())
 
 
 def open_memory(data_dir: str) -> dict:
@@ -106,7 +119,9 @@ def child(mode: str, decoder: str, data_dir: str) -> dict:
     """In a fresh process: one contender's two passes (and, for ours, the time to open the source)."""
     if mode == "open-memory":
         return open_memory(data_dir)
-    return contender(mode, decoder, data_dir) | peak_memory_mb()
+    figures = contender(mode, decoder, data_dir) | peak_memory_mb()
+    figures["peak_mb"] += figures.pop("workers_mb", 0.0)
+    return figures
 
 
 def contender(mode: str, decoder: str, data_dir: str) -> dict:
@@ -158,7 +173,10 @@ def contender(mode: str, decoder: str, data_dir: str) -> dict:
             multiprocessing_context=context,
             persistent_workers=workers > 0,
         )
-        return figures | two_passes(lambda: loader)
+        figures |= two_passes(lambda: loader)
+        if context == "spawn":  # the persistent workers are still alive
+            figures["workers_mb"] = workers_peak_mb()
+        return figures
     import grain
     from absl import flags
 
@@ -172,6 +190,7 @@ def contender(mode: str, decoder: str, data_dir: str) -> dict:
             yield next(iterator)
 
     figures |= two_passes(grain_pass)
+    figures["workers_mb"] = workers_peak_mb()  # Grain's workers are spawned, and alive until close()
     iterator.close()
     return figures
 

@@ -13,7 +13,6 @@ Needs `pip install 'mnist-variants[loaders]'` (torch).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Sequence
 
@@ -34,7 +33,7 @@ def source(split: str, args: argparse.Namespace) -> Sequence:
         split=split,
         # ArrayRecord in a folder of its own, as data_sources.open keeps it: in tfds.load's folder it would make
         # a later tfds.load of the dataset fail (a data_dir holds one file format per dataset version).
-        data_dir=args.data_dir or os.path.expanduser(data_sources.ARRAY_RECORD_DATA_DIR),
+        data_dir=args.data_dir or data_sources.array_record_data_dir(),
         builder_kwargs={"file_format": "array_record"},
         download_and_prepare_kwargs=prepare,
     )
@@ -102,7 +101,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist_variants_fashion_mnist", help="a registered dataset with labels")
     parser.add_argument(
         "--data_dir",
-        help="where TFDS keeps prepared datasets (default: data_sources.open's, or ~/tensorflow_datasets_array_record)",
+        help="where TFDS keeps prepared datasets (default: data_sources.open's, data_sources.array_record_data_dir())",
     )
     parser.add_argument("--manual_dir", help="folder with the upstream files, to prepare without network")
     parser.add_argument("--source", choices=("ours", "tfds"), default="ours", help="data_sources.open or tfds's")

@@ -8,14 +8,18 @@ are skipped, with the reason, when those are not installed (`pip install '.[load
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import math
 import os
 import re
+import resource
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +114,53 @@ def test_open_prepares_from_a_manual_dir_and_reads_binarized_mnist(tmp_path, mon
         image.tobytes() for image in expected.reshape(-1, 28, 28, 1)
     )
     assert tfds.builder(BinarizedMnist.name, data_dir=tmp_path / "data").info.file_format.value == "array_record"
+
+
+# argv: output .npz. open() with no data_dir, in a HOME set by the test; says whether TensorFlow was imported.
+DEFAULT_PLACES_RUN = r"""
+import sys
+import numpy as np
+from mnist_variants import data_sources
+
+source = data_sources.open("mnist_variants_fashion_mnist", "test")
+np.savez(sys.argv[1], **source.arrays, tensorflow=np.array("tensorflow" in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("prepared", [("tfrecord", "array_record"), ("tfrecord",)], ids=["both", "tfrecord_only"])
+def test_open_reads_array_record_first_and_tfrecord_without_tensorflow(fashion, tmp_path, prepared):
+    """With no data_dir: ArrayRecord's own folder first; `tfds.load`'s TFRecord folder only when it has none, read
+    without tf.data (which imports TensorFlow and held 60x the split: README)."""
+    home = tmp_path / "home"
+    places = {"tfrecord": "tensorflow_datasets", "array_record": "tensorflow_datasets_array_record"}
+    for file_format in prepared:
+        shutil.copytree(fashion["tmp"] / file_format, home / places[file_format])
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TFDS_", "MNIST_VARIANTS_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", DEFAULT_PLACES_RUN, str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**env, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    with np.load(tmp_path / "out.npz") as arrays:
+        assert not arrays["tensorflow"]
+        assert_same_examples(arrays["image"], arrays["label"], fashion["upstream"]["test"])
+    assert sorted(path.name for path in home.iterdir()) == sorted(places[f] for f in prepared)  # nothing prepared
+
+
+@pytest.mark.parametrize("change", ["flip_a_pixel_byte", "cut"])
+def test_a_damaged_tfrecord_file_is_refused(fashion, tmp_path, change):
+    data_dir = tmp_path / "data"
+    shutil.copytree(fashion["tmp"] / "tfrecord", data_dir)
+    (path,) = data_dir.rglob("*-test.tfrecord-*")
+    data = bytearray(path.read_bytes())
+    if change == "cut":
+        data = data[:-10]
+    else:
+        data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cut or not TFRecord" if change == "cut" else "CRC-32C"):
+        data_sources.open(FashionMnist.name, "test", data_dir=data_dir)
 
 
 def test_decode_pngs_without_pil_or_opencv_and_with_them():
@@ -264,6 +315,31 @@ def test_example_trains_offline_from_a_manual_dir(fashion, tmp_path, script, mod
     assert not list(Path(tmp_path).glob("core*"))
 
 
+@needs("torch")
+@pytest.mark.parametrize(
+    "source, variable",
+    [("ours", "TFDS_DATA_DIR"), ("tfds", "TFDS_DATA_DIR"), ("ours", "MNIST_VARIANTS_ARRAY_RECORD_DIR")],
+)
+def test_array_record_goes_where_tfds_data_dir_or_the_override_says(fashion, tmp_path, source, variable):
+    """On a cluster TFDS_DATA_DIR points at shared scratch: ArrayRecord (data_sources.open's, and train_torch.py's
+    tfds.data_source) goes beside it, or where MNIST_VARIANTS_ARRAY_RECORD_DIR says, never into $HOME."""
+    home, shared = tmp_path / "home", tmp_path / "shared"
+    home.mkdir()
+    expected = shared.with_name("shared_array_record") if variable == "TFDS_DATA_DIR" else shared
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TFDS_", "MNIST_VARIANTS_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", WITH_TEST_REGISTRY, str(REPO / "examples" / "train_torch.py"), "--manual_dir",
+         str(fashion["tmp"] / "manual"), "--source", source, "--epochs", "1", "--num_workers", "0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**env, **fashion["env"], "HOME": str(home), variable: str(shared)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    prepared = tfds.builder(FashionMnist.name, data_dir=expected)
+    assert prepared.info.file_format.value == "array_record"
+    assert {split: info.num_examples for split, info in prepared.info.splits.items()} == COUNTS
+    assert not [path for path in home.iterdir() if path.name.startswith("tensorflow_datasets")]
+
+
 # ---------------------------------------------------------------- items are not the held split
 
 # argv: data dir, start method ("none" for no workers), output .npz. A per-example transform that blanks a patch in
@@ -356,10 +432,24 @@ def test_the_held_arrays_refuse_writes(fashion):
     assert source.arrays["image"][0].any()
     items = source.__getitems__([0, 1, -1])
     items[0]["image"][:] = 0
-    assert source.arrays["image"][0].any()
+    assert source.arrays["image"][0].any() and items[1]["image"].any()
+    # As __getitems__ says: rows of one copy of the batch, none of the held arrays.
+    assert items[0]["image"].base is items[2]["image"].base
+    assert not np.shares_memory(items[0]["image"], source.arrays["image"])
     np.testing.assert_array_equal(items[2]["image"], source.arrays["image"][-1])
     with pytest.raises(IndexError, match="out of range"):
         source.__getitems__([0, COUNTS["test"]])
+
+
+def test_the_callers_arrays_stay_writable():
+    images, labels = np.zeros((3, 28, 28, 1), np.uint8), np.arange(3)
+    source = data_sources.InMemorySource({"image": images, "label": labels})
+    images //= 2  # the caller's array: still writable
+    images[0] = 1
+    labels += 1
+    assert source[0]["image"].max() == 1 and source[2]["label"] == 3  # the source holds views of them
+    with pytest.raises(ValueError, match="read-only"):
+        source.arrays["image"][0] = 2
 
 
 # ---------------------------------------------------------------- what open() reads: colour, malformed records
@@ -393,6 +483,20 @@ def colour_images() -> np.ndarray:
     images[..., 0] += 190
     images[..., 1] += 95
     return images
+
+
+@needs("cv2")
+def test_decode_pngs_gives_colour_and_alpha_pngs_in_rgb_order_through_opencv():
+    """decode_pngs sends PNGs other than the builders' to OpenCV first, which decodes to BGR(A)."""
+    images = colour_images()[:4]
+    with_alpha = np.concatenate([images, np.full((4, 32, 32, 1), 200, np.uint8)], axis=-1)
+    for pixels in (images, with_alpha):  # PIL takes (h, w, 3) as RGB, (h, w, 4) as RGBA
+        pngs = []
+        for image in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            pngs.append(buffer.getvalue())
+        np.testing.assert_array_equal(data_sources.decode_pngs(pngs), pixels)
 
 
 @pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
@@ -446,6 +550,12 @@ def not_a_png(example):
     example.features.feature["image"].bytes_list.value[0] = b"\x89PNG but not one"
 
 
+def broken_png(example):
+    """A PNG header of the right size, then pixels no decoder reads."""
+    data = example.features.feature["image"].bytes_list.value[0]
+    example.features.feature["image"].bytes_list.value[0] = data[:33] + bytes(len(data) - 33)
+
+
 def not_an_example(example):
     return b"\xff\xff\xff not a protocol buffer"
 
@@ -457,7 +567,8 @@ def not_an_example(example):
         (two_labels, "record 7: feature 'label' has 2 values, not 1"),
         (label_as_bytes, "record 7: feature 'label' is a bytes_list, not a int64_list"),
         (no_image_value, "record 7: feature 'image' has 0 values, not 1"),
-        (not_a_png, "record 7: cannot decode its image"),
+        (not_a_png, "record 7: feature 'image': an image whose header gives no size"),
+        (broken_png, "record 7: feature 'image': cannot decode the image"),
         (not_an_example, "record 7 is not a tf.train.Example"),
     ],
     ids=lambda value: getattr(value, "__name__", "message"),
@@ -469,6 +580,70 @@ def test_a_malformed_record_is_refused_by_index_and_feature(fashion, tmp_path, c
     with pytest.raises(ValueError, match=re.escape(f"{FashionMnist.name} test: {message}")):
         data_sources.open(FashionMnist.name, "test", data_dir=data_dir)
     data_sources.open(FashionMnist.name, "train", data_dir=data_dir)  # the other split's file is untouched
+
+
+def planted_png(height: int, width: int, colour_type: int, inflated: int) -> bytes:
+    """A PNG whose header says height x width and whose one IDAT inflates to `inflated` zero bytes."""
+    deflater, parts = zlib.compressobj(1), []
+    for start in range(0, inflated, 1 << 24):
+        parts.append(deflater.compress(bytes(min(1 << 24, inflated - start))))
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        png.PNG_SIGNATURE
+        + png._chunk(b"IHDR", header)
+        + png._chunk(b"IDAT", b"".join(parts) + deflater.flush())
+        + png._IEND_CHUNK
+    )
+
+
+@contextlib.contextmanager
+def address_space_limited_to(extra: int):
+    """This process may map at most `extra` bytes more than it has now (RLIMIT_AS), for the block's duration."""
+    mapped = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def set_image(data: bytes):
+    def change(example):
+        example.features.feature["image"].bytes_list.value[0] = data
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        pytest.param((60000, 60000, 0, 100), id="grayscale_header_of_60000x60000"),
+        pytest.param((28, 28, 0, 1 << 30), id="28x28_inflating_to_1_GiB"),
+        pytest.param((60000, 60000, 2, 100), id="colour_header_of_60000x60000"),
+    ],
+)
+def test_a_planted_png_cannot_make_open_allocate_beyond_the_features_shape(fashion, tmp_path, planted):
+    """A record of a few hundred bytes (or 1 MB) claims gigabytes: open() refuses it, or decodes the feature's
+    shape only, within 768 MiB more address space than it started with."""
+    height, width, colour_type, inflated = planted
+    if colour_type == 2:
+        data_dir, name = tmp_path / "colour", ColourImagesForTest.name
+        data_sources.open(name, "train", data_dir=data_dir)  # prepares it
+    else:
+        data_dir, name = tmp_path / "data", FashionMnist.name
+        shutil.copytree(fashion["data_dir"], data_dir)
+    split = "train" if colour_type == 2 else "test"
+    rewrite_record(data_dir, split, 7, set_image(planted_png(height, width, colour_type, inflated)))
+    if colour_type != 2:
+        data_sources.open(name, "train", data_dir=data_dir)  # TFDS's threads started before the limit, as for colour
+    with address_space_limited_to(768 << 20):
+        try:
+            source = data_sources.open(name, split, data_dir=data_dir)
+        except ValueError as error:
+            assert f"record 7: feature 'image': a PNG of {height}x{width}, not " in str(error)
+        else:
+            assert (height, width) == (28, 28) and source[7]["image"].shape == (28, 28, 1)
 
 
 # ---------------------------------------------------------------- the fork warning through wrappers
@@ -495,6 +670,30 @@ class Stream(IterableDataset):
         return iter(())
 
 
+class Holder(torch.utils.data.Dataset):
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+    def __len__(self):
+        return 1
+
+
+class Slotted(torch.utils.data.Dataset):
+    __slots__ = ("source",)
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return 1
+
+
+class Op:
+    def __init__(self, index):
+        self.index = index
+
+
+info = tfds.builder(name, data_dir=sys.argv[1]).info
 cases = {
     "concat": ConcatDataset([ours, theirs]),
     "subset_of_concat": Subset(ConcatDataset([ConcatDataset([ours]), theirs]), [0]),
@@ -502,6 +701,10 @@ cases = {
     "own_wrapper": Stream(theirs),
     "concat_of_ours": ConcatDataset([ours, Subset(ours, [1])]),
     "chain_of_ours": ChainDataset([Stream(ours)]),
+    "dict_of_theirs": Holder(sources={"train": theirs}),
+    "ours_and_a_dataset_info": Holder(source=ours, info=info),
+    "theirs_then_300_ops": Holder(source=theirs, transforms=[Op(index) for index in range(300)]),
+    "slots": Slotted(theirs),
 }
 for case, dataset in cases.items():
     options = dict(num_workers=1, multiprocessing_context="fork", timeout=60)
@@ -530,4 +733,8 @@ def test_the_fork_warning_sees_through_wrappers(fashion):
         "own_wrapper": "True",
         "concat_of_ours": "False",
         "chain_of_ours": "False",
+        "dict_of_theirs": "True",
+        "ours_and_a_dataset_info": "False",
+        "theirs_then_300_ops": "True",
+        "slots": "True",
     }
