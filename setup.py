@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["mnist_variants", "mnist_variants.checksums"],
+    packages=["mnist_variants", "mnist_variants.datasets", "mnist_variants.checksums"],
     # Top-level checksums/ is installed as mnist_variants/checksums/, where the builders look.
     package_dir={"mnist_variants.checksums": "checksums"},
     package_data={"mnist_variants.checksums": ["*.tsv"]},

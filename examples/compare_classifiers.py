@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
 import mnist_variants  # noqa: F401  (registers the builders)
-from mnist_variants.mnist_corrupted import CORRUPTIONS
+from mnist_variants.datasets.mnist_corrupted import CORRUPTIONS
 
 DATASETS = ("mnist_variants_mnist", "mnist_variants_fashion_mnist", "mnist_variants_kmnist")
 MNIST_C = "mnist_variants_mnist_corrupted"

@@ -10,8 +10,12 @@ from importlib import metadata
 
 # data_sources warns before a PyTorch DataLoader forks workers over ArrayRecord, which crashes them (README).
 from mnist_variants import data_sources  # noqa: F401
-from mnist_variants.binarized_mnist import BinarizedMnist
-from mnist_variants.emnist import Emnist
+from mnist_variants.datasets.binarized_mnist import BinarizedMnist
+from mnist_variants.datasets.emnist import Emnist
+from mnist_variants.datasets.fashion_mnist import FashionMnist
+from mnist_variants.datasets.kmnist import Kmnist
+from mnist_variants.datasets.mnist import Mnist
+from mnist_variants.datasets.mnist_corrupted import MnistCorrupted
 from mnist_variants.errors import (
     ChecksumMismatchError,
     DownloadFailedError,
@@ -19,10 +23,6 @@ from mnist_variants.errors import (
     MnistVariantsError,
     WrongFileError,
 )
-from mnist_variants.fashion_mnist import FashionMnist
-from mnist_variants.kmnist import Kmnist
-from mnist_variants.mnist import Mnist
-from mnist_variants.mnist_corrupted import MnistCorrupted
 
 __version__ = metadata.version("mnist-variants")
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mnist_variants import formats, mnist, verification
+from mnist_variants import formats, verification
 from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder, VariantConfig
+from mnist_variants.datasets import mnist
 from mnist_variants.errors import MalformedFileError
 from mnist_variants.locations import Archive
 
