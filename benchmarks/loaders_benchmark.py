@@ -21,11 +21,12 @@ Medians over rounds are printed as a Markdown table, with each contender's peak 
 its workers' where they are spawned (Grain's, and DataLoader's with spawn: each holds its own copy of what it
 reads); forked workers share their parent's pages and are not added (`workers_peak_mb`).
 
-    python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3]
+    python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3] [--memory_format tfrecord]
 
 measures only `data_sources.open`'s memory: Fashion-MNIST-format files of that many synthetic train images (EMNIST
-byclass's count) prepared as ArrayRecord, then, per round in a fresh process, resident memory before `open`, its
-peak (VmHWM: `peak_memory_mb` says why not ru_maxrss), and the bytes the split holds.
+byclass's count) prepared as ArrayRecord (or TFRecord, read without tf.data), then, per round in a fresh
+process, resident memory before `open`, its peak (VmHWM: `peak_memory_mb` says why not ru_maxrss), and the
+bytes the split holds.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ CONTENDERS = {
     "tfds.data_source, DataLoader 2 workers (spawn), OpenCV": ("torch-tfds-2", "cv2"),
     "data_sources.open, DataLoader 0 workers": ("torch-ours-0", "none"),
     "data_sources.open, DataLoader 2 workers (fork)": ("torch-ours-2", "none"),
+    # The same over tfds.load's TFRecord preparation (read without tf.data), as where only that exists.
+    "data_sources.open over TFRecord, DataLoader 0 workers": ("torchtf-ours-0", "none"),
     "tfds.data_source, Grain 2 workers, OpenCV": ("grain-tfds", "cv2"),
     "data_sources.open, Grain 2 workers": ("grain-ours", "none"),
     "torchvision FashionMNIST, DataLoader 0 workers": ("torchvision-0", "none"),
@@ -242,8 +245,8 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
     return dirs
 
 
-def prepare_array_record(files: Path, root: Path, train: int) -> Path:
-    """Fashion-MNIST-format files with `train` synthetic train images, prepared as ArrayRecord; its data_dir."""
+def prepare_array_record(files: Path, root: Path, train: int, file_format: str = "array_record") -> Path:
+    """Fashion-MNIST-format files with `train` synthetic train images, prepared as `file_format`; its data_dir."""
     import tensorflow_datasets as tfds
 
     from mnist_variants import FashionMnist, testing
@@ -261,21 +264,21 @@ def prepare_array_record(files: Path, root: Path, train: int) -> Path:
     FashionMnist._checksums_path = epath.Path(
         write_registry(root / "registry_memory", FashionMnist, files_by_name, FashionMnist.SOURCES[0])
     )
-    data_dir = files / f"array_record_{train}"
+    data_dir = files / f"{file_format}_{train}"
     if tfds.builder(FashionMnist.name, data_dir=data_dir).is_prepared():
         return data_dir
     started = time.perf_counter()
-    FashionMnist(data_dir=data_dir, file_format="array_record").download_and_prepare(
+    FashionMnist(data_dir=data_dir, file_format=file_format).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=folder)
     )
     print(f"prepared in {time.perf_counter() - started:.0f} s", flush=True)
     return data_dir
 
 
-def memory_rounds(files: Path, train: int, rounds: int) -> None:
+def memory_rounds(files: Path, train: int, rounds: int, file_format: str) -> None:
     """Peak memory of `data_sources.open` on a split of `train` images (EMNIST byclass's 697,932 by default)."""
     with tempfile.TemporaryDirectory(prefix="loaders_memory_") as root:
-        data_dir = prepare_array_record(files, Path(root), train)
+        data_dir = prepare_array_record(files, Path(root), train, file_format)
         for number in range(rounds):
             figures = in_fresh_process(sys.executable, "open-memory", "none", str(data_dir))
             figures["peak_over_held"] = figures["peak_mb"] / figures["held_mb"]
@@ -295,6 +298,7 @@ def main() -> None:
         metavar="EXAMPLES",
         help="measure only data_sources.open's peak memory, on a generated split of this many images (697932)",
     )
+    parser.add_argument("--memory_format", choices=("array_record", "tfrecord"), default="array_record")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DECODER", "DATA_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -302,7 +306,7 @@ def main() -> None:
         return
 
     if args.memory:
-        memory_rounds(args.files, args.memory, args.rounds)
+        memory_rounds(args.files, args.memory, args.rounds, args.memory_format)
         return
     contenders = {name: spec for name, spec in CONTENDERS.items() if not args.only or name in args.only}
     if not args.torchvision_python:
@@ -321,7 +325,7 @@ def main() -> None:
                     "torchvision"
                     if mode.startswith("torchvision")
                     else "tfrecord"
-                    if mode == "tfdata"
+                    if mode == "tfdata" or mode.startswith("torchtf")
                     else "array_record"
                 ]
                 figures = in_fresh_process(python, mode, decoder, str(data_dir))
