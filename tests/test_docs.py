@@ -210,3 +210,13 @@ def test_benchmarks_write_the_pages_tables_as_markdown_and_json(tmp_path, monkey
     for columns in (prepare_benchmark.SUMMARY, download_columns, emnist_columns, loaders_columns):
         assert "\n| " + " | ".join(columns) + " |\n" in page, columns
     assert emnist_benchmark.PREPARED == "byclass" and download_benchmark.report.__doc__
+
+
+def test_setup_py_describes_every_registered_dataset(generator):
+    """setup.py's description (PyPI's one line) names each registered dataset; its long description is the README."""
+    setup = (REPO / "setup.py").read_text()
+    description = "".join(re.findall(r'"([^"]*)"', re.search(r"description=\((.*?)\),\n", setup, re.S)[1]))
+    for cls in generator.registered_builders():
+        assert cls.TITLE in description, (cls.TITLE, description)
+    assert 'long_description=open("README.md"' in setup
+    assert '"License :: OSI Approved :: MIT License"' in setup and "MIT License" in (REPO / "LICENSE").read_text()
