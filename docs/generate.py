@@ -85,6 +85,7 @@ def digests_only(cls: type[MnistVariantBuilder]) -> dict[str, list[tuple[str, st
 
 def sources_section(cls: type[MnistVariantBuilder]) -> list[str]:
     """The registered files: size, digest and every registered URL, the builder's downloads first."""
+    # `_checksums_path`: TFDS's name for where a builder's checksums are; the builders set it (builder.py).
     infos = tfds_checksums.load_url_infos(cls._checksums_path)
     by_file: dict[str, list[tuple[str, str]]] = {}
     sizes: dict[str, int] = {}

@@ -55,21 +55,23 @@ def show_one(args: argparse.Namespace) -> None:
 def register_dummy_checksums(cls: type[MnistVariantBuilder], files: dict[str, bytes], registry: Path) -> None:
     """Points the builder at checksums of the dummy files, shaped as upstream's (labels' content digests too).
 
-    Why an attribute TFDS treats as private: `_checksums_path` is where TFDS and the builder read the
-    registered checksums; the tests' workers swap it the same way (tests/workers/registered_dummies.py).
+    The same registry as tests/conftest.py's write_registry writes, kept here because an example must not
+    import the tests. Why an attribute TFDS treats as private: `_checksums_path` is where TFDS and the
+    builder read the registered checksums; the tests' workers swap it the same way (registered_dummies.py).
     """
     labels = {files_of_split.get("labels") for files_of_split in cls.SPLIT_FILES.values()}
-
-    def line(name: str, data: bytes, filename: str) -> str:
-        return f"{cls.SOURCES[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{filename}\n"
-
-    tsv = registry / f"{cls.name}.tsv"
-    tsv.write_text("".join(line(name, data, name) for name, data in files.items()))
-    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels}
-    (registry / f"{cls.name}.decompressed.tsv").write_text(
-        "".join(line(name, data, name.removesuffix(".gz")) for name, data in contents.items())
-    )
-    cls._checksums_path = epath.Path(tsv)
+    registered: dict[str, list[tuple[str, bytes, str]]] = {".tsv": [], ".decompressed.tsv": []}
+    for name, data in files.items():
+        registered[".tsv"].append((name, data, name))
+        if name in labels:  # upstream's label files have a registered content digest, the images none
+            registered[".decompressed.tsv"].append((name, gzip.decompress(data), name.removesuffix(".gz")))
+    for suffix, entries in registered.items():
+        lines = (
+            f"{cls.SOURCES[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{as_}\n"
+            for name, data, as_ in entries
+        )
+        (registry / f"{cls.name}{suffix}").write_text("".join(lines))
+    cls._checksums_path = epath.Path(registry / f"{cls.name}.tsv")
 
 
 def draw_grid(rows: list[tuple[str, np.ndarray, list[str]]], title: str, out: Path) -> None:
