@@ -63,7 +63,7 @@ def register_dummy_checksums(cls: type[MnistVariantBuilder], files: dict[str, by
     registered: dict[str, list[tuple[str, bytes, str]]] = {".tsv": [], ".decompressed.tsv": []}
     for name, data in files.items():
         registered[".tsv"].append((name, data, name))
-        if name in labels:  # upstream's label files have a registered content digest, the images none
+        if name in labels and name.endswith(".gz"):  # gzipped label files' content is registered, images' not
             registered[".decompressed.tsv"].append((name, gzip.decompress(data), name.removesuffix(".gz")))
     for suffix, entries in registered.items():
         lines = (
