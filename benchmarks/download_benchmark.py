@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results  # benchmarks/results.py: the Markdown and JSON output
 from prepare_benchmark import DATASETS, builder_class, generate, register_mnist_labels
 
 CONTENDERS = ("ours", "builtin")
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--fault", choices=("cut", "stall"), help="cut or stall each file's first transfer half-way")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    results.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
@@ -112,6 +114,8 @@ def main() -> None:
 
     generate(args.files)
     server = FileServer(bytes_per_second=args.rate * 1e6)
+    tables = results.Results("benchmarks/download_benchmark.py")
+    summary = []
     try:
         for dataset in args.datasets:
             folder = args.files / dataset
@@ -135,24 +139,34 @@ def main() -> None:
                     ),
                     flush=True,
                 )
-            report(dataset, rounds, size, args.rate, contenders)
+            summary.append(report(dataset, rounds, size, args.rate, contenders, tables))
     finally:
         server.stop()
+    columns = ["dataset", "ours", "built-in", "ours / built-in", "bytes sent / file bytes (ours, built-in)"]
+    tables.table(f"All datasets ({args.rounds} rounds, medians; {args.rate:g} MB/s a connection)", columns, summary)
+    tables.write(args)
 
 
-def report(dataset: str, rounds: list[dict], size: int, rate: float, contenders: tuple[str, ...]) -> None:
+def report(
+    dataset: str, rounds: list[dict], size: int, rate: float, contenders: tuple[str, ...], tables: results.Results
+) -> list[str]:
+    """Prints the dataset's table of contenders; returns its row of the summary table."""
+
     def median(contender: str, key: str) -> float:
         return statistics.median(figures[contender][key] for figures in rounds)
 
-    print(f"\n{dataset}: {size / 1e6:.1f} MB of files, {rate:g} MB/s per connection, {len(rounds)} rounds, medians")
-    print("| contender | nothing to prepared data | bytes sent / file bytes |")
-    print("|---|---|---|")
-    for contender in contenders:
-        print(f"| {contender} | {median(contender, 'seconds'):.1f} s | {median(contender, 'bytes') / size:.2f}x |")
+    tables.table(
+        f"{dataset}: {size / 1e6:.1f} MB of files, {rate:g} MB/s per connection, {len(rounds)} rounds, medians",
+        ["contender", "nothing to prepared data", "bytes sent / file bytes"],
+        [[c, f"{median(c, 'seconds'):.1f} s", f"{median(c, 'bytes') / size:.2f}x"] for c in contenders],
+        {contender: [figures[contender] for figures in rounds] for contender in contenders},
+    )
+    seconds = [f"{median(c, 'seconds'):.1f} s" if c in contenders else "-" for c in ("ours", "builtin")]
+    sent = ", ".join(f"{median(c, 'bytes') / size:.2f}x" if c in contenders else "-" for c in ("ours", "builtin"))
+    ratio = "-"
     if "builtin" in contenders:
-        ratio = statistics.median(figures["ours"]["seconds"] / figures["builtin"]["seconds"] for figures in rounds)
-        print(f"ours / built-in time: {ratio:.2f}x")
-    print(flush=True)
+        ratio = f"{statistics.median(f['ours']['seconds'] / f['builtin']['seconds'] for f in rounds):.2f}x"
+    return [dataset, *seconds, ratio, sent]
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results  # benchmarks/results.py: the Markdown and JSON output
 from prepare_benchmark import floor_builder, rotated
 
 PREPARED = "byclass"
@@ -210,42 +211,48 @@ def run_round(archive: Path, args: argparse.Namespace, number: int) -> dict[str,
     return figures
 
 
-def report(rounds: list[dict], archive_size: int) -> None:
+def report(rounds: list[dict], archive_size: int, tables: results.Results) -> None:
     def median(key: str, field: str) -> float:
         return statistics.median(r[key][field] for r in rounds)
 
     def ratio(a: str, b: str, field: str) -> float:
         return statistics.median(r[a][field] / r[b][field] for r in rounds)
 
-    print(f"\n{len(rounds)} round(s), medians; archive {archive_size / (1 << 20):.1f} MiB")
+    title = f"{len(rounds)} round(s), medians; archive {archive_size / (1 << 20):.1f} MiB"
     prepared = [contender for contender in ("ours", "builtin", "floor") if contender in rounds[0]]
+    other = []
     if prepared:
         # Children's peak RSS is not shown: Linux counts in it the parent's resident pages at fork (subprocess
         # forks, then execs), so it says how large the parent was, not the PNG helper.
-        print(f"| prepare {PREPARED} | seconds | CPU s (process + children) | peak RSS MiB (process) |")
-        print("|---|---|---|---|")
-        for contender in prepared:
-            print(
-                f"| {contender} | {median(contender, 'seconds'):.1f} | {median(contender, 'cpu_seconds'):.1f} +"
-                f" {median(contender, 'children_cpu_seconds'):.1f} | {median(contender, 'peak_rss_mib'):.0f} |"
-            )
+        rows = [
+            [
+                contender,
+                f"{median(contender, 'seconds'):.1f} s",
+                f"{median(contender, 'cpu_seconds'):.1f} s + {median(contender, 'children_cpu_seconds'):.1f} s",
+                f"{median(contender, 'peak_rss_mib'):,.0f} MiB",
+            ]
+            for contender in prepared
+        ]
+        columns = [f"prepare {PREPARED}", "wall", "CPU (process + its children)", "peak RSS of the process"]
+        figures = {contender: [r[contender] for r in rounds] for contender in prepared}
+        tables.table(title, columns, rows, figures)
         pairs = [("builtin", "ours"), ("ours", "floor"), ("builtin", "floor")]
-        print(
-            ", ".join(f"{a} / {b} {ratio(a, b, 'seconds'):.2f}x" for a, b in pairs if a in prepared and b in prepared)
-        )
+        other += [[f"{a} / {b}", f"{ratio(a, b, 'seconds'):.2f}x"] for a, b in pairs if {a, b} <= set(prepared)]
     if "build" in rounds[0]:
-        print(
-            f"tfds build, all six configs: {median('build', 'seconds'):.1f} s,"
-            f" peak RSS of the largest process {median('build', 'peak_rss_mib'):.0f} MiB"
-        )
+        other += [
+            ["tfds build, all six configs", f"{median('build', 'seconds'):.1f} s"],
+            ["tfds build, peak RSS of the largest process", f"{median('build', 'peak_rss_mib'):,.0f} MiB"],
+        ]
     if "download_ours" in rounds[0]:
-        print(
-            f"time to data: ours {median('download_ours', 'wall_seconds'):.1f} s, built-in"
-            f" {median('download_builtin', 'wall_seconds'):.1f} s, ours / built-in"
-            f" {ratio('download_ours', 'download_builtin', 'wall_seconds'):.2f}x; bytes sent / archive: ours"
-            f" {median('download_ours', 'bytes_sent') / archive_size:.3f}x, built-in"
-            f" {median('download_builtin', 'bytes_sent') / archive_size:.3f}x"
-        )
+        other += [
+            ["time to data, ours", f"{median('download_ours', 'wall_seconds'):.1f} s"],
+            ["time to data, built-in", f"{median('download_builtin', 'wall_seconds'):.1f} s"],
+            ["time to data, ours / built-in", f"{ratio('download_ours', 'download_builtin', 'wall_seconds'):.2f}x"],
+            ["bytes sent / archive, ours", f"{median('download_ours', 'bytes_sent') / archive_size:.3f}x"],
+            ["bytes sent / archive, built-in", f"{median('download_builtin', 'bytes_sent') / archive_size:.3f}x"],
+        ]
+    if other:
+        tables.table(title, ["figure", "value"], other)
 
 
 def main() -> None:
@@ -257,6 +264,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["prepare", "build", "download"])
     parser.add_argument("--contenders", nargs="+", default=["ours", "builtin", "floor"], help="prepared byclass")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    results.add_arguments(parser)
     args = parser.parse_args()
 
     archive = args.files / "emnist" / "gzip.zip"
@@ -274,7 +282,9 @@ def main() -> None:
     archive = generate(args.files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
     rounds = [run_round(archive, args, number) for number in range(args.rounds)]
-    report(rounds, archive.stat().st_size)
+    tables = results.Results("benchmarks/emnist_benchmark.py")
+    report(rounds, archive.stat().st_size, tables)
+    tables.write(args)
 
 
 if __name__ == "__main__":

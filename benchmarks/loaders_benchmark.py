@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results  # benchmarks/results.py: the Markdown and JSON output
+
 NAME = "mnist_variants_fashion_mnist"
 COUNTS = {"train": 60_000, "test": 10_000}
 BATCH = 256
@@ -300,6 +302,7 @@ def main() -> None:
     )
     parser.add_argument("--memory_format", choices=("array_record", "tfrecord"), default="array_record")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DECODER", "DATA_DIR"), help=argparse.SUPPRESS)
+    results.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
@@ -334,15 +337,21 @@ def main() -> None:
                     f"  round {number + 1}: {name}: {json.dumps({k: round(v, 2) for k, v in figures.items()})}",
                     flush=True,
                 )
-    print(f"\n{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})")
-    print("| loader | first pass, examples/s | second pass, examples/s | open, s | peak MB |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name, figures in rounds.items():
         first = statistics.median(COUNTS["train"] / f["pass1"] for f in figures)
         second = statistics.median(COUNTS["train"] / f["pass2"] for f in figures)
         opened = f"{statistics.median(f['open'] for f in figures):.2f}" if "open" in figures[0] else ""
         peak = statistics.median(f["peak_mb"] for f in figures)
-        print(f"| {name} | {first:,.0f} | {second:,.0f} | {opened} | {peak:,.0f} |")
+        rows.append([name, f"{first:,.0f}", f"{second:,.0f}", opened, f"{peak:,.0f}"])
+    tables = results.Results("benchmarks/loaders_benchmark.py")
+    tables.table(
+        f"{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})",
+        ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MB"],
+        rows,
+        rounds,
+    )
+    tables.write(args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results  # benchmarks/results.py: the Markdown and JSON output
+
 DATASETS = {
     "fashion_mnist": ("mnist_variants:FashionMnist", "fashion_mnist", {"train": 60_000, "test": 10_000}),
     "binarized_mnist": (
@@ -214,6 +216,7 @@ def main() -> None:
     parser.add_argument(
         "--child", nargs=4, metavar=("ACTION", "DATASET", "CONTENDER", "DATA_DIR"), help=argparse.SUPPRESS
     )
+    results.add_arguments(parser)
     args = parser.parse_args()
 
     if args.child:
@@ -228,9 +231,13 @@ def main() -> None:
 
     generate(args.files)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    tables = results.Results("benchmarks/prepare_benchmark.py")
+    summary = []
     for dataset in args.datasets:
         rounds = [run_round(args.files, dataset, number, args.contenders) for number in range(args.rounds)]
-        report(dataset, rounds, args.contenders)
+        summary.append(report(dataset, rounds, args.contenders, tables))
+    tables.table(f"All datasets ({args.rounds} rounds, medians; ratios round by round)", SUMMARY, summary)
+    tables.write(args)
 
 
 def rotated(contenders: list[str], number: int) -> list[str]:
@@ -266,24 +273,49 @@ def run_round(files: Path, dataset: str, number: int, contenders: list[str]) -> 
     return figures
 
 
-def report(dataset: str, rounds: list[dict], contenders: list[str]) -> None:
+# The summary table of docs/performance.md, one row a dataset (examples/show.py --performance charts its seconds).
+SUMMARY = [
+    "dataset", "ours", "built-in", "floor", "built-in / ours", "ours / floor", "read throughput, ours / built-in",
+    "`batch_size=-1` time, built-in / ours",
+]  # fmt: skip
+
+
+def report(dataset: str, rounds: list[dict], contenders: list[str], tables: results.Results) -> list[str]:
+    """Prints the dataset's table of contenders and its ratios; returns its row of the summary table."""
+
     def median(contender: str, key: str) -> float:
         return statistics.median(r[contender][key] for r in rounds)
 
     def median_ratio(key: str, numerator: str, denominator: str) -> float:
         return statistics.median(r[numerator][key] / r[denominator][key] for r in rounds)
 
-    print(f"\n{dataset} ({len(rounds)} rounds, medians)")
-    print("| contender | prepare s | prepare CPU s | read: examples/s | read: batch_size=-1 s |")
-    print("|---|---|---|---|---|")
+    rows = []
     for contender in contenders:
         reads = (
-            f"{median(contender, 'examples_per_second'):,.0f} | {median(contender, 'load_seconds'):.2f}"
+            [f"{median(contender, 'examples_per_second'):,.0f}", f"{median(contender, 'load_seconds'):.2f}"]
             if contender != "floor"
-            else "- | -"
+            else ["-", "-"]
         )
-        seconds, cpu_seconds = median(contender, "seconds"), median(contender, "cpu_seconds")
-        print(f"| {contender} | {seconds:.2f} | {cpu_seconds:.2f} | {reads} |")
+        rows.append(
+            [contender, f"{median(contender, 'seconds'):.2f}", f"{median(contender, 'cpu_seconds'):.2f}", *reads]
+        )
+    tables.table(
+        f"{dataset} ({len(rounds)} rounds, medians)",
+        ["contender", "prepare s", "prepare CPU s", "read: examples/s", "read: batch_size=-1 s"],
+        rows,
+        {contender: [r[contender] for r in rounds] for contender in contenders},
+    )
+    has = set(contenders)
+    seconds = [f"{median(c, 'seconds'):.2f} s" if c in has else "-" for c in ("ours", "builtin", "floor")]
+    builtin_ours = {"ours", "builtin"} <= has
+    summary = [
+        dataset,
+        *seconds,
+        f"{median_ratio('seconds', 'builtin', 'ours'):.2f}x" if builtin_ours else "-",
+        f"{median_ratio('seconds', 'ours', 'floor'):.2f}x" if {"ours", "floor"} <= has else "-",
+        f"{median_ratio('examples_per_second', 'ours', 'builtin'):.2f}x" if builtin_ours else "-",
+        f"{median_ratio('load_seconds', 'builtin', 'ours'):.2f}x" if builtin_ours else "-",
+    ]
     ratios = []
     if {"ours", "floor"} <= set(contenders):
         ratios.append(
@@ -299,6 +331,7 @@ def report(dataset: str, rounds: list[dict], contenders: list[str]) -> None:
     if "ours" in contenders:
         ratios.append(f"peak RSS of our prepare {median('ours', 'peak_rss_mib'):.0f} MiB")
     print(f"prepare: {'; '.join(ratios)}\n", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

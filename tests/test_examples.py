@@ -16,7 +16,7 @@ import sys
 
 import pytest
 import tensorflow_datasets as tfds
-from conftest import DUMMY_SPLITS, REPO, decompressed, dummy_files, worker_env, write_files
+from conftest import DUMMY_SPLITS, REPO, child_env, decompressed, dummy_files, worker_env, write_files
 from PIL import Image
 
 from mnist_variants import BinarizedMnist, FashionMnist
@@ -134,3 +134,43 @@ def test_compare_classifiers_side_by_side_offline(tmp_path):
     # where chance gets 0.5 (3 or more right by chance: less than 1%); the others get at least 4.
     for name, classifier, accuracy, _ in rows:
         assert float(accuracy) >= (0.6 if classifier == "random forest" else MIN_TEST_ACCURACY), (name, classifier)
+
+
+def run_show(tmp_path, *args: str) -> str:
+    """examples/show.py as a user runs it (it registers the dummy data's checksums itself for --docs)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "show.py"), "--images", str(tmp_path / "images"), *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **child_env()}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def test_show_draws_the_docs_figures_from_dummy_data_one_row_a_config(tmp_path):
+    """--docs prepares each builder (every config) from dummy_data/ offline and draws small greyscale grids."""
+    output = run_show(tmp_path, "--docs", "--only", "mnist_variants_mnist", "mnist_variants_emnist")
+    heights = {}
+    for short in ("mnist", "emnist"):
+        path = tmp_path / "images" / f"{short}.png"
+        assert f"wrote {path}" in output, output
+        assert path.stat().st_size < 100_000  # committed under docs/images: kept small
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.mode == "L"
+            heights[short] = image.size[1]
+    assert heights["emnist"] > 4 * heights["mnist"]  # six rows, one a config, against one
+    assert sorted(path.name for path in (tmp_path / "images").iterdir()) == ["emnist.png", "mnist.png"]
+
+
+def test_show_draws_the_performance_chart_from_the_pages_tables(tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text(
+        "## Prepare time\n\n| dataset | ours | built-in |\n|---|---|---|\n| MNIST | 11.33 s | 31.51 s |\n\n"
+        "## Time to data over a slow network\n\n| dataset | ours | built-in |\n|---|---|---|\n"
+        "| MNIST | 17.4 s | 34.8 s |\n| KMNIST | 16 s | 31.8 s |\n\n## Other\n\n| X | 1 s | 2 s |\n"
+    )
+    output = run_show(tmp_path, "--performance", "--page", str(page))
+    assert "prepare, ours / built-in: MNIST 11.33 s / 31.51 s\n" in output, output
+    assert "time to data, ours / built-in: MNIST 17.4 s / 34.8 s, KMNIST 16 s / 31.8 s\n" in output, output
+    with Image.open(tmp_path / "images" / "performance.png") as image:
+        assert image.format == "PNG"
+    run_show(tmp_path, "--performance")  # the committed page's tables
