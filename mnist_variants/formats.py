@@ -324,14 +324,14 @@ def read_npz(data: bytes, source: Source, keys: Sequence[str]) -> dict[str, np.n
             raise MalformedFileError(
                 f"{where}: holds {sorted(members)}, expected exactly {sorted(expected)} (a NumPy .npz archive)"
             )
-        return {key: _read_npy(archive, members[f"{key}.npy"], where, len(data)) for key in keys}
+        return {key: _read_npy(archive, members[f"{key}.npy"], where, data) for key in keys}
 
 
-def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_bytes: int) -> np.ndarray:
+def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, data: bytes) -> np.ndarray:
     """A member of keras's .npz: inflated as any zip member is (sized only by what the archive's bytes can
     hold), then read by the one strict .npy reader."""
     source = f"{where}[{info.filename}]"
-    array = read_npy(_read_member(archive, info, where, archive_bytes, None), source)
+    array = read_npy(_read_member(archive, info, where, data, None), source)
     if array.dtype != np.uint8:
         raise MalformedFileError(f"{source}: a {array.dtype} array, expected uint8")
     return array
@@ -389,17 +389,19 @@ def read_zip_members(
                 " another archive, or a different release?)"
             )
         wanted = [*members, *(name for name in optional if name in held)]
-        return {name: _read_member(archive, held[name], where, len(data), most_bytes) for name in wanted}
+        return {name: _read_member(archive, held[name], where, data, most_bytes) for name in wanted}
 
 
 def _read_member(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_bytes: int, most_bytes: int | None
-) -> bytearray:
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, data: bytes | bytearray, most_bytes: int | None
+) -> bytes | bytearray:
+    """Member `info` of `archive` (whose bytes are `data`), inflated into one buffer of its recorded size once
+    that size is shown possible, and checked against its recorded size and CRC-32."""
     damaged = f"{where}: member {info.filename} is damaged"
-    if info.header_offset < 0 or info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > archive_bytes:
+    if info.header_offset < 0 or info.header_offset + _LOCAL_HEADER_BYTES + info.compress_size > len(data):
         raise MalformedFileError(
             f"{damaged}: its {info.compress_size:,} stored bytes at offset {info.header_offset:,} would end past"
-            f" the archive's {archive_bytes:,} bytes"
+            f" the archive's {len(data):,} bytes"
         )
     most = info.compress_size * (_MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)
     if info.file_size > most + _FEED_BYTES:
@@ -411,19 +413,80 @@ def _read_member(
             f"{damaged}: it claims {info.file_size:,} bytes, more than any member of this dataset's archive"
             f" ({most_bytes:,})"
         )
-    content = bytearray(info.file_size)
-    filled = 0
     try:
+        # zipfile checks the local header (its signature, the member's name, no encryption, a method it reads).
         with archive.open(info) as member:
-            while filled < len(content) and (part := member.read(min(_JOIN_BYTES, len(content) - filled))):
-                content[filled : filled + len(part)] = part
-                filled += len(part)
-            if member.read(1):
-                raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
+            if info.compress_type == zipfile.ZIP_DEFLATED:
+                content = _inflate_member(_stored_bytes(data, info, damaged), info, where, damaged)
+            else:
+                content = _read_through_zipfile(member, info, where)
     except MalformedFileError:
         raise
-    except _ZIP_ERRORS as error:
+    except (*_ZIP_ERRORS, zlib_ng.error) as error:
         raise MalformedFileError(f"{damaged} ({error or type(error).__name__})") from None
+    return content
+
+
+def _stored_bytes(data: bytes | bytearray, info: zipfile.ZipInfo, damaged: str) -> memoryview:
+    """The member's stored (deflated) bytes: after its local header, whose name and extra field zipfile checked."""
+    start = info.header_offset + _LOCAL_HEADER_BYTES
+    name_bytes, extra_bytes = struct.unpack("<HH", data[start - 4 : start])
+    start += name_bytes + extra_bytes
+    if start + info.compress_size > len(data):
+        raise MalformedFileError(
+            f"{damaged}: its {info.compress_size:,} stored bytes from offset {start:,} would end past"
+            f" the archive's {len(data):,} bytes"
+        )
+    return memoryview(data)[start : start + info.compress_size]
+
+
+def _inflate_member(stored: memoryview, info: zipfile.ZipInfo, where: str, damaged: str) -> bytes | bytearray:
+    """A deflated member's content, inflated by zlib-ng into one buffer of its recorded size, CRC-32 checked.
+
+    Why not zipfile's own reader: it inflates with the stdlib zlib and copies through its buffers and CRC; MNIST-C's
+    47 MB train images took 0.35-0.39 s through it, 0.08-0.20 s here (2026-12-06, a loaded 2-core machine), and
+    they are read before TFDS can write anything. The stored bytes are fed a slice at a time and no more than the
+    recorded size (+1, to see a member that holds more) is inflated, so a bomb costs its recorded size at most.
+    """
+    size = info.file_size
+    inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS)  # raw deflate: a zip member has no header
+    content = bytearray(size) if size > _JOIN_BYTES else None
+    parts: list[bytes] = []
+    filled = fed = 0
+    while not inflater.eof:
+        pending = inflater.unconsumed_tail
+        if not pending:
+            pending = stored[fed : fed + _FEED_BYTES]
+            fed += len(pending)
+            if not pending:
+                break  # the stored bytes end before the deflate stream: cut short, said below
+        part = inflater.decompress(pending, min(_JOIN_BYTES, size - filled + 1))
+        if filled + len(part) > size:
+            raise MalformedFileError(f"{where}: member {info.filename} holds more than its {size:,} bytes")
+        if content is None:
+            parts.append(part)
+        else:
+            content[filled : filled + len(part)] = part
+        filled += len(part)
+    if not inflater.eof or filled < size:
+        raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {size:,} bytes)")
+    if content is None:
+        content = b"".join(parts)
+    if (crc := zlib_ng.crc32(content)) != info.CRC:
+        raise MalformedFileError(f"{damaged}: its content has CRC-32 {crc:08x}, its index records {info.CRC:08x}")
+    return content
+
+
+def _read_through_zipfile(member: zipfile.ZipExtFile, info: zipfile.ZipInfo, where: str) -> bytearray:
+    """A member stored without deflate (or by another method zipfile reads), read by zipfile into one buffer of
+    its recorded size; zipfile checks the CRC-32 as the member ends."""
+    content = bytearray(info.file_size)
+    filled = 0
+    while filled < len(content) and (part := member.read(min(_JOIN_BYTES, len(content) - filled))):
+        content[filled : filled + len(part)] = part
+        filled += len(part)
+    if member.read(1):
+        raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
     if filled < len(content):
         raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {len(content):,} bytes)")
     return content

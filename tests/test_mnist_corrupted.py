@@ -339,6 +339,51 @@ def test_a_malformed_member_is_named_with_its_archive(member, data, problem, mon
     assert not list((tmp_path / "data").rglob("*.tfrecord*"))
 
 
+def one_member_zip(content: bytes, name: str = "mnist_c/a.npy") -> tuple[bytes, int]:
+    """A zip of one deflated member, and the offset of its central directory entry (CRC-32 at +16, stored size at
+    +20, size at +24)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content, zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    return data, data.index(b"PK\x01\x02")
+
+
+def patched(data: bytes, offset: int, change) -> bytes:
+    """`data` with the little-endian 32-bit field at `offset` changed by `change`."""
+    field = int.from_bytes(data[offset : offset + 4], "little")
+    return data[:offset] + change(field).to_bytes(4, "little") + data[offset + 4 :]
+
+
+CONTENT = np.random.default_rng(5).integers(0, 4, 50_000, dtype=np.uint8).tobytes()  # deflates, not trivially
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda data, entry: patched(data, entry + 16, lambda crc: crc ^ 1), r"is damaged: its content has CRC-32"),
+        (lambda data, entry: patched(data, entry + 24, lambda size: size - 1), r"holds more than its 49,999 bytes"),
+        (lambda data, entry: patched(data, entry + 24, lambda size: size + 1), r"is cut short \(50,000 of 50,001"),
+        (lambda data, entry: data[:200] + bytes([data[200] ^ 0x55]) + data[201:], r"is damaged"),
+    ],
+    ids=["crc", "holds_more", "cut_short", "corrupt_stream"],
+)
+def test_a_member_is_checked_against_its_recorded_size_and_crc(change, problem):
+    """Members are inflated here (zlib-ng), not by zipfile, which checked them itself: the same checks, named."""
+    data, entry = one_member_zip(CONTENT)
+    assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": CONTENT}
+    with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy {problem}"):
+        formats.read_zip_members(change(data, entry), "x.zip", ["mnist_c/a.npy"])
+
+
+def test_a_member_larger_than_one_inflated_part_is_read_whole():
+    """Members over 16 MiB are inflated part by part into one buffer of their recorded size."""
+    content = np.tile(np.frombuffer(CONTENT, np.uint8), 400).tobytes()  # 20 MB
+    data, _ = one_member_zip(content)
+    read = formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"])["mnist_c/a.npy"]
+    assert len(read) == len(content) and read == content
+
+
 def test_a_missing_member_or_other_labels_in_every_config_are_refused(monkeypatch, tmp_path):
     archive = rezipped({"mnist_c/fog/test_labels.npy": None})
     with pytest.raises(MalformedFileError, match=r"mnist_c\.zip: has no member mnist_c/fog/test_labels\.npy"):
