@@ -364,10 +364,13 @@ def read_zip_members(
     members: Sequence[str],
     optional: Sequence[str] = (),
     most_bytes: int | None = None,
-) -> dict[str, bytes | bytearray]:
-    """The named members of zip archive `data` (EMNIST's gzip.zip), each inflated once and checked.
+) -> dict[str, bytearray]:
+    """The named members of zip archive `data` (EMNIST's gzip.zip, MNIST-C's mnist_c.zip), each inflated once
+    and checked.
 
-    zipfile checks each member's CRC-32 and size as it is read whole. A member of `members`
+    zipfile reads the index and checks each member's local header; a deflated member is inflated by
+    zlib-ng (`_inflate_member`), any other by zipfile, and each is checked against its recorded CRC-32
+    and size as it is read whole. A member of `members`
     that is missing, or any that is damaged, is a MalformedFileError naming it; a member of
     `optional` that is missing is left out. Nothing is extracted to disk, and each member is
     read into one buffer of its recorded size, once that size is shown possible: its stored
@@ -394,7 +397,7 @@ def read_zip_members(
 
 def _read_member(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, data: bytes | bytearray, most_bytes: int | None
-) -> bytes | bytearray:
+) -> bytearray:
     """Member `info` of `archive` (whose bytes are `data`), inflated into one buffer of its recorded size once
     that size is shown possible, and checked against its recorded size and CRC-32."""
     damaged = f"{where}: member {info.filename} is damaged"
@@ -440,18 +443,18 @@ def _stored_bytes(data: bytes | bytearray, info: zipfile.ZipInfo, damaged: str) 
     return memoryview(data)[start : start + info.compress_size]
 
 
-def _inflate_member(stored: memoryview, info: zipfile.ZipInfo, where: str, damaged: str) -> bytes | bytearray:
+def _inflate_member(stored: memoryview, info: zipfile.ZipInfo, where: str, damaged: str) -> bytearray:
     """A deflated member's content, inflated by zlib-ng into one buffer of its recorded size, CRC-32 checked.
 
-    Why not zipfile's own reader: it inflates with the stdlib zlib and copies through its buffers and CRC; MNIST-C's
-    47 MB train images took 0.35-0.39 s through it, 0.08-0.20 s here (2026-12-06, a loaded 2-core machine), and
-    they are read before TFDS can write anything. The stored bytes are fed a slice at a time and no more than the
-    recorded size (+1, to see a member that holds more) is inflated, so a bomb costs its recorded size at most.
+    Why not zipfile's own reader: it inflates with the stdlib zlib and copies through its own buffers; one MNIST-C
+    config's four members (55 MB) took 0.53-0.57 s of wall and 0.22 s of CPU through it, 0.23-0.28 s and 0.11 s
+    here (medians of 7, 2026-12-06, load average 8 on 2 cores), and they are read before TFDS can write anything.
+    The stored bytes are fed a slice at a time and no more than the recorded size (+1, to see a member that holds
+    more) is inflated, so a bomb costs its recorded size at most, a size already shown possible.
     """
     size = info.file_size
     inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS)  # raw deflate: a zip member has no header
-    content = bytearray(size) if size > _JOIN_BYTES else None
-    parts: list[bytes] = []
+    content = bytearray(size)
     filled = fed = 0
     while not inflater.eof:
         pending = inflater.unconsumed_tail
@@ -463,15 +466,10 @@ def _inflate_member(stored: memoryview, info: zipfile.ZipInfo, where: str, damag
         part = inflater.decompress(pending, min(_JOIN_BYTES, size - filled + 1))
         if filled + len(part) > size:
             raise MalformedFileError(f"{where}: member {info.filename} holds more than its {size:,} bytes")
-        if content is None:
-            parts.append(part)
-        else:
-            content[filled : filled + len(part)] = part
+        content[filled : filled + len(part)] = part
         filled += len(part)
     if not inflater.eof or filled < size:
         raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {size:,} bytes)")
-    if content is None:
-        content = b"".join(parts)
     if (crc := zlib_ng.crc32(content)) != info.CRC:
         raise MalformedFileError(f"{damaged}: its content has CRC-32 {crc:08x}, its index records {info.CRC:08x}")
     return content
