@@ -16,7 +16,7 @@ import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 
 import numpy as np
 from zlib_ng import zlib_ng
@@ -49,21 +49,34 @@ class ContentTooLargeError(MalformedFileError):
         self.limit = limit
 
 
+def _fill(content: bytearray, read: Callable[[int], bytes]) -> int:
+    """Fills `content` from `read` in parts of at most `_JOIN_BYTES`; returns how many bytes it filled (fewer than
+    its length only where `read` ran dry)."""
+    filled = 0
+    while filled < len(content) and (part := read(min(_JOIN_BYTES, len(content) - filled))):
+        content[filled : filled + len(part)] = part
+        filled += len(part)
+    return filled
+
+
 class _ByteReader:
-    """Sequential reads from raw or gzip-compressed bytes, inflating no more than asked for.
+    """Sequential reads from raw, gzip-compressed or (with `raw_deflate`) deflated bytes, inflating no more than
+    asked for.
 
     The compressed input is fed to the inflater a slice at a time and a large read is inflated into one
     buffer, so reading a 547 MB member costs that buffer, not copies of the input or parts to join.
     """
 
-    def __init__(self, data: bytes, source: Source) -> None:
+    def __init__(self, data: bytes | memoryview, source: Source, raw_deflate: bool = False) -> None:
         self.source = os.fspath(source)
-        self.gzipped = data[:2] == GZIP_MAGIC
+        self.gzipped = raw_deflate or data[:2] == GZIP_MAGIC  # compressed: read through the inflater
+        self._stream = "deflate" if raw_deflate else "gzip"
         self._data = memoryview(data)
         self._position = 0  # raw data: bytes read; gzipped: bytes fed to the inflater
         # zlib-ng: the same RFC 1952 checks (header, CRC-32 and length of the content) at about twice zlib's speed;
         # EMNIST byclass's 547 MB train images took 1.1 s against 2.3 s (2026-11-26), on a core TFDS's writer shares.
-        self._inflater = zlib_ng.decompressobj(wbits=16 + zlib_ng.MAX_WBITS)
+        # A zip member's deflate stream has no header or trailer (its CRC-32 is in the zip's index).
+        self._inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS if raw_deflate else 16 + zlib_ng.MAX_WBITS)
 
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.source}: {problem}")
@@ -78,12 +91,14 @@ class _ByteReader:
             return self._inflate(size)
         # Sized by what the rest of the stream can hold at most, never by a header alone.
         content = bytearray(min(size, self.most_left()))
-        filled = 0
-        while filled < len(content) and (part := self._inflate(min(_JOIN_BYTES, len(content) - filled))):
-            content[filled : filled + len(part)] = part
-            filled += len(part)
-        del content[filled:]
+        del content[self.read_into(content) :]
         return content
+
+    def read_into(self, content: bytearray) -> int:
+        """Fills `content` with what comes next; returns how many bytes, fewer only where the data ends."""
+        if not self.gzipped:
+            return _fill(content, self.read)
+        return _fill(content, self._inflate)
 
     def most_left(self) -> int:
         """The most bytes the rest of the data can yield: exactly what is left, or what deflate can hold."""
@@ -100,11 +115,11 @@ class _ByteReader:
                 pending = self._data[self._position : self._position + _FEED_BYTES]
                 self._position += len(pending)
                 if not pending:
-                    raise self.fail("gzip stream is cut short (truncated download?)")
+                    raise self.fail(f"{self._stream} stream is cut short (truncated download?)")
             try:
                 part = self._inflater.decompress(pending, size)
             except zlib_ng.error as error:
-                raise self.fail(f"corrupt gzip stream ({error})") from None
+                raise self.fail(f"corrupt {self._stream} stream ({error})") from None
             parts.append(part)
             size -= len(part)
         return b"".join(parts)
@@ -449,27 +464,20 @@ def _inflate_member(stored: memoryview, info: zipfile.ZipInfo, where: str, damag
     Why not zipfile's own reader: it inflates with the stdlib zlib and copies through its own buffers; one MNIST-C
     config's four members (55 MB) took 0.53-0.57 s of wall and 0.22 s of CPU through it, 0.23-0.28 s and 0.11 s
     here (medians of 7, 2026-12-06, load average 8 on 2 cores), and they are read before TFDS can write anything.
-    The stored bytes are fed a slice at a time and no more than the recorded size (+1, to see a member that holds
-    more) is inflated, so a bomb costs its recorded size at most, a size already shown possible.
+    `_ByteReader` feeds the stored bytes a slice at a time and inflates no more than the recorded size (+1, to see
+    a member that holds more), so a bomb costs its recorded size at most, a size already shown possible.
     """
     size = info.file_size
-    inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS)  # raw deflate: a zip member has no header
-    content = bytearray(size)
-    filled = fed = 0
-    while not inflater.eof:
-        pending = inflater.unconsumed_tail
-        if not pending:
-            pending = stored[fed : fed + _FEED_BYTES]
-            fed += len(pending)
-            if not pending:
-                break  # the stored bytes end before the deflate stream: cut short, said below
-        part = inflater.decompress(pending, min(_JOIN_BYTES, size - filled + 1))
-        if filled + len(part) > size:
+    if not stored and size == 0:
+        content = bytearray()  # no deflate stream at all: zipfile reads such a member as b"", so do we
+    else:
+        content = bytearray(size + 1)
+        filled = _ByteReader(stored, damaged, raw_deflate=True).read_into(content)
+        if filled > size:
             raise MalformedFileError(f"{where}: member {info.filename} holds more than its {size:,} bytes")
-        content[filled : filled + len(part)] = part
-        filled += len(part)
-    if not inflater.eof or filled < size:
-        raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {size:,} bytes)")
+        if filled < size:
+            raise MalformedFileError(f"{where}: member {info.filename} is cut short ({filled:,} of {size:,} bytes)")
+        del content[size:]
     if (crc := zlib_ng.crc32(content)) != info.CRC:
         raise MalformedFileError(f"{damaged}: its content has CRC-32 {crc:08x}, its index records {info.CRC:08x}")
     return content
@@ -479,10 +487,7 @@ def _read_through_zipfile(member: zipfile.ZipExtFile, info: zipfile.ZipInfo, whe
     """A member stored without deflate (or by another method zipfile reads), read by zipfile into one buffer of
     its recorded size; zipfile checks the CRC-32 as the member ends."""
     content = bytearray(info.file_size)
-    filled = 0
-    while filled < len(content) and (part := member.read(min(_JOIN_BYTES, len(content) - filled))):
-        content[filled : filled + len(part)] = part
-        filled += len(part)
+    filled = _fill(content, member.read)
     if member.read(1):
         raise MalformedFileError(f"{where}: member {info.filename} holds more than its {len(content):,} bytes")
     if filled < len(content):

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import zipfile
@@ -365,8 +366,12 @@ CONTENT = np.random.default_rng(5).integers(0, 4, 50_000, dtype=np.uint8).tobyte
         (lambda data, entry: patched(data, entry + 24, lambda size: size - 1), r"holds more than its 49,999 bytes"),
         (lambda data, entry: patched(data, entry + 24, lambda size: size + 1), r"is cut short \(50,000 of 50,001"),
         (lambda data, entry: data[:200] + bytes([data[200] ^ 0x55]) + data[201:], r"is damaged"),
+        # Its stored bytes halved: the deflate stream ends before its end of stream.
+        (lambda data, entry: patched(data, entry + 20, lambda stored: stored // 2), r"is damaged: .*cut short"),
+        # Its local header's extra field 60,000 bytes long: the stored bytes would start past the archive's end.
+        (lambda data, entry: data[:28] + struct.pack("<H", 60_000) + data[30:], r"is damaged: .* past the archive"),
     ],
-    ids=["crc", "holds_more", "cut_short", "corrupt_stream"],
+    ids=["crc", "holds_more", "cut_short", "corrupt_stream", "stream_cut", "local_extra_past_the_end"],
 )
 def test_a_member_is_checked_against_its_recorded_size_and_crc(change, problem):
     """Members are inflated here (zlib-ng), not by zipfile, which checked them itself: the same checks, named."""
@@ -374,6 +379,17 @@ def test_a_member_is_checked_against_its_recorded_size_and_crc(change, problem):
     assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": CONTENT}
     with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy {problem}"):
         formats.read_zip_members(change(data, entry), "x.zip", ["mnist_c/a.npy"])
+
+
+def test_an_empty_deflated_member_with_no_stored_bytes_is_read_as_zipfile_reads_it():
+    """A deflated member of 0 bytes with no deflate stream at all: zipfile (and main) read it as b""."""
+    name = b"mnist_c/a.npy"
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, 0, 0, len(name), 0) + name
+    entry = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, 0)
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(entry) + len(name), len(local), 0)
+    data = local + entry + name + end
+    assert zipfile.ZipFile(io.BytesIO(data)).read("mnist_c/a.npy") == b""
+    assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": b""}
 
 
 def test_a_member_larger_than_one_inflated_part_is_read_whole():
