@@ -370,7 +370,13 @@ _ZIP_ERRORS = (
     MemoryError,
     OSError,
 )
-_LOCAL_HEADER_BYTES = 30  # a member's local header, before its name: its data starts after it
+# A member's local header before its name: signature, versions, flags, method, time, date, CRC-32, sizes, and
+# the lengths of its name and extra field; its stored bytes start after those.
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")
+_LOCAL_HEADER_BYTES = _LOCAL_HEADER.size
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
+_ZIP_ENCRYPTED_FLAGS = 0x1 | 0x40  # encrypted, strongly encrypted
+_ZIP_UTF8_NAME_FLAG = 0x800
 
 
 def read_zip_members(
@@ -383,15 +389,14 @@ def read_zip_members(
     """The named members of zip archive `data` (EMNIST's gzip.zip, MNIST-C's mnist_c.zip), each inflated once
     and checked.
 
-    zipfile reads the index and checks each member's local header; a deflated member is inflated by
-    zlib-ng (`_inflate_member`), any other by zipfile, and each is checked against its recorded CRC-32
-    and size as it is read whole. A member of `members`
-    that is missing, or any that is damaged, is a MalformedFileError naming it; a member of
-    `optional` that is missing is left out. Nothing is extracted to disk, and each member is
-    read into one buffer of its recorded size, once that size is shown possible: its stored
-    bytes lie inside the archive, its size is within what they can inflate to and within
-    `most_bytes` (the dataset's bound for any member), so no claim of the index allocates more
-    than the archive's own bytes can hold.
+    zipfile reads the index; a deflated member's local header is checked against its central record and its
+    stored bytes are inflated by zlib-ng (`_inflate_member`), any other member is read by zipfile, and each is
+    checked against its recorded CRC-32 and size as it is read whole. A member of `members` that is missing, or
+    any that is damaged, is a MalformedFileError naming it; a member of `optional` that is missing is left out.
+    Nothing is extracted to disk, and each member is read into one buffer of its recorded size, once that size
+    is shown possible: its stored bytes lie inside the archive, its size is within what they can inflate to and
+    within `most_bytes` (the dataset's bound for any member), so no claim of the index allocates more than the
+    archive's own bytes can hold.
     """
     where = os.fspath(source)
     try:
@@ -432,11 +437,12 @@ def _read_member(
             f" ({most_bytes:,})"
         )
     try:
-        # zipfile checks the local header (its signature, the member's name, no encryption, a method it reads).
-        with archive.open(info) as member:
-            if info.compress_type == zipfile.ZIP_DEFLATED:
-                content = _inflate_member(_stored_bytes(data, info, damaged), info, where, damaged)
-            else:
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            content = _inflate_member(_stored_bytes(data, info, damaged), info, where, damaged)
+        else:
+            # zipfile's open() checks the local header's signature and name, and refuses encryption and methods
+            # it cannot read as the central record states them.
+            with archive.open(info) as member:
                 content = _read_through_zipfile(member, info, where)
     except MalformedFileError:
         raise
@@ -446,9 +452,24 @@ def _read_member(
 
 
 def _stored_bytes(data: bytes | bytearray, info: zipfile.ZipInfo, damaged: str) -> memoryview:
-    """The member's stored (deflated) bytes: after its local header, whose name and extra field zipfile checked."""
+    """The member's stored (deflated) bytes, found through its local header, which is checked against the central
+    record first: zipfile is not asked to open a member read here, and its open() compares the name only."""
+    signature, _, flags, method, _, _, _, _, _, name_bytes, extra_bytes = _LOCAL_HEADER.unpack_from(
+        data, info.header_offset
+    )
+    if signature != _LOCAL_HEADER_SIGNATURE:
+        raise MalformedFileError(f"{damaged}: no local header signature at offset {info.header_offset:,}")
+    if (flags | info.flag_bits) & _ZIP_ENCRYPTED_FLAGS:
+        raise MalformedFileError(f"{damaged}: it is encrypted")
+    if method != info.compress_type:
+        raise MalformedFileError(
+            f"{damaged}: its local header's method {method} is not its central record's {info.compress_type}"
+        )
     start = info.header_offset + _LOCAL_HEADER_BYTES
-    name_bytes, extra_bytes = struct.unpack("<HH", data[start - 4 : start])
+    encoding = "utf-8" if info.flag_bits & _ZIP_UTF8_NAME_FLAG else "cp437"  # as zipfile decodes names
+    name = bytes(data[start : start + name_bytes]).decode(encoding, "replace")
+    if name != info.orig_filename:
+        raise MalformedFileError(f"{damaged}: its local header names {name}, its central record {info.orig_filename}")
     start += name_bytes + extra_bytes
     if start + info.compress_size > len(data):
         raise MalformedFileError(

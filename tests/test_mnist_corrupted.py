@@ -176,11 +176,12 @@ def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, 
     register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
     file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
     chosen = ("identity", "glass_blur", "canny_edges")
-    with mock.patch.object(zipfile.ZipFile, "open", autospec=True, side_effect=zipfile.ZipFile.open) as spy:
+    # Every member read from the zip passes through _read_member (deflated ones are not opened through zipfile).
+    with mock.patch.object(formats, "_read_member", autospec=True, side_effect=formats._read_member) as spy:
         for config in chosen:
             builder = prepare(config, tmp_path)
             assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
-    opened = [getattr(call.args[1], "filename", call.args[1]) for call in spy.call_args_list]
+    opened = [call.args[1].filename for call in spy.call_args_list]
     assert dict(file_server.sent) == {"/zenodo/mnist_c.zip": len(ARCHIVE)}  # once, for all of them
     assert capsys.readouterr().out.count("Using mnist_c.zip downloaded earlier") == len(chosen) - 1
     assert sorted(path.name for path in (tmp_path / "downloads").rglob("*") if path.is_file()) == [
@@ -379,6 +380,24 @@ def test_a_member_is_checked_against_its_recorded_size_and_crc(change, problem):
     assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": CONTENT}
     with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy {problem}"):
         formats.read_zip_members(change(data, entry), "x.zip", ["mnist_c/a.npy"])
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda data: b"XX" + data[2:], r"no local header signature at offset 0"),
+        (lambda data: data.replace(b"mnist_c/a.npy", b"mnist_c/b.npy", 1), r"its local header names mnist_c/b\.npy"),
+        (lambda data: data[:8] + struct.pack("<H", zipfile.ZIP_STORED) + data[10:], r"its local header's method 0"),
+        (lambda data: data[:6] + struct.pack("<H", 1) + data[8:], r"it is encrypted"),
+    ],
+    ids=["signature", "name", "method", "encrypted"],
+)
+def test_a_members_local_header_must_match_its_central_record(change, problem):
+    """The stored bytes are found through the local header, so it is checked against the central record here:
+    signature, name, method and no encryption (zipfile's open() compares the name only)."""
+    data, _ = one_member_zip(CONTENT)
+    with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy is damaged: {problem}"):
+        formats.read_zip_members(change(data), "x.zip", ["mnist_c/a.npy"])
 
 
 def test_an_empty_deflated_member_with_no_stored_bytes_is_read_as_zipfile_reads_it():
