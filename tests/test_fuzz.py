@@ -201,6 +201,33 @@ def test_a_tiny_zip_claiming_a_huge_member_is_refused_without_allocating(compres
     assert peak < 1 << 20, f"{peak:,} bytes allocated"
 
 
+def zip_of_zeros(gibibytes: int, claimed: int) -> bytes:
+    """One deflated member of `gibibytes` GiB of zeros whose central record claims `claimed` bytes. Its deflate
+    stream is one 16 MiB block of zeros, fully flushed (so each copy inflates alike), repeated, then an empty
+    last block: built in milliseconds, where deflating a gibibyte takes seconds."""
+    name = b"z/a.gz"
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = deflater.compress(bytes(1 << 24)) + deflater.flush(zlib.Z_FULL_FLUSH)
+    body = block * (64 * gibibytes) + b"\x03\x00"  # the last block: empty, fixed Huffman codes
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, len(body), claimed, len(name), 0)
+    entry = struct.pack(
+        "<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, 0, len(body), claimed, len(name), 0, 0, 0, 0, 0, 0
+    )
+    start = len(local) + len(name) + len(body)
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(entry) + len(name), start, 0)
+    return local + name + body + entry + name + end
+
+
+def test_a_small_zip_holding_a_gibibyte_of_zeros_costs_its_recorded_size_only():
+    """A deflate bomb: 1 GiB of zeros (about 1 MB stored) whose central record claims 1 MiB, a claim its stored
+    bytes can hold. Inflating stops one byte past the recorded size; an unbounded inflate peaked at 2-3 GiB."""
+    data = zip_of_zeros(1, 1 << 20)
+    assert len(data) < 1_100_000
+    _, refusal, peak = traced(lambda: formats.read_zip_members(data, "bomb.zip", ["z/a.gz"]))
+    assert re.match(r"bomb\.zip: member z/a\.gz holds more than its 1,048,576 bytes", str(refusal)), refusal
+    assert peak < 20 * 2**20, f"{peak:,} bytes allocated"
+
+
 def test_a_member_beyond_the_datasets_bound_or_the_archive_is_refused():
     """A member may claim no more than the dataset's bound (fetching passes the registered archive's size),
     and its stored bytes must lie inside the archive."""

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import zipfile
@@ -175,11 +176,12 @@ def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, 
     register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
     file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
     chosen = ("identity", "glass_blur", "canny_edges")
-    with mock.patch.object(zipfile.ZipFile, "open", autospec=True, side_effect=zipfile.ZipFile.open) as spy:
+    # Every member read from the zip passes through _read_member (deflated ones are not opened through zipfile).
+    with mock.patch.object(formats, "_read_member", autospec=True, side_effect=formats._read_member) as spy:
         for config in chosen:
             builder = prepare(config, tmp_path)
             assert {split: info.num_examples for split, info in builder.info.splits.items()} == COUNTS
-    opened = [getattr(call.args[1], "filename", call.args[1]) for call in spy.call_args_list]
+    opened = [call.args[1].filename for call in spy.call_args_list]
     assert dict(file_server.sent) == {"/zenodo/mnist_c.zip": len(ARCHIVE)}  # once, for all of them
     assert capsys.readouterr().out.count("Using mnist_c.zip downloaded earlier") == len(chosen) - 1
     assert sorted(path.name for path in (tmp_path / "downloads").rglob("*") if path.is_file()) == [
@@ -337,6 +339,84 @@ def test_a_malformed_member_is_named_with_its_archive(member, data, problem, mon
         prepare("shear", tmp_path, manual_dir=manual)
     assert f"mnist_c.zip[{member}]" in str(failure.value)
     assert not list((tmp_path / "data").rglob("*.tfrecord*"))
+
+
+def one_member_zip(content: bytes, name: str = "mnist_c/a.npy") -> tuple[bytes, int]:
+    """A zip of one deflated member, and the offset of its central directory entry (CRC-32 at +16, stored size at
+    +20, size at +24)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content, zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    return data, data.index(b"PK\x01\x02")
+
+
+def patched(data: bytes, offset: int, change) -> bytes:
+    """`data` with the little-endian 32-bit field at `offset` changed by `change`."""
+    field = int.from_bytes(data[offset : offset + 4], "little")
+    return data[:offset] + change(field).to_bytes(4, "little") + data[offset + 4 :]
+
+
+CONTENT = np.random.default_rng(5).integers(0, 4, 50_000, dtype=np.uint8).tobytes()  # deflates, not trivially
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda data, entry: patched(data, entry + 16, lambda crc: crc ^ 1), r"is damaged: its content has CRC-32"),
+        (lambda data, entry: patched(data, entry + 24, lambda size: size - 1), r"holds more than its 49,999 bytes"),
+        (lambda data, entry: patched(data, entry + 24, lambda size: size + 1), r"is cut short \(50,000 of 50,001"),
+        (lambda data, entry: data[:200] + bytes([data[200] ^ 0x55]) + data[201:], r"is damaged"),
+        # Its stored bytes halved: the deflate stream ends before its end of stream.
+        (lambda data, entry: patched(data, entry + 20, lambda stored: stored // 2), r"is damaged: .*cut short"),
+        # Its local header's extra field 60,000 bytes long: the stored bytes would start past the archive's end.
+        (lambda data, entry: data[:28] + struct.pack("<H", 60_000) + data[30:], r"is damaged: .* past the archive"),
+    ],
+    ids=["crc", "holds_more", "cut_short", "corrupt_stream", "stream_cut", "local_extra_past_the_end"],
+)
+def test_a_member_is_checked_against_its_recorded_size_and_crc(change, problem):
+    """Members are inflated here (zlib-ng), not by zipfile, which checked them itself: the same checks, named."""
+    data, entry = one_member_zip(CONTENT)
+    assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": CONTENT}
+    with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy {problem}"):
+        formats.read_zip_members(change(data, entry), "x.zip", ["mnist_c/a.npy"])
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda data: b"XX" + data[2:], r"no local header signature at offset 0"),
+        (lambda data: data.replace(b"mnist_c/a.npy", b"mnist_c/b.npy", 1), r"its local header names mnist_c/b\.npy"),
+        (lambda data: data[:8] + struct.pack("<H", zipfile.ZIP_STORED) + data[10:], r"its local header's method 0"),
+        (lambda data: data[:6] + struct.pack("<H", 1) + data[8:], r"it is encrypted"),
+    ],
+    ids=["signature", "name", "method", "encrypted"],
+)
+def test_a_members_local_header_must_match_its_central_record(change, problem):
+    """The stored bytes are found through the local header, so it is checked against the central record here:
+    signature, name, method and no encryption (zipfile's open() compares the name only)."""
+    data, _ = one_member_zip(CONTENT)
+    with pytest.raises(MalformedFileError, match=rf"^x\.zip: member mnist_c/a\.npy is damaged: {problem}"):
+        formats.read_zip_members(change(data), "x.zip", ["mnist_c/a.npy"])
+
+
+def test_an_empty_deflated_member_with_no_stored_bytes_is_read_as_zipfile_reads_it():
+    """A deflated member of 0 bytes with no deflate stream at all: zipfile (and main) read it as b""."""
+    name = b"mnist_c/a.npy"
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, 0, 0, len(name), 0) + name
+    entry = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, 0)
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(entry) + len(name), len(local), 0)
+    data = local + entry + name + end
+    assert zipfile.ZipFile(io.BytesIO(data)).read("mnist_c/a.npy") == b""
+    assert formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"]) == {"mnist_c/a.npy": b""}
+
+
+def test_a_member_larger_than_one_inflated_part_is_read_whole():
+    """Members over 16 MiB are inflated part by part into one buffer of their recorded size."""
+    content = np.tile(np.frombuffer(CONTENT, np.uint8), 400).tobytes()  # 20 MB
+    data, _ = one_member_zip(content)
+    read = formats.read_zip_members(data, "x.zip", ["mnist_c/a.npy"])["mnist_c/a.npy"]
+    assert len(read) == len(content) and read == content
 
 
 def test_a_missing_member_or_other_labels_in_every_config_are_refused(monkeypatch, tmp_path):
