@@ -16,6 +16,7 @@ from mnist_variants.datasets.fashion_mnist import FashionMnist
 from mnist_variants.datasets.kmnist import Kmnist
 from mnist_variants.datasets.mnist import Mnist
 from mnist_variants.datasets.mnist_corrupted import MnistCorrupted
+from mnist_variants.datasets.qmnist import Qmnist
 from mnist_variants.errors import (
     ChecksumMismatchError,
     DownloadFailedError,
@@ -37,5 +38,6 @@ __all__ = [
     "Mnist",
     "MnistCorrupted",
     "MnistVariantsError",
+    "Qmnist",
     "WrongFileError",
 ]

@@ -30,6 +30,7 @@ DUMMY_SPLITS = {
     "kmnist": {"train": 12, "test": 5},
     "emnist": {"train": 16, "test": 6},  # every config of dummy_data/emnist/gzip.zip
     "mnist_corrupted": {"train": 12, "test": 5},  # every config of mnist_c.zip: MNIST's dummy examples
+    "qmnist": {"train": 12, "test": 8, "nist": 20},  # MNIST's dummy examples, 3 lost test digits; nist: all of them
 }
 
 
