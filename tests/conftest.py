@@ -67,7 +67,8 @@ def write_registry(directory: Path, builder_cls, files: dict[str, bytes], base_u
 
     tsv = directory / f"{builder_cls.name}.tsv"
     tsv.write_text("".join(line(name, data, name) for name, data in files.items()))
-    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels}
+    # (gzipped ones: the only form whose content is registered; QMNIST's xz label files have no other form)
+    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels and name.endswith(".gz")}
     (directory / f"{builder_cls.name}.decompressed.tsv").write_text(
         "".join(line(name, data, name.removesuffix(".gz")) for name, data in contents.items())
     )

@@ -57,24 +57,9 @@ TRAIN_IMAGES, NIST_IMAGES = Qmnist.SPLIT_FILES["train"]["images"], Qmnist.SPLIT_
 EXTENDED = ("hsf", "writer", "digit_index", "nist_class", "nist_index", "duplicate")
 
 
-def tsv_line(url: str, data: bytes, filename: str) -> str:
-    return f"{url}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{filename}\n"
-
-
-def write_qmnist_registry(directory: Path, files: dict[str, bytes], base_url: str) -> Path:
-    """conftest's write_registry for the gzipped files (their labels' content too), and the xz files' lines
-    after them (write_registry gunzips every label file; xz ones have no other form to register)."""
-    tsv = write_registry(
-        directory, Qmnist, {name: data for name, data in files.items() if name.endswith(".gz")}, base_url
-    )
-    with tsv.open("a") as lines:
-        lines.writelines(tsv_line(base_url + name, data, name) for name, data in files.items() if name.endswith(".xz"))
-    return tsv
-
-
 def register(monkeypatch, tmp_path: Path, files: dict[str, bytes] = FILES, base_url: str = UNREACHABLE) -> None:
     """QMNIST's files' digests, and MNIST's dummy files' (whose labels QMNIST's must start with), for the test."""
-    tsv = write_qmnist_registry(tmp_path / "registry", files, base_url)
+    tsv = write_registry(tmp_path / "registry", Qmnist, files, base_url)
     monkeypatch.setattr(Qmnist, "_checksums_path", epath.Path(tsv))
     conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
 
@@ -421,7 +406,7 @@ def test_the_writers_example_splits_by_writer_offline(tmp_path):
     manual = tmp_path / "manual"
     write_files(manual / "QMNIST" / "raw", FILES)
     tsvs = {
-        Qmnist.name: write_qmnist_registry(tmp_path / "q", FILES, UNREACHABLE),
+        Qmnist.name: write_registry(tmp_path / "q", Qmnist, FILES, UNREACHABLE),
         Mnist.name: write_registry(tmp_path / "m", Mnist, MNIST_FILES, UNREACHABLE),
     }
     registry = {name: {"sources": [UNREACHABLE], "checksums": str(tsv)} for name, tsv in tsvs.items()}
