@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mnist_variants import formats, verification
-from mnist_variants.builder import MNIST_FILES, SUBMISSION_IMAGES, DatasetInfo, LabelledIdxBuilder
+from mnist_variants.builder import MNIST_FILES, SUBMISSION_IMAGES, LabelledIdxBuilder
 from mnist_variants.datasets import mnist
 from mnist_variants.errors import MalformedFileError
 
@@ -91,27 +91,9 @@ class Qmnist(LabelledIdxBuilder):
     HOMEPAGE = "https://github.com/facebookresearch/qmnist"
     CITATION = CITATION
     LICENSE = "BSD-style (QMNIST's repository: BSD License, Copyright (c) Facebook, Inc. and its affiliates)"
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        extended = {name: tfds.features.Scalar(dtype=np.int32, doc=doc) for name, doc in EXTENDED_COLUMNS.items()}
-        return DatasetInfo(
-            builder=self,
-            description=self.DESCRIPTION,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=list(self.CLASS_NAMES)),
-                    **extended,
-                }
-            ),
-            supervised_keys=("image", "label"),
-            # In file order, as torchvision reads it: TFDS otherwise orders examples by a hash of their key, and
-            # `test[:10000]` would not be MNIST's test set. (TFDS's mnist is hashed; QMNIST has no TFDS order to keep.)
-            disable_shuffling=True,
-            homepage=self.HOMEPAGE,
-            citation=self.CITATION,
-            license=self.LICENSE,
-        )
+    INTEGER_FEATURES = EXTENDED_COLUMNS
+    # As torchvision reads them: with TFDS's key hashing, `test[:10000]` would not be MNIST's test set.
+    IN_FILE_ORDER = True
 
     def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray | formats.ImageBatches]:
         """IDX images (gzip or xz) and an IDX table of eight int32 columns a row; counts are the headers'."""
