@@ -40,8 +40,8 @@ DATASETS = {
     "mnist_corrupted": ("mnist_variants:MnistCorrupted", "mnist_corrupted", {"train": 60_000, "test": 10_000}),
     # QMNIST is not in TFDS: its contenders are ours, the floor and torchvision's QMNIST (see `torchvision_load`),
     # on generated files (`write_qmnist`), timed apart for train+test and for nist as issue 33 req 10 states them.
-    "qmnist": ("benchmarks.prepare_benchmark:QmnistTrainTest", None, {"train": 60_000, "test": 60_000}),
-    "qmnist_nist": ("benchmarks.prepare_benchmark:QmnistNist", None, {"nist": 402_953}),
+    "qmnist": ("mnist_variants:Qmnist", None, {"train": 60_000, "test": 60_000}),
+    "qmnist_nist": ("mnist_variants:Qmnist", None, {"nist": 402_953}),
 }
 CONTENDERS = ("ours", "builtin", "floor", "torchvision")
 QMNIST_DATASETS = ("qmnist", "qmnist_nist")
@@ -57,9 +57,9 @@ def builder_class(dataset: str, contender: str):
 
     ours_path, builtin_name, counts = DATASETS[dataset]
     module, name = ours_path.split(":")
-    if module == "benchmarks.prepare_benchmark":  # QMNIST's splits, as declared below in this file
-        module = "__main__" if __name__ == "__main__" else __name__
     ours = getattr(importlib.import_module(module), name)
+    if dataset in QMNIST_DATASETS:  # timed apart: TFDS prepares every split of a builder at once
+        ours = only_splits(ours, tuple(counts))
     if contender == "ours":
         return ours
     if contender == "builtin":
@@ -220,22 +220,14 @@ def write_mnist_c(folder: Path, mnist: Path) -> None:
         )
 
 
-def qmnist_split_builder(splits: tuple[str, ...]):
-    """QMNIST's builder preparing only `splits` (TFDS prepares every split of a builder at once)."""
-    from mnist_variants import Qmnist
+def only_splits(builder_cls, splits: tuple[str, ...]):
+    """`builder_cls` preparing only `splits` of its SPLIT_FILES (not registered, not in its family)."""
 
-    class Split(Qmnist, skip_registration=True):
-        SPLIT_FILES = {split: Qmnist.SPLIT_FILES[split] for split in splits}
+    class Split(builder_cls, skip_registration=True):
+        name = builder_cls.name  # else TFDS names it after this class
+        SPLIT_FILES = {split: builder_cls.SPLIT_FILES[split] for split in splits}
 
     return Split
-
-
-def __getattr__(name: str):
-    """`QmnistTrainTest` and `QmnistNist`, made when first asked for (importing mnist_variants is slow)."""
-    splits = {"QmnistTrainTest": ("train", "test"), "QmnistNist": ("nist",)}
-    if name not in splits:
-        raise AttributeError(name)
-    return qmnist_split_builder(splits[name])
 
 
 def write_qmnist(folder: Path, mnist: Path) -> None:

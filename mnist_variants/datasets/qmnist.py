@@ -115,7 +115,7 @@ def content(verdict: verification.Verdict) -> bytes | bytearray:
     return verdict.data
 
 
-def check_label_table(table: np.ndarray, source: object, num_classes: int) -> None:
+def check_label_table(table: np.ndarray, source: formats.Source, num_classes: int) -> None:
     """The digit column holds 0..num_classes-1 and the unused last column is 0 in every row."""
     digits = table[:, 0]
     if (outside := np.flatnonzero((digits < 0) | (digits >= num_classes))).size:
@@ -130,7 +130,7 @@ def check_label_table(table: np.ndarray, source: object, num_classes: int) -> No
         )
 
 
-def check_mnist_labels(digits: np.ndarray, source: object, mnist_labels: str) -> None:
+def check_mnist_labels(digits: np.ndarray, source: formats.Source, mnist_labels: str) -> None:
     """The first digits must be MNIST's `mnist_labels`, compared as its decompressed file, whose digest is
     registered (8 bytes of header, then one byte a label)."""
     registered = mnist.Mnist.registry()[mnist_labels].content
