@@ -40,8 +40,16 @@ DATASETS = {
     "kmnist": ("mnist_variants:Kmnist", "kmnist", {"train": 60_000, "test": 10_000}),
     # One config (the default, `identity`) of the 16 in mnist_c.zip; its labels are the generated MNIST's.
     "mnist_corrupted": ("mnist_variants:MnistCorrupted", "mnist_corrupted", {"train": 60_000, "test": 10_000}),
+    # QMNIST is not in TFDS: its contenders are ours, the floor and torchvision's QMNIST (see `torchvision_load`),
+    # on generated files (`write_qmnist`), timed apart for train+test and for nist as issue 33 req 10 states them.
+    "qmnist": ("mnist_variants:Qmnist", None, {"train": 60_000, "test": 60_000}),
+    "qmnist_nist": ("mnist_variants:Qmnist", None, {"nist": 402_953}),
 }
-CONTENDERS = ("ours", "builtin", "floor")
+CONTENDERS = ("ours", "builtin", "floor", "torchvision")
+QMNIST_DATASETS = ("qmnist", "qmnist_nist")
+FOLDERS = {"qmnist_nist": "qmnist"}  # datasets timed apart on the same files: the files' folder under --files
+# torchvision cannot be imported beside the project's torch 2.13.0 (CPU): it runs from its own venv.
+TORCHVISION_PYTHON = "/work/venv-tv/bin/python"
 
 
 def builder_class(dataset: str, contender: str):
@@ -52,6 +60,8 @@ def builder_class(dataset: str, contender: str):
     ours_path, builtin_name, counts = DATASETS[dataset]
     module, name = ours_path.split(":")
     ours = getattr(importlib.import_module(module), name)
+    if dataset in QMNIST_DATASETS:  # timed apart: TFDS prepares every split of a builder at once
+        ours = only_splits(ours, tuple(counts))
     if contender == "ours":
         return ours
     if contender == "builtin":
@@ -73,13 +83,14 @@ def floor_builder(ours, counts: dict[str, int]):
         VERSION = ours.VERSION
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=ours(data_dir=self.data_dir_root).info.features)
+            info = ours(data_dir=self.data_dir_root).info  # same features and order (QMNIST keeps file order)
+            return tfds.core.DatasetInfo(builder=self, features=info.features, disable_shuffling=info.disable_shuffling)
 
         def _split_generators(self, dl_manager):
             return {split: self._generate_examples(count) for split, count in counts.items()}
 
         def _generate_examples(self, count):
-            extra = {"label": 0} if "label" in self.info.features else {}
+            extra = {name: 0 for name in self.info.features if name != "image"}  # label, QMNIST's integers
             for index in range(count):
                 yield index, {"image": constant_png, **extra}
 
@@ -130,7 +141,7 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
     builder_cls = builder_class(dataset, contender)
     if contender == "ours":
         register_files(builder_cls, files, data_dir)
-        if dataset == "mnist_corrupted":
+        if dataset in ("mnist_corrupted", *QMNIST_DATASETS):
             register_mnist_labels(files, data_dir)
     builder = builder_cls(data_dir=data_dir)
     config = tfds.download.DownloadConfig(manual_dir=files if contender == "ours" else None)
@@ -139,7 +150,8 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
         builder.download_and_prepare(download_dir=os.path.join(data_dir, "downloads"), download_config=config)
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
-    assert builder.info.splits["train"].num_examples == DATASETS[dataset][2]["train"]
+    for split, count in DATASETS[dataset][2].items():
+        assert builder.info.splits[split].num_examples == count, (split, builder.info.splits[split].num_examples)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # our PNG helper, reaped by the end of the prepare
     return {
         "seconds": seconds,
@@ -156,14 +168,15 @@ def read(dataset: str, contender: str, data_dir: str) -> dict:
     import tensorflow_datasets as tfds
 
     builder = builder_class(dataset, contender)(data_dir=data_dir)
-    pipeline = builder.as_dataset(split="train", shuffle_files=False).batch(1024).prefetch(tf.data.AUTOTUNE)
+    split = next(iter(DATASETS[dataset][2]))  # train, or QMNIST's nist
+    pipeline = builder.as_dataset(split=split, shuffle_files=False).batch(1024).prefetch(tf.data.AUTOTUNE)
     started = time.perf_counter()
     count = sum(int(tf.shape(batch["image"])[0]) for batch in pipeline)
     pass_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    whole = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
+    whole = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
     load_seconds = time.perf_counter() - started
-    assert count == len(whole["image"]) == DATASETS[dataset][2]["train"]
+    assert count == len(whole["image"]) == DATASETS[dataset][2][split]
     return {"examples_per_second": count / pass_seconds, "load_seconds": load_seconds}
 
 
@@ -179,15 +192,20 @@ def in_fresh_process(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def generate(files: Path) -> None:
+def generate(files: Path, datasets: list[str]) -> None:
     from mnist_variants import testing
 
     for dataset, (_, _, counts) in DATASETS.items():
         folder = files / dataset
+        wanted = {FOLDERS.get(name, name) for name in datasets} | {"mnist"}  # MNIST-C's and QMNIST's are MNIST's
+        if dataset not in wanted:
+            continue  # generated when asked for (QMNIST's 402,953 images, xz-compressed, take minutes)
         if not (folder / "complete").exists():
             print(f"writing full-size {dataset} files to {folder} ...", flush=True)
             if dataset == "mnist_corrupted":
                 write_mnist_c(folder, files / "mnist")
+            elif dataset in QMNIST_DATASETS:
+                write_qmnist(folder, files / "mnist")
             else:
                 testing.write_upstream_files(builder_class(dataset, "ours"), folder, counts, seed=11)
             (folder / "complete").write_text("")
@@ -202,6 +220,92 @@ def write_mnist_c(folder: Path, mnist: Path) -> None:
         testing.write_mnist_c_of_mnist(
             MnistCorrupted, {path.name: path.read_bytes() for path in mnist.iterdir()}, target
         )
+
+
+def only_splits(builder_cls, splits: tuple[str, ...]):
+    """`builder_cls` preparing only `splits` of its SPLIT_FILES (not registered, not in its family)."""
+
+    class Split(builder_cls, skip_registration=True):
+        name = builder_cls.name  # else TFDS names it after this class
+        SPLIT_FILES = {split: builder_cls.SPLIT_FILES[split] for split in splits}
+
+    return Split
+
+
+def write_qmnist(folder: Path, mnist: Path) -> None:
+    """QMNIST's six files at full size: train is the generated MNIST's train split, test its test split then
+    50,000 more, nist 402,953 images; label tables of eight int32 columns (the extended ones random).
+    The nist files are xz at preset 6 (upstream's use a 64 MiB dictionary: inflating costs about the same)."""
+    import gzip
+    import lzma
+
+    import numpy as np
+
+    from mnist_variants import Mnist, Qmnist, formats, testing
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    splits = {}
+    for split, files in Mnist.SPLIT_FILES.items():
+        images = formats.read_idx_images((mnist / files["images"]).read_bytes())[..., 0]
+        splits[split] = (images, formats.read_idx_labels((mnist / files["labels"]).read_bytes()))
+    lost = 50_000
+    test_images, test_labels = splits["test"]
+    splits["test"] = (
+        np.concatenate([test_images, testing.synthetic_images(lost, 12)[..., 0]]),
+        np.concatenate([test_labels, rng.integers(0, 10, lost).astype(np.uint8)]),
+    )
+    nist = DATASETS["qmnist_nist"][2]["nist"]
+    splits["nist"] = (testing.synthetic_images(nist, 13)[..., 0], rng.integers(0, 10, nist).astype(np.uint8))
+    for split, (images, labels) in splits.items():
+        table = np.zeros((len(labels), 8), np.int32)
+        table[:, 0] = labels
+        table[:, 1:7] = rng.integers(0, 4000, (len(labels), 6))
+        table[:, 4] = 30 + table[:, 0]
+        for role, content in (
+            ("images", formats.encode_idx(images)),
+            ("labels", formats.encode_idx_int32_table(table)),
+        ):
+            name = Qmnist.SPLIT_FILES[split][role]
+            compressed = gzip.compress(content, mtime=0) if name.endswith(".gz") else lzma.compress(content, preset=6)
+            (folder / name).write_bytes(compressed)
+
+
+def torchvision_load(dataset: str, files: str, scratch: str) -> dict:
+    """torchvision's QMNIST on the same files, in its own venv and a fresh process: `extract_archive` of each file
+    into `<root>/QMNIST/raw/` (what `QMNIST(download=True)` does once the files are there, after its md5 check,
+    which generated files fail), then `QMNIST(root, what=..., compat=False)` for each split: it parses the raw IDX
+    files into tensors in memory (current torchvision saves no .pt files; it reads `processed/<what>.pt` only if an
+    old version left one). First use = extract + load; every later use = load."""
+    whats = ("train", "test") if dataset == "qmnist" else ("nist",)
+    code = f"""
+import json, os, resource, time
+started = time.perf_counter()
+from torchvision.datasets import QMNIST
+from torchvision.datasets.utils import extract_archive
+imported = time.perf_counter()
+raw = os.path.join({scratch!r}, "QMNIST", "raw")
+os.makedirs(raw, exist_ok=True)
+for what in {whats!r}:
+    for url, _ in QMNIST.resources[what]:
+        extract_archive(os.path.join({files!r}, url.rsplit("/", 1)[-1]), raw)
+extracted, cpu_started = time.perf_counter(), time.process_time()
+counts = {{what: len(QMNIST({scratch!r}, what=what, compat=False)) for what in {whats!r}}}
+loaded, cpu_loaded = time.perf_counter(), time.process_time()
+counts = {{what: len(QMNIST({scratch!r}, what=what, compat=False)) for what in {whats!r}}}
+print(json.dumps({{"import_seconds": imported - started, "extract_seconds": extracted - imported,
+                  "load_seconds": loaded - extracted, "second_load_seconds": time.perf_counter() - loaded,
+                  "load_cpu_seconds": cpu_loaded - cpu_started, "counts": counts,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    result = subprocess.run([TORCHVISION_PYTHON, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchvision's QMNIST failed:\n{result.stderr[-5000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures.pop("counts") == {what: DATASETS[dataset][2][what] for what in whats}
+    figures["seconds"] = figures["extract_seconds"] + figures["load_seconds"]  # its first use, import aside
+    figures["cpu_seconds"] = figures["load_cpu_seconds"]  # of the load only (the extraction's is not measured)
+    return figures
 
 
 def main() -> None:
@@ -222,20 +326,21 @@ def main() -> None:
     if args.child:
         action, dataset, contender, data_dir = args.child
         figures = (
-            prepare(dataset, contender, str(args.files / dataset), data_dir)
+            prepare(dataset, contender, str(args.files / FOLDERS.get(dataset, dataset)), data_dir)
             if action == "prepare"
             else read(dataset, contender, data_dir)
         )
         print(json.dumps(figures))
         return
 
-    generate(args.files)
+    generate(args.files, args.datasets)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     tables = results.Results("benchmarks/prepare_benchmark.py")
     summary = []
     for dataset in args.datasets:
-        rounds = [run_round(args.files, dataset, number, args.contenders) for number in range(args.rounds)]
-        summary.append(report(dataset, rounds, args.contenders, tables))
+        contenders = contenders_of(dataset, args.contenders)
+        rounds = [run_round(args.files, dataset, number, contenders) for number in range(args.rounds)]
+        summary.append(report(dataset, rounds, contenders, tables))
     tables.table(f"All datasets ({args.rounds} rounds, medians; ratios round by round)", SUMMARY, summary)
     tables.write(args)
 
@@ -247,16 +352,32 @@ def rotated(contenders: list[str], number: int) -> list[str]:
     return contenders[turn:] + contenders[:turn]
 
 
+def contenders_of(dataset: str, asked: list[str]) -> list[str]:
+    """The contenders asked for that the dataset has: QMNIST has no TFDS built-in, the others no torchvision
+    here (and torchvision only where its venv is)."""
+    if dataset in QMNIST_DATASETS:
+        if "torchvision" in asked and not os.path.exists(TORCHVISION_PYTHON):
+            print(f"  no {TORCHVISION_PYTHON}: torchvision's QMNIST is left out", flush=True)
+        has = {"ours", "floor", *(("torchvision",) if os.path.exists(TORCHVISION_PYTHON) else ())}
+    else:
+        has = {"ours", "builtin", "floor"}
+    return [contender for contender in asked if contender in has]
+
+
 def run_round(files: Path, dataset: str, number: int, contenders: list[str]) -> dict[str, dict]:
     """Prepares with each contender back to back, then reads ours and the built-in's, in `rotated` order."""
     figures = {}
     order = rotated(contenders, number)
     with tempfile.TemporaryDirectory(prefix="bench_") as root:
         for contender in order:
+            if contender == "torchvision":
+                folder = files / FOLDERS.get(dataset, dataset)
+                figures[contender] = torchvision_load(dataset, str(folder), f"{root}/{contender}")
+                continue
             figures[contender] = in_fresh_process(
                 "--files", str(files), "--child", "prepare", dataset, contender, f"{root}/{contender}"
             )
-        readers = [contender for contender in order if contender != "floor"]
+        readers = [contender for contender in order if contender in ("ours", "builtin")]
         for contender in readers:
             figures[contender] |= in_fresh_process(
                 "--files", str(files), "--child", "read", dataset, contender, f"{root}/{contender}"
@@ -293,7 +414,7 @@ def report(dataset: str, rounds: list[dict], contenders: list[str], tables: resu
     for contender in contenders:
         reads = (
             [f"{median(contender, 'examples_per_second'):,.0f}", f"{median(contender, 'load_seconds'):.2f}"]
-            if contender != "floor"
+            if contender in ("ours", "builtin")
             else ["-", "-"]
         )
         rows.append(
@@ -327,6 +448,14 @@ def report(dataset: str, rounds: list[dict], contenders: list[str], tables: resu
             f"built-in / ours {median_ratio('seconds', 'builtin', 'ours'):.2f}x;"
             f" read: ours / built-in throughput {median_ratio('examples_per_second', 'ours', 'builtin'):.2f}x,"
             f" batch_size=-1 built-in / ours time {median_ratio('load_seconds', 'builtin', 'ours'):.2f}x"
+        )
+    if "torchvision" in contenders:
+        ratios.append(
+            "torchvision's QMNIST: first use (extract + parse into memory)"
+            f" {median('torchvision', 'seconds'):.2f} s, of which extract"
+            f" {median('torchvision', 'extract_seconds'):.2f} s; each later use (parse)"
+            f" {median('torchvision', 'second_load_seconds'):.2f} s;"
+            f" its peak RSS {median('torchvision', 'peak_rss_mib'):.0f} MiB"
         )
     if "ours" in contenders:
         ratios.append(f"peak RSS of our prepare {median('ours', 'peak_rss_mib'):.0f} MiB")

@@ -5,7 +5,9 @@ files only change when this script does. Each dataset is one declaration in DATA
 ARCHIVES where upstream ships its files as members of one archive (EMNIST's gzip.zip: every
 config's four files and its label-to-character mapping, under `gzip/`). MNIST-C's mnist_c.zip holds
 MNIST's dummy images (shifted a pixel further right, and darkened, in each config after `identity`) and
-MNIST's dummy labels, which its builder checks against MNIST's registered ones.
+MNIST's dummy labels, which its builder checks against MNIST's registered ones. QMNIST's train split is
+MNIST's dummy train split, its test split MNIST's dummy test split then three "lost" digits, and its nist
+split all of them, with extended labels (`qmnist_files`); train and test writers are disjoint but for one.
 
 The data carries something to learn, so the examples' tests can tell a model that learned from
 one that did not: in a labelled dataset each image has its label drawn in (a white square in
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import lzma
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, formats, testing
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, Qmnist, formats, testing
 from mnist_variants.builder import MnistVariantBuilder
 
 HERE = Path(__file__).resolve().parent
@@ -131,6 +134,58 @@ def mnist_c_archive_bytes() -> bytes:
     return buffer.getvalue()
 
 
+QMNIST_LOST = 3  # test digits after MNIST's dummy test ones: conftest's DUMMY_SPLITS["qmnist"] counts them
+
+
+def qmnist_files() -> dict[str, bytes]:
+    """QMNIST's six files: gzip for train and test, xz for nist, IDX images and IDX int32 label tables (8 columns).
+
+    Train and the first test digits are MNIST's dummy examples (QMNIST's builder checks those labels against
+    MNIST's); nist holds every train and test digit, as upstream's holds every NIST digit.
+    """
+    mnist_files = split_files(DATASETS["mnist"])
+    splits = {}
+    for split, files in Mnist.SPLIT_FILES.items():
+        images = formats.read_idx_images(mnist_files[files["images"]])[..., 0]
+        splits[split] = (images, formats.read_idx_labels(mnist_files[files["labels"]]))
+    rng = np.random.default_rng(29)
+    lost_labels = labels_for(QMNIST_LOST, np.arange(10), rng)
+    lost_images = draw_labels(testing.synthetic_images(QMNIST_LOST, 2900), lost_labels)[..., 0]
+    test_images, test_labels = splits["test"]
+    splits["test"] = (np.concatenate([test_images, lost_images]), np.concatenate([test_labels, lost_labels]))
+    # Writers: train's 0-3, test's 3-5 (writer 3 in both, as upstream's sets share some writers).
+    writer_ranges = {"train": (0, 4), "test": (3, 6)}
+    tables, nist_index = {}, 0
+    for split, (_, labels) in splits.items():
+        count = len(labels)
+        writers = rng.integers(*writer_ranges[split], count)
+        table = np.zeros((count, 8), dtype=np.int32)
+        table[:, 0] = labels
+        table[:, 1] = rng.integers(0, 5, count)  # HSF series
+        table[:, 2] = writers
+        table[:, 3] = [int((writers[:row] == writer).sum()) for row, writer in enumerate(writers)]  # digit index
+        table[:, 4] = 30 + labels.astype(np.int32)  # NIST class code
+        table[:, 5] = nist_index + np.arange(count)  # global NIST digit index
+        nist_index += count
+        tables[split] = table
+    nist_images = np.concatenate([splits["train"][0], splits["test"][0]])
+    nist_table = np.concatenate([tables["train"], tables["test"]])
+    nist_table[-1, 6] = nist_table[1, 5]  # one duplicate (of the digit at NIST index 1), as upstream has three
+    tables["nist"], splits["nist"] = nist_table, (nist_images, nist_table[:, 0])
+    files = {}
+    for split, names in Qmnist.SPLIT_FILES.items():
+        raw = {"images": formats.encode_idx(splits[split][0]), "labels": formats.encode_idx_int32_table(tables[split])}
+        for role, name in names.items():
+            compress = testing.gzip_bytes if name.endswith(".gz") else xz_bytes
+            files[name] = compress(raw[role])
+    return files
+
+
+def xz_bytes(data: bytes) -> bytes:
+    """xz as upstream's files are (one stream, CRC-64 check); deterministic, as xz has no timestamp."""
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+
+
 def main() -> None:
     for folder, dummy in DATASETS.items():
         (HERE / folder).mkdir(exist_ok=True)
@@ -146,6 +201,10 @@ def main() -> None:
     data = mnist_c_archive_bytes()
     (HERE / "mnist_corrupted" / MnistCorrupted.ARCHIVE.filename).write_bytes(data)
     print(f"mnist_corrupted/{MnistCorrupted.ARCHIVE.filename}: {len(data)} bytes")
+    (HERE / "qmnist").mkdir(exist_ok=True)
+    for name, data in qmnist_files().items():
+        (HERE / "qmnist" / name).write_bytes(data)
+        print(f"qmnist/{name}: {len(data)} bytes")
 
 
 if __name__ == "__main__":

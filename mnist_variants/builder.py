@@ -352,8 +352,14 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
     HOMEPAGE: ClassVar[str]
     CITATION: ClassVar[str]
     LICENSE: ClassVar[str | None] = None
+    # Integer features beside image and label (QMNIST's extended labels): name -> doc, each an int32 scalar.
+    INTEGER_FEATURES: ClassVar[Mapping[str, str]] = {}
+    # Examples in their files' order (TFDS otherwise orders them by a hash of their key), where positions mean
+    # something (QMNIST's test[:10000] is MNIST's test set).
+    IN_FILE_ORDER: ClassVar[bool] = False
 
     def _info(self) -> tfds.core.DatasetInfo:
+        integers = {name: tfds.features.Scalar(dtype=np.int32, doc=doc) for name, doc in self.INTEGER_FEATURES.items()}
         return DatasetInfo(
             builder=self,
             description=self.DESCRIPTION,
@@ -361,9 +367,11 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
                 {
                     "image": tfds.features.Image(shape=formats.IMAGE_SHAPE, dtype=np.uint8),
                     "label": tfds.features.ClassLabel(names=list(self.class_names)),
+                    **integers,
                 }
             ),
             supervised_keys=("image", "label"),
+            disable_shuffling=self.IN_FILE_ORDER,
             homepage=self.HOMEPAGE,
             citation=self.CITATION,
             license=self.LICENSE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import lzma
 import math
 import os
 import struct
@@ -626,3 +627,130 @@ def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 
             f" ({out_of_range.size} such labels)"
         )
     return labels.astype(np.uint8)
+
+
+# QMNIST's files: extended labels as IDX tables of big-endian int32, and its NIST files compressed with xz.
+
+IDX_INT32_TABLE_MAGIC = 0x00000C02  # big-endian int32 (type 0x0C), 2 dimensions: rows, columns
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# Bytes per value of each IDX type: unsigned and signed bytes, int16, int32, float32, float64.
+_IDX_VALUE_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+# The xz decoder's own memory (its dictionary, which a stream's header names) is bounded too: upstream's files
+# need 65 MiB (LZMA2, 64 MiB dictionary, `xz --list -vv`); a stream that asks for more is refused.
+_XZ_MEMORY_LIMIT = 128 << 20
+
+
+def read_idx_int32_table(data: bytes | bytearray, source: Source = "<bytes>", columns: int = 8) -> np.ndarray:
+    """Parses an IDX file of big-endian int32 in 2 dimensions, (count, `columns`) (QMNIST's extended labels,
+    gzipped or not), into a (count, columns) native int32 array.
+
+    The header and body checks are the IDX readers' own (`_open_idx`, `_idx_body`): each row is read as
+    `columns` x 4 bytes. The magic is checked first here, so a wrong one is named as what this file must be.
+    """
+    reader = _ByteReader(data, source)
+    head = bytes(reader.read(4))
+    if len(head) == 4 and (found := struct.unpack(">I", head)[0]) != IDX_INT32_TABLE_MAGIC:
+        raise reader.fail(
+            f"IDX magic number 0x{found:08x}, expected 0x{IDX_INT32_TABLE_MAGIC:08x} (a table of big-endian int32,"
+            " 2 dimensions)"
+        )
+    what = "label rows"
+    reader, count = _open_idx(data, source, IDX_INT32_TABLE_MAGIC, (columns,), what)
+    parts = list(_idx_body(reader, count, (columns, 4), what, batch=max(count, 1)))  # one part: no copy
+    body = parts[0] if parts else np.zeros((0, columns, 4), np.uint8)
+    return body.view(">i4").reshape(count, columns).astype(np.int32)
+
+
+def unxz_idx(data: bytes | bytearray, source: Source, most_bytes: int) -> bytearray:
+    """The content of an xz-compressed IDX file (QMNIST's `xnist-*.xz`), inflated no further than its header
+    promises, and never past `most_bytes` (the dataset's bound for any file).
+
+    Why not `lzma.decompress`: it inflates whatever the stream holds; a 100-byte stream can hold gigabytes.
+    Here the IDX header is inflated first, the content's size follows from it, and a promise beyond
+    `most_bytes` is refused before anything is sized by it; the body is then inflated into one buffer of
+    that size, a slice of input at a time, and the stream must end exactly there (its check, CRC-64 upstream,
+    verified by lzma at the end). The content goes to the IDX readers, which check it as any raw IDX file.
+    """
+    inflater = XzReader(data, source)
+    head = inflater.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_VALUE_BYTES:
+        raise inflater.fail(f"not an IDX file inside the xz stream (it starts {bytes(head[:4]).hex()})")
+    dims_bytes = inflater.read(4 * head[3])
+    if len(dims_bytes) < 4 * head[3]:
+        raise inflater.fail(f"IDX header cut short after {4 + len(dims_bytes)} bytes")
+    dims = struct.unpack(f">{head[3]}I", dims_bytes)
+    promised = 4 + len(dims_bytes) + math.prod(dims) * _IDX_VALUE_BYTES[head[2]]
+    if promised > most_bytes:
+        raise inflater.fail(
+            f"its IDX header promises {promised:,} bytes ({'x'.join(map(str, dims))}), more than any file of this"
+            f" dataset can hold ({most_bytes:,}): refused before inflating it"
+        )
+    content = bytearray(promised)
+    content[: 4 + len(dims_bytes)] = bytes(head) + bytes(dims_bytes)
+    filled = inflater.read_into(memoryview(content)[4 + len(dims_bytes) :]) + 4 + len(dims_bytes)
+    if filled < promised:
+        raise inflater.fail(f"header promises {promised:,} bytes but the xz stream holds {filled:,} (truncated file?)")
+    inflater.check_end(f"the {promised:,} bytes the IDX header promises")
+    return content
+
+
+class XzReader:
+    """Sequential reads from an xz stream, inflating no more than asked for, as `_ByteReader` does for gzip.
+
+    The input is fed to lzma a slice at a time, so no copy of the whole input is made; the decoder's memory
+    is bounded (`_XZ_MEMORY_LIMIT`). Python's lzma is the xz decoder (liblzma): no own decoding here.
+    """
+
+    def __init__(self, data: bytes | bytearray, source: Source) -> None:
+        self.source = os.fspath(source)
+        if bytes(data[: len(XZ_MAGIC)]) != XZ_MAGIC:
+            raise self.fail(f"not an xz stream (its first bytes are {bytes(data[:6])!r})")
+        self._data = memoryview(data)
+        self._position = 0  # bytes fed to the decoder
+        self._inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
+
+    def fail(self, problem: str) -> MalformedFileError:
+        return MalformedFileError(f"{self.source}: {problem}")
+
+    def _inflate(self, size: int) -> bytes:
+        """Up to `size` bytes; fewer only where the stream ends (or, cut short, raises)."""
+        parts = []
+        while size > 0 and not self._inflater.eof:
+            pending = b""
+            if self._inflater.needs_input:
+                pending = self._data[self._position : self._position + _FEED_BYTES]
+                self._position += len(pending)
+                if not pending:
+                    raise self.fail("xz stream is cut short (truncated download?)")
+            try:
+                part = self._inflater.decompress(pending, max_length=size)
+            except lzma.LZMAError as error:
+                raise self.fail(f"corrupt xz stream ({error})") from None
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def read(self, size: int) -> bytes:
+        return self._inflate(size)
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Fills `buffer` from the stream, `_JOIN_BYTES` at a time; returns how many bytes it filled."""
+        filled = 0
+        while filled < len(buffer) and (part := self._inflate(min(_JOIN_BYTES, len(buffer) - filled))):
+            buffer[filled : filled + len(part)] = part
+            filled += len(part)
+        return filled
+
+    def check_end(self, what: str) -> None:
+        """Raises unless the content ends here and the xz stream (its index, footer and check) right after."""
+        if self._inflate(1):
+            raise self.fail(f"trailing garbage: more data after {what}")
+        unused = len(self._inflater.unused_data) + len(self._data) - self._position
+        if unused:
+            raise self.fail(f"{unused} bytes of trailing garbage after the xz stream")
+
+
+def encode_idx_int32_table(table: np.ndarray) -> bytes:
+    """An uncompressed IDX file of big-endian int32 holding the 2-D `table`: `read_idx_int32_table`'s inverse."""
+    table = np.ascontiguousarray(table, dtype=">i4")
+    return struct.pack(">I2I", IDX_INT32_TABLE_MAGIC, *table.shape) + table.tobytes()

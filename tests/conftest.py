@@ -30,6 +30,7 @@ DUMMY_SPLITS = {
     "kmnist": {"train": 12, "test": 5},
     "emnist": {"train": 16, "test": 6},  # every config of dummy_data/emnist/gzip.zip
     "mnist_corrupted": {"train": 12, "test": 5},  # every config of mnist_c.zip: MNIST's dummy examples
+    "qmnist": {"train": 12, "test": 8, "nist": 20},  # MNIST's dummy examples, 3 lost test digits; nist: all of them
 }
 
 
@@ -66,7 +67,8 @@ def write_registry(directory: Path, builder_cls, files: dict[str, bytes], base_u
 
     tsv = directory / f"{builder_cls.name}.tsv"
     tsv.write_text("".join(line(name, data, name) for name, data in files.items()))
-    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels}
+    # (gzipped ones: the only form whose content is registered; QMNIST's xz label files have no other form)
+    contents = {name: gzip.decompress(data) for name, data in files.items() if name in labels and name.endswith(".gz")}
     (directory / f"{builder_cls.name}.decompressed.tsv").write_text(
         "".join(line(name, data, name.removesuffix(".gz")) for name, data in contents.items())
     )
