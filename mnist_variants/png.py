@@ -680,7 +680,7 @@ class PngEncoder:
             while (verdict := reader.read(_VERDICT.size, allow_end=True)) is not None:
                 self._take_verdict(*_VERDICT.unpack(verdict))
             checker.popen.wait(_EXIT_SECONDS)
-            if self._checker_owes() or checker.popen.returncode != 0:
+            if not self._checker_answered_all() or checker.popen.returncode != 0:
                 raise _Broken("ended its output before it had answered every message")
             checker.finish()
             self._check_here()  # nothing is left to check: it answered every message
@@ -709,6 +709,13 @@ class PngEncoder:
                 raise _Broken(f"found other pixels in message {number + 1} than its PNGs decode to")
             else:
                 raise _Broken(f"called PNG {bad + 1} of message {number + 1} bad, which decodes to its image")
+
+    def _checker_answered_all(self) -> bool:
+        """Whether the checker owes no verdict: it was told that no more messages come and answered each one (or
+        a lie found made the rest moot). Not `_checker_owes`, which is true from that telling on: a checker that
+        had answered everything and exited was reported as failed, and every preparation said so on stderr."""
+        with self._checks:
+            return self._checks_all_sent and (self._checked == self._arrived or self._refusal is not None)
 
     def _checker_owes(self) -> bool:
         """Whether the checker's silence counts: it owes a verdict, or (told that nothing more comes) its end.

@@ -670,3 +670,28 @@ def test_a_preparation_ends_its_helpers_before_it_returns_or_fails(monkeypatch, 
     else:
         prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
     assert children() == [] and helper_threads() == []
+
+
+def test_helpers_that_answered_everything_end_without_a_note(monkeypatch, tmp_path, capfd):
+    """A real prepare whose writer is still busy when both helpers have answered everything and exited (a full-size
+    one spends seconds writing after its last PNG arrived): before, every such prepare printed 'PNG checker process
+    (pid ..., exit status 0) ended its output before it had answered every message' and 'Checking PNGs in this
+    process instead.', counting the checker's end as a failure once it had been told that no more messages come."""
+    from conftest import FASHION_FILES, assert_prepared, prepare, register_dummy_checksums, write_files
+
+    register_dummy_checksums(monkeypatch, tmp_path, FashionMnist, FASHION_FILES)
+    monkeypatch.setattr(FashionMnist, "SOURCES", ("http://127.0.0.1:9/unused/",))
+    write_files(tmp_path / "manual", FASHION_FILES)
+    shutdown, ended = png.PngEncoder.shutdown, []
+
+    def shutdown_once_the_helpers_ended(encoder: png.PngEncoder, *args, **kwargs) -> None:
+        for thread in encoder._threads:  # they end on their own once both helpers have exited
+            thread.join(30)
+        ended.append([thread.name for thread in encoder._threads if not thread.is_alive()])
+        shutdown(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(png.PngEncoder, "shutdown", shutdown_once_the_helpers_ended)
+    assert_prepared(prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual"), "fashion_mnist")
+    assert ended == [["png-feed", "png-read", "png-check-feed", "png-check-read"]]  # the checker was up and ended
+    err = capfd.readouterr().err
+    assert "PNG checker process" not in err and "instead" not in err, err
