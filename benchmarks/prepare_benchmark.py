@@ -62,9 +62,9 @@ def floor_builder(ours, counts: dict[str, int]):
     import numpy as np
     import tensorflow_datasets as tfds
 
-    from mnist_variants import png
+    from mnist_variants import png_codec
 
-    constant_png = png.encode_png(np.zeros((28, 28), np.uint8))
+    constant_png = png_codec.encode_png(np.zeros((28, 28), np.uint8))
 
     class Floor(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         name = f"floor_{ours.name}"
