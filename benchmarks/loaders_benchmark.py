@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
+
 NAME = "mnist_variants_fashion_mnist"
 COUNTS = {"train": 60_000, "test": 10_000}
 BATCH = 256
@@ -212,8 +214,9 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
     """Full-size files written once; prepared as TFRecord and ArrayRecord; a torchvision root beside them."""
 
     import tensorflow_datasets as tfds
+    import testing
 
-    from mnist_variants import FashionMnist, testing
+    from mnist_variants import FashionMnist
 
     folder = files / "fashion_mnist"
     if not (folder / "complete").exists():
@@ -245,8 +248,9 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
 def prepare_array_record(files: Path, root: Path, train: int) -> Path:
     """Fashion-MNIST-format files with `train` synthetic train images, prepared as ArrayRecord; its data_dir."""
     import tensorflow_datasets as tfds
+    import testing
 
-    from mnist_variants import FashionMnist, testing
+    from mnist_variants import FashionMnist
 
     folder = files / f"fashion_mnist_{train}"
     if not (folder / "complete").exists():

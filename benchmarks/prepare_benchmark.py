@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
+
 DATASETS = {
     "fashion_mnist": ("mnist_variants:FashionMnist", "fashion_mnist", {"train": 60_000, "test": 10_000}),
     "binarized_mnist": (
@@ -122,8 +124,7 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
     the built-in gets them from TFDS's download step, replaced by a local copy (its own extraction runs).
     """
     import tensorflow_datasets as tfds
-
-    from mnist_variants import testing
+    import testing
 
     builder_cls = builder_class(dataset, contender)
     if contender == "ours":
@@ -178,7 +179,7 @@ def in_fresh_process(*args: str) -> dict:
 
 
 def generate(files: Path) -> None:
-    from mnist_variants import testing
+    import testing
 
     for dataset, (_, _, counts) in DATASETS.items():
         folder = files / dataset
@@ -193,7 +194,9 @@ def generate(files: Path) -> None:
 
 def write_mnist_c(folder: Path, mnist: Path) -> None:
     """A full-size mnist_c.zip made of the generated MNIST's images and labels (every config, deflated)."""
-    from mnist_variants import MnistCorrupted, testing
+    import testing
+
+    from mnist_variants import MnistCorrupted
 
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / MnistCorrupted.ARCHIVE.filename).open("wb") as target:

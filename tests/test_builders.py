@@ -16,11 +16,12 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import DUMMY_SPLITS, dummy_files, write_files, write_registry
 from etils import epath
 
 import mnist_variants
-from mnist_variants import formats, png_codec, png_encoder, testing
+from mnist_variants import formats, png_codec, png_encoder
 from mnist_variants.builder import ImageFeed
 
 

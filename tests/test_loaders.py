@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import REPO, register_dummy_checksums, worker_env
 from PIL import Image
 
-from mnist_variants import BinarizedMnist, FashionMnist, data_sources, formats, png_codec, testing
+from mnist_variants import BinarizedMnist, FashionMnist, data_sources, formats, png_codec
 
 COUNTS = {"train": 150, "test": 30}
 BATCH = 8

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import testing
 import zlib_ng
 from conftest import worker_env
 from hypothesis import given, settings
@@ -30,7 +31,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from workers.watched import Watched, generated_files, prepare_command
 
-from mnist_variants import FashionMnist, helper_processes, png_codec, png_encoder, png_protocol, testing
+from mnist_variants import FashionMnist, helper_processes, png_codec, png_encoder, png_protocol
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 FAULTY_HELPER = WORKERS / "png_helper_faults.py"
