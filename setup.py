@@ -32,7 +32,7 @@ setup(
         "promise",
         "requests>=2.31",
         "urllib3>=2.3",  # HTTPResponse.read1 (mnist_variants/http_transport.py)
-        # Deflates the PNGs 3.6x faster than zlib (mnist_variants/png.py), inflates the gzip files about 2x
+        # Deflates the PNGs 3.6x faster than zlib (mnist_variants/png_codec.py), inflates the gzip files about 2x
         # faster (mnist_variants/formats.py). 0.5: wheels for Linux, macOS (arm64 too) and Windows.
         "zlib-ng>=0.5",
         # One worker prepares a dataset, the others wait (mnist_variants/preparation.py).

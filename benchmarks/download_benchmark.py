@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
 import results  # benchmarks/results.py: the Markdown and JSON output
 from prepare_benchmark import DATASETS, builder_class, generate, register_mnist_labels
 
@@ -110,7 +111,7 @@ def main() -> None:
         print(json.dumps(child(*args.child)))
         return
 
-    from mnist_variants.testing import FileServer
+    from testing import FileServer
 
     generate(args.files)
     server = FileServer(bytes_per_second=args.rate * 1e6)

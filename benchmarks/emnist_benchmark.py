@@ -38,6 +38,7 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
 import results  # benchmarks/results.py: the Markdown and JSON output
 from prepare_benchmark import floor_builder, rotated
 
@@ -79,9 +80,10 @@ def peak_rss() -> dict[str, float]:
 def prepare(contender: str, archive: Path, data_dir: str) -> dict:
     """In this (fresh) process: prepare byclass once."""
     import tensorflow_datasets as tfds
+    import testing
     from etils import epath
 
-    from mnist_variants import Emnist, testing
+    from mnist_variants import Emnist
 
     counts = testing.EMNIST_COUNTS[PREPARED]
     config = tfds.download.DownloadConfig(try_download_gcs=False)
@@ -162,7 +164,9 @@ def in_fresh_process(*args: str) -> dict:
 
 
 def generate(files: Path) -> Path:
-    from mnist_variants import Emnist, testing
+    import testing
+
+    from mnist_variants import Emnist
 
     archive = files / "emnist" / "gzip.zip"
     if not archive.exists():
@@ -190,7 +194,7 @@ def run_round(archive: Path, args: argparse.Namespace, number: int) -> dict[str,
             shutil.rmtree(f"{root}/build", ignore_errors=True)
             print(f"  round {number + 1}: tfds build, all six configs: {figures['build']}", flush=True)
         if "download" not in args.skip:
-            from mnist_variants import testing
+            import testing
 
             server = testing.FileServer(bytes_per_second=args.rate * 1e6)
             server.serve("/nist/gzip.zip", archive.read_bytes())

@@ -43,6 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 NAME = "mnist_variants_fashion_mnist"
@@ -217,8 +218,9 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
     """Full-size files written once; prepared as TFRecord and ArrayRecord; a torchvision root beside them."""
 
     import tensorflow_datasets as tfds
+    import testing
 
-    from mnist_variants import FashionMnist, testing
+    from mnist_variants import FashionMnist
 
     folder = files / "fashion_mnist"
     if not (folder / "complete").exists():
@@ -250,8 +252,9 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
 def prepare_array_record(files: Path, root: Path, train: int, file_format: str = "array_record") -> Path:
     """Fashion-MNIST-format files with `train` synthetic train images, prepared as `file_format`; its data_dir."""
     import tensorflow_datasets as tfds
+    import testing
 
-    from mnist_variants import FashionMnist, testing
+    from mnist_variants import FashionMnist
 
     folder = files / f"fashion_mnist_{train}"
     if not (folder / "complete").exists():

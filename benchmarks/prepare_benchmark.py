@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 DATASETS = {
@@ -74,9 +75,9 @@ def floor_builder(ours, counts: dict[str, int]):
     import numpy as np
     import tensorflow_datasets as tfds
 
-    from mnist_variants import png
+    from mnist_variants import png_codec
 
-    constant_png = png.encode_png(np.zeros((28, 28), np.uint8))
+    constant_png = png_codec.encode_png(np.zeros((28, 28), np.uint8))
 
     class Floor(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         name = f"floor_{ours.name}"
@@ -135,8 +136,7 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
     the built-in gets them from TFDS's download step, replaced by a local copy (its own extraction runs).
     """
     import tensorflow_datasets as tfds
-
-    from mnist_variants import testing
+    import testing
 
     builder_cls = builder_class(dataset, contender)
     if contender == "ours":
@@ -193,7 +193,7 @@ def in_fresh_process(*args: str) -> dict:
 
 
 def generate(files: Path, datasets: list[str]) -> None:
-    from mnist_variants import testing
+    import testing
 
     for dataset, (_, _, counts) in DATASETS.items():
         folder = files / dataset
@@ -213,7 +213,9 @@ def generate(files: Path, datasets: list[str]) -> None:
 
 def write_mnist_c(folder: Path, mnist: Path) -> None:
     """A full-size mnist_c.zip made of the generated MNIST's images and labels (every config, deflated)."""
-    from mnist_variants import MnistCorrupted, testing
+    import testing
+
+    from mnist_variants import MnistCorrupted
 
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / MnistCorrupted.ARCHIVE.filename).open("wb") as target:
@@ -240,8 +242,9 @@ def write_qmnist(folder: Path, mnist: Path) -> None:
     import lzma
 
     import numpy as np
+    import testing
 
-    from mnist_variants import Mnist, Qmnist, formats, testing
+    from mnist_variants import Mnist, Qmnist, formats
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)

@@ -21,13 +21,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import lzma
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, Qmnist, formats, testing
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, Qmnist, formats
 from mnist_variants.builder import MnistVariantBuilder
+
+# The made-up files (tests/testing.py) are not in the installed package: the repository's tests/ goes on the path.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+import testing
 
 HERE = Path(__file__).resolve().parent
 CELL, MARK = 7, 5  # a label's square: MARK pixels a side, in a cell of CELL

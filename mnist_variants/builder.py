@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import fetching, formats, locations, png, preparation, verification
+from mnist_variants import fetching, formats, locations, png_encoder, preparation, verification
 
 SUBMISSION_IMAGES = 1 << 14  # images inflated, then submitted to the PNG helper, at a time (12.8 MB of pixels)
 
@@ -208,7 +208,7 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         fetch = fetching.Fetch(self.wanted(), dl_manager)
         # The encoder boots on another core while the files are fetched; a body found damaged meanwhile
         # stops the downloads still running, so the preparation fails then, not when they end.
-        self._png_encoder = png.PngEncoder()  # ended by download_and_prepare (_end_png_helpers)
+        self._png_encoder = png_encoder.PngEncoder()  # ended by download_and_prepare (_end_png_helpers)
         feed = ImageFeed(self._png_encoder, on_failure=fetch.cancel)
         features = {}
         try:
@@ -258,7 +258,7 @@ class ImageFeed:
     have one) fails every split at its next 4,096 images, and TFDS removes what it wrote.
     """
 
-    def __init__(self, encoder: png.PngEncoder, on_failure: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, encoder: png_encoder.PngEncoder, on_failure: Callable[[], None] = lambda: None) -> None:
         self._encoder = encoder
         self._on_failure = on_failure  # called from the feed's thread when a body is found damaged
         self._splits: queue.SimpleQueue[tuple[str, formats.ImageBatches] | None] = queue.SimpleQueue()
@@ -327,7 +327,9 @@ class ImageFeed:
                     delivered += len(pngs)
             self.raise_failure()
             if delivered != self._counts[split]:
-                raise png.EncoderError(f"{split}: the images stopped after {delivered} of {self._counts[split]}")
+                raise png_encoder.EncoderError(
+                    f"{split}: the images stopped after {delivered} of {self._counts[split]}"
+                )
             complete = True
         finally:
             if not complete:

@@ -30,7 +30,7 @@ and never prepares ArrayRecord in TFDS's default folder, where
 `tfds.load` would then fail.
 
 PNG decoding needs neither PIL nor OpenCV: the builders write 8-bit grayscale PNGs whose
-rows are all unfiltered (`mnist_variants/png.py`), so inflating the IDAT data with zlib gives
+rows are all unfiltered (`mnist_variants/png_codec.py`), so inflating the IDAT data with zlib gives
 the pixels; any other PNG goes to OpenCV, PIL or TensorFlow, whichever is installed first, and
 colour images to TFDS's own numpy decoder, so their channels are RGB as `tfds.data_source` gives.
 
@@ -55,7 +55,7 @@ from typing import Any, SupportsIndex
 
 import numpy as np
 
-from mnist_variants import png as png_writer
+from mnist_variants import png_codec as png_writer
 
 PNG_SIGNATURE = png_writer.PNG_SIGNATURE
 _IEND_CHUNK = png_writer._IEND_CHUNK  # the trailer the builders' PNG writer puts on every image
@@ -78,7 +78,7 @@ class ForkedArrayRecordWarning(UserWarning):
 def decode_pngs(pngs: Sequence[bytes], shape: tuple[int, ...] | None = None) -> np.ndarray:
     """(n, height, width, 1) uint8 pixels of same-sized grayscale PNGs, as `tfds.features.Image` decodes them.
 
-    The builders' PNGs (8-bit grayscale, one IDAT, no row filters: `mnist_variants/png.py`) are inflated
+    The builders' PNGs (8-bit grayscale, one IDAT, no row filters: `mnist_variants/png_codec.py`) are inflated
     with zlib alone, 8 us each here against 22 us for OpenCV and 150 us for PIL; any other PNG goes to a
     full decoder (`_decode_with_a_library`). Every PNG's header must give `shape`'s height and width (by
     default the first PNG's), checked before anything is allocated for it: ValueError otherwise, so that a

@@ -16,9 +16,9 @@ import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import gcs_utils
+from testing import FileServer
 
 from mnist_variants import fetching, http_transport
-from mnist_variants.testing import FileServer
 
 REPO = Path(__file__).resolve().parents[1]
 DUMMY_DATA = REPO / "dummy_data"

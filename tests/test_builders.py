@@ -16,11 +16,12 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import DUMMY_SPLITS, dummy_files, write_files, write_registry
 from etils import epath
 
 import mnist_variants
-from mnist_variants import formats, png, testing
+from mnist_variants import formats, png_codec, png_encoder
 from mnist_variants.builder import ImageFeed
 
 
@@ -198,12 +199,12 @@ def test_the_image_feed_fails_every_split_at_its_next_image_when_a_body_is_found
         go_on.wait(60)
         raise mnist_variants.MalformedFileError("train-images: corrupt gzip stream")
 
-    feed = ImageFeed(png.PngEncoder())
+    feed = ImageFeed(png_encoder.PngEncoder())
     feed.add("train", formats.ImageBatches(6, damaged_body()))
     feed.add("test", test)
     feed.no_more_splits()
     train_pngs = feed.png_batches("train")
-    assert next(train_pngs) == png.encode_batch(train[:2, ..., 0])
+    assert next(train_pngs) == png_codec.encode_batch(train[:2, ..., 0])
     go_on.set()
     with pytest.raises(mnist_variants.MalformedFileError, match="corrupt gzip stream"):
         list(feed.png_batches("test"))
@@ -212,7 +213,7 @@ def test_the_image_feed_fails_every_split_at_its_next_image_when_a_body_is_found
 
 
 def test_a_split_given_up_stops_the_image_feed_and_ends_the_helper():
-    encoder = png.PngEncoder()
+    encoder = png_encoder.PngEncoder()
     assert encoder._helper is not None  # the helper process started
     feed = ImageFeed(encoder)
     endless = (testing.synthetic_images(2, seed=seed) for seed in itertools.count())
@@ -225,10 +226,10 @@ def test_a_split_given_up_stops_the_image_feed_and_ends_the_helper():
 
 
 def test_a_split_that_comes_short_is_an_error():
-    feed = ImageFeed(png.PngEncoder())
+    feed = ImageFeed(png_encoder.PngEncoder())
     feed.add("train", formats.ImageBatches(5, iter([testing.synthetic_images(3, seed=1)])))
     feed.no_more_splits()
-    with pytest.raises(png.EncoderError, match="train: the images stopped after 3 of 5"):
+    with pytest.raises(png_encoder.EncoderError, match="train: the images stopped after 3 of 5"):
         list(feed.png_batches("train"))
 
 
@@ -239,7 +240,7 @@ def test_a_split_added_after_the_feed_failed_fails_at_once():
         raise mnist_variants.MalformedFileError("t10k: trailing garbage")
         yield
 
-    feed = ImageFeed(png.PngEncoder())
+    feed = ImageFeed(png_encoder.PngEncoder())
     feed.add("test", formats.ImageBatches(3, damaged_body()))
     deadline = time.monotonic() + 30
     while feed.failure is None and time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -22,9 +23,9 @@ from conftest import (
     prepare,
     serve_from,
 )
+from testing import FileServer
 
-from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, http_transport, testing
-from mnist_variants.testing import FileServer
+from mnist_variants import BinarizedMnist, DownloadFailedError, FashionMnist, http_transport
 
 pytestmark = pytest.mark.usefixtures("short_timeout")
 

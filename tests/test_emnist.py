@@ -19,6 +19,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     DUMMY_DATA,
     DUMMY_SPLITS,
@@ -31,7 +32,7 @@ from conftest import (
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import DownloadFailedError, Emnist, MalformedFileError, WrongFileError, formats, testing
+from mnist_variants import DownloadFailedError, Emnist, MalformedFileError, WrongFileError, formats
 from mnist_variants import builder as builder_module
 
 ARCHIVE = (DUMMY_DATA / "emnist" / "gzip.zip").read_bytes()

@@ -10,8 +10,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import testing
 
-from mnist_variants import MalformedFileError, formats, testing
+from mnist_variants import MalformedFileError, formats
 
 IMAGES = testing.synthetic_images(7, seed=3)
 LABELS = np.array([0, 9, 3, 3, 1, 5, 7], dtype=np.uint8)

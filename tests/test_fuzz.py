@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_variants import MalformedFileError, formats, testing
+from mnist_variants import MalformedFileError, formats
 
 VALID = {
     "images": testing.encode_idx(testing.synthetic_images(3, seed=5)[..., 0]),

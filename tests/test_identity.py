@@ -14,9 +14,10 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import DUMMY_DATA, DUMMY_SPLITS, register_dummy_checksums, serve_from
 
-from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, fetching, formats, testing
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, fetching, formats
 
 # (our builder, TFDS's builder, folder of its dummy data, full-size split counts as upstream)
 CASES = [

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import REPO, register_dummy_checksums, worker_env
 from PIL import Image
 
-from mnist_variants import BinarizedMnist, FashionMnist, data_sources, formats, png, testing
+from mnist_variants import BinarizedMnist, FashionMnist, data_sources, formats, png_codec
 
 COUNTS = {"train": 150, "test": 30}
 BATCH = 8
@@ -165,7 +166,7 @@ def test_a_damaged_tfrecord_file_is_refused(fashion, tmp_path, change):
 
 def test_decode_pngs_without_pil_or_opencv_and_with_them():
     images = testing.synthetic_images(20, seed=3)
-    ours = [png.encode_png(image) for image in images]
+    ours = [png_codec.encode_png(image) for image in images]
     # PIL writes filtered rows (optimize picks filters): those go to a full decoder.
     filtered = []
     for image in images[:5]:
@@ -589,10 +590,10 @@ def planted_png(height: int, width: int, colour_type: int, inflated: int) -> byt
         parts.append(deflater.compress(bytes(min(1 << 24, inflated - start))))
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return (
-        png.PNG_SIGNATURE
-        + png._chunk(b"IHDR", header)
-        + png._chunk(b"IDAT", b"".join(parts) + deflater.flush())
-        + png._IEND_CHUNK
+        png_codec.PNG_SIGNATURE
+        + png_codec._chunk(b"IHDR", header)
+        + png_codec._chunk(b"IDAT", b"".join(parts) + deflater.flush())
+        + png_codec._IEND_CHUNK
     )
 
 

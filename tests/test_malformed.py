@@ -15,9 +15,10 @@ import re
 import struct
 
 import pytest
+import testing
 from conftest import assert_nothing_prepared, dummy_files, prepare, serve_from
 
-from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError, testing
+from mnist_variants import BinarizedMnist, FashionMnist, MalformedFileError
 from mnist_variants import builder as builder_module
 
 FULL_SIZE = {

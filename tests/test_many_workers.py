@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from conftest import DUMMY_SPLITS, dummy_files, worker_env, write_files
+from testing import FileServer
 from workers.watched import Watched as Worker
 from workers.watched import prepare_command as worker_command
 
 from mnist_variants import BinarizedMnist, FashionMnist
-from mnist_variants.testing import FileServer
 
 DEADLINE_SECONDS = 240  # for a whole group of workers; they normally take 10-30 s
 GATE_ENV = "MNIST_VARIANTS_TEST_GATE"  # tests/workers/registered_dummies.py

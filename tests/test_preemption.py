@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+import testing
 from conftest import REPO, child_env, worker_env
+from testing import FileServer
 
-from mnist_variants import BinarizedMnist, http_transport, partials, testing
-from mnist_variants.testing import FileServer
+from mnist_variants import BinarizedMnist, http_transport, partials
 
 WORKER = REPO / "tests" / "workers" / "download_worker.py"
 DEADLINE_SECONDS = 180

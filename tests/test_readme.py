@@ -37,9 +37,10 @@ from pathlib import Path
 
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import DUMMY_DATA, REPO, dummy_files, write_registry
 
-from mnist_variants import FashionMnist, testing
+from mnist_variants import FashionMnist
 
 README = REPO / "README.md"
 RUNNABLE_COMMANDS = ("tfds ", ".venv/bin/python examples/")

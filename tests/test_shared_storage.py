@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -33,7 +34,7 @@ from conftest import (
     worker_env,
 )
 
-from mnist_variants import BinarizedMnist, FashionMnist, fetching, partials, preparation, shared_files, testing
+from mnist_variants import BinarizedMnist, FashionMnist, fetching, partials, preparation, shared_files
 
 pytestmark = pytest.mark.usefixtures("short_timeout")
 

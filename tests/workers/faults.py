@@ -33,9 +33,9 @@ def break_flock(mode: str) -> None:
 
 def break_png_helper(mode: str) -> None:
     """The PNG encoder starts tests/workers/png_helper_faults.py MODE instead of its own helper."""
-    from mnist_variants import png
+    from mnist_variants import png_encoder
 
-    png._helper_command = lambda source_length: [sys.executable, str(HELPER), mode, str(source_length)]
+    png_encoder._helper_command = lambda source_length: [sys.executable, str(HELPER), mode, str(source_length)]
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""A PNG checker that fails in one way, for the tests of mnist_variants/png.py.
+"""A PNG checker that fails in one way, for the tests of mnist_variants/png_encoder.py.
 
     python png_checker_faults.py MODE SOURCE_LENGTH
 
@@ -28,7 +28,7 @@ class Failing(Intercepting):
         if number != DAMAGED_VERDICT:
             self.out.write(data)
             return
-        verdict = self.png["_VERDICT"]
+        verdict = self.png["VERDICT"]
         magic, message, bad, body_crc, pixels_crc = verdict.unpack(data)
         self.die(data)
         if self.mode == "says_bad":

@@ -1,8 +1,9 @@
-"""A PNG helper that breaks its promise in one way, for the tests of mnist_variants/png.py.
+"""A PNG helper that breaks its promise in one way, for the tests of mnist_variants/png_encoder.py.
 
     python png_helper_faults.py MODE SOURCE_LENGTH
 
-It reads the module source the encoder sends, as the real helper does, and then, by MODE:
+It reads the program the encoder sends (png_codec and png_protocol, helper_processes.program), as the real
+helper does, and then, by MODE:
 no_start (exits before its greeting), not_python (echoes its input, as `cat` would), silent
 (never greets), or it serves with the real code and damages its second message (or stops there):
 sigkill (half a message, then SIGKILL to itself), short (50 bytes short, exit 0), cut_header
@@ -32,7 +33,7 @@ def main() -> None:
 
 
 def serve_through(wrapper: type[Intercepting], entry: str) -> None:
-    """Reads the module source as the real helpers do, then, unless MODE fails before that, runs its `entry`
+    """Reads the program as the real helpers do, then, unless MODE fails before that, runs its `entry`
     with the output going through `wrapper`."""
     mode, length = sys.argv[1], int(sys.argv[2])
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -46,7 +47,7 @@ def serve_through(wrapper: type[Intercepting], entry: str) -> None:
     if mode == "silent":
         time.sleep(600)
     png = {"__name__": "_png_helper_faults"}
-    exec(compile(source, "png.py", "exec"), png)  # the real helpers and protocol
+    exec(compile(source, "<helper program>", "exec"), png)  # the real helpers and protocol (png_protocol's names)
     sys.stdout = types.SimpleNamespace(buffer=wrapper(stdout, mode, png), flush=stdout.flush)
     png[entry]()
 
@@ -61,7 +62,7 @@ class Intercepting:
         self.out.flush()
 
     def write(self, data: bytes) -> None:
-        if data in (self.png["_GREETING"], self.png["_CHECKER_GREETING"]):
+        if data in (self.png["GREETING"], self.png["CHECKER_GREETING"]):
             self.out.write(data)
             return
         self.writes += 1
@@ -95,8 +96,8 @@ class Damaging(Intercepting):
         deadline = time.monotonic() + 120
         while cue and not os.path.exists(cue) and time.monotonic() < deadline:
             time.sleep(0.05)
-        header_size = self.png["_MESSAGE"].size
-        magic, count, length, body_crc, pixels_crc = self.png["_MESSAGE"].unpack_from(data)
+        header_size = self.png["MESSAGE"].size
+        magic, count, length, body_crc, pixels_crc = self.png["MESSAGE"].unpack_from(data)
         body = data[header_size:]
         self.die(data)
         if self.mode in ("short", "cut_header"):
@@ -106,14 +107,14 @@ class Damaging(Intercepting):
         if self.mode == "garbage":
             data = data[:header_size] + os.urandom(len(body))
         elif self.mode == "miscount":
-            data = self.png["_MESSAGE"].pack(magic, count - 1, length, body_crc, pixels_crc) + body
+            data = self.png["MESSAGE"].pack(magic, count - 1, length, body_crc, pixels_crc) + body
         elif self.mode == "extra":
             data = data + data
         elif self.mode == "wrong_pixels":
             body = self.replace_first_png(body)
-            data = self.png["_MESSAGE"].pack(magic, count, len(body), zlib.crc32(body), pixels_crc) + body
+            data = self.png["MESSAGE"].pack(magic, count, len(body), zlib.crc32(body), pixels_crc) + body
         elif self.mode == "other_pixels":
-            data = self.png["_MESSAGE"].pack(magic, count, length, body_crc, pixels_crc ^ 1) + body
+            data = self.png["MESSAGE"].pack(magic, count, length, body_crc, pixels_crc ^ 1) + body
         self.out.write(data)
 
     def replace_first_png(self, body: bytes) -> bytes:
@@ -127,7 +128,7 @@ class Damaging(Intercepting):
         import numpy as np
 
         image = np.frombuffer(bytes(scanlines), np.uint8).reshape(height, width + 1)[:, 1:]
-        other = self.png["encode_batch"](np.ascontiguousarray(image)[np.newaxis])[0]
+        other = self.png["png_codec"].encode_batch(np.ascontiguousarray(image)[np.newaxis])[0]
         return struct.pack("<I", len(other)) + other + body[4 + size :]
 
 

@@ -75,7 +75,7 @@ def prepare_command(name: str, data_dir: Path, *options: str, faults: tuple[str,
 
 def generated_files(builder_cls, folder: Path, counts: dict[str, int]) -> dict[str, bytes]:
     """Upstream-format files with `counts` generated examples per split, written to `folder`; by name."""
-    from mnist_variants import testing
+    import testing
 
     paths = testing.write_upstream_files(builder_cls, folder, counts, seed=3)
     return {name: path.read_bytes() for name, path in paths.items()}

@@ -1,5 +1,8 @@
 """Files in the exact upstream formats, made up, and a loopback server that misbehaves, for tests and benchmarks.
 
+Not part of the installed package: users are not meant to import it. The tests find it on their path (pytest puts
+tests/ there, beside conftest.py); the benchmarks and dummy_data/generate.py put tests/ on sys.path themselves.
+
 The images are synthetic but shaped like the real ones (a textured, shaded article or
 blob on a black background, not uniform noise), so they compress and encode like
 MNIST. Binarized MNIST files hold Bernoulli samples of such images, as upstream did.
