@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import decompressed, prepare, register_dummy_checksums, write_files
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
@@ -27,7 +28,6 @@ from mnist_variants import (
     MalformedFileError,
     Mnist,
     formats,
-    testing,
 )
 
 COUNTS = {"train": 12, "test": 5}

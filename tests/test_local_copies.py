@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -41,7 +42,6 @@ from mnist_variants import (
     FashionMnist,
     local_copies,
     locations,
-    testing,
     verification,
 )
 

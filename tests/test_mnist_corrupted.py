@@ -24,6 +24,7 @@ import conftest
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     DUMMY_DATA,
     DUMMY_SPLITS,
@@ -47,7 +48,6 @@ from mnist_variants import (
     Mnist,
     MnistCorrupted,
     formats,
-    testing,
 )
 
 ARCHIVE = (DUMMY_DATA / "mnist_corrupted" / "mnist_c.zip").read_bytes()

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -45,7 +46,6 @@ from mnist_variants import (
     fetching,
     http_transport,
     partials,
-    testing,
 )
 
 pytestmark = pytest.mark.usefixtures("short_timeout")

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     FASHION_FILES,
     REPO,
@@ -30,7 +31,6 @@ from mnist_variants import (
     DownloadFailedError,
     FashionMnist,
     WrongFileError,
-    testing,
     verification,
 )
 from mnist_variants.verification import Verdict
