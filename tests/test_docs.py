@@ -215,3 +215,67 @@ def test_setup_py_describes_every_registered_dataset(generator):
         assert cls.TITLE in description, (cls.TITLE, description)
     assert 'long_description=open("README.md"' in setup
     assert '"License :: OSI Approved :: MIT License"' in setup and "MIT License" in (REPO / "LICENSE").read_text()
+
+
+# docs/splits.json is the one source of the real data's example counts; the full-size counts that tests and
+# benchmarks generate files with, and the README's table, are checked against it here.
+def load_script(path: Path, name: str):
+    """A benchmark script as a module, without running it (they import tests/testing.py by path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_size_counts_of_the_tests_and_benchmarks_are_the_real_counts(generator, monkeypatch):
+    """--full-size tests and benchmarks generate files of the real size: their counts are splits.json's."""
+    import test_identity
+    import testing
+
+    import mnist_variants
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run: they import benchmarks/results.py
+    counts = generator.example_counts()
+    for config, splits in testing.EMNIST_COUNTS.items():
+        assert splits == counts[f"mnist_variants_emnist/{config}"], f"tests/testing.py EMNIST_COUNTS[{config!r}]"
+    assert set(testing.EMNIST_COUNTS) == {k.split("/")[1] for k in counts if k.startswith("mnist_variants_emnist/")}
+    for ours, _, _, full_counts in test_identity.CASES:
+        assert full_counts == counts[ours.name], f"tests/test_identity.py CASES: {ours.name}"
+    for key in (k for k in counts if k.startswith("mnist_variants_mnist_corrupted/")):
+        assert test_identity.MNIST_C_FULL_SIZE == counts[key], f"tests/test_identity.py MNIST_C_FULL_SIZE: {key}"
+    prepare = load_script(REPO / "benchmarks" / "prepare_benchmark.py", "prepare_benchmark")
+    for dataset, (ours, _, splits) in prepare.DATASETS.items():
+        name = getattr(mnist_variants, ours.split(":")[1]).name
+        keys = [key for key in counts if key.split("/")[0] == name]
+        assert keys, name
+        for key in keys:  # a benchmark may time some of the splits (QMNIST's nist apart)
+            real = {split: counts[key].get(split) for split in splits}
+            assert splits == real, f"benchmarks/prepare_benchmark.py {dataset}: {key}"
+    loaders = load_script(REPO / "benchmarks" / "loaders_benchmark.py", "loaders_benchmark")
+    assert loaders.COUNTS == counts["mnist_variants_fashion_mnist"], "benchmarks/loaders_benchmark.py COUNTS"
+
+
+def readme_table_rows() -> dict[str, str]:
+    """The README's dataset table: registered name -> its splits cell."""
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        match = re.match(r"\| \[`(mnist_variants_\w+)`\]\([^)]*\) \|[^|]*\| ([^|]*) \|", line)
+        if match:
+            rows[match[1]] = match[2]
+    return rows
+
+
+def test_every_readme_table_row_has_the_real_counts(generator):
+    """Each row's `split N` figures are splits.json's (for EMNIST the config it names; for MNIST-C every config)."""
+    counts = generator.example_counts()
+    rows = readme_table_rows()
+    assert {cls.name for cls in generator.registered_builders()} <= set(rows)
+    for name, cell in rows.items():
+        config = re.match(r"`(\w+)`", cell)
+        keys = [key for key in counts if key == name or key.startswith(f"{name}/")]
+        if config:
+            keys = [f"{name}/{config[1]}"]
+        shown = {split: int(n.replace(",", "")) for split, n in re.findall(r"(\w+) (\d[\d,]*)", cell)}
+        assert shown, f"README row {name}: no counts in {cell!r}"
+        for key in keys:
+            assert shown == counts[key], f"README row {name}: {shown} but docs/splits.json {key}: {counts[key]}"
