@@ -35,7 +35,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -280,8 +279,10 @@ def prepare_array_record(files: Path, root: Path, train: int, file_format: str =
     return data_dir
 
 
-def memory_rounds(files: Path, train: int, rounds: int, file_format: str) -> None:
-    """Peak memory of `data_sources.open` on a split of `train` images (EMNIST byclass's 697,932 by default)."""
+def memory_rounds(files: Path, train: int, rounds: int, file_format: str, tables: results.Results) -> None:
+    """Peak memory of `data_sources.open` on a split of `train` images (EMNIST byclass's 697,932 by default),
+    one row a round, as a table of `tables` (so --markdown and --json write it)."""
+    rows, all_figures = [], []
     with tempfile.TemporaryDirectory(prefix="loaders_memory_") as root:
         data_dir = prepare_array_record(files, Path(root), train, file_format)
         for number in range(rounds):
@@ -289,6 +290,25 @@ def memory_rounds(files: Path, train: int, rounds: int, file_format: str) -> Non
             figures["peak_over_held"] = figures["peak_mb"] / figures["held_mb"]
             figures["growth_over_held"] = (figures["peak_mb"] - figures["before_mb"]) / figures["held_mb"]
             print(f"  round {number + 1}: {json.dumps({k: round(v, 2) for k, v in figures.items()})}", flush=True)
+            all_figures.append(figures)
+            rows.append(
+                [
+                    str(number + 1),
+                    file_format,
+                    f"{figures['examples']:,}",
+                    f"{figures['held_mb']:,.0f}",
+                    f"{figures['before_mb']:,.1f}",
+                    f"{figures['open_s']:.1f}",
+                    f"{figures['peak_mb']:,.0f}",
+                    f"{figures['peak_over_held']:.2f}x",
+                ]
+            )
+    tables.table(
+        f"Memory of data_sources.open, prepared as {file_format}: peak resident memory (VmHWM) of a fresh process",
+        ["round", "prepared as", "images", "held MB", "before open MB", "open, s", "peak MB", "peak / held"],
+        rows,
+        all_figures,
+    )
 
 
 def main() -> None:
@@ -311,13 +331,15 @@ def main() -> None:
         print(json.dumps(child(*args.child)))
         return
 
+    tables = results.Results("benchmarks/loaders_benchmark.py")
     if args.memory:
-        memory_rounds(args.files, args.memory, args.rounds, args.memory_format)
+        memory_rounds(args.files, args.memory, args.rounds, args.memory_format, tables)
+        tables.write(args)
         return
     contenders = {name: spec for name, spec in CONTENDERS.items() if not args.only or name in args.only}
     if not args.torchvision_python:
         contenders = {name: spec for name, spec in contenders.items() if not spec[0].startswith("torchvision")}
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {results.machine()}")
     rounds: dict[str, list[dict]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory(prefix="loaders_bench_") as root:
         dirs = prepare(args.files, Path(root))
@@ -347,7 +369,6 @@ def main() -> None:
         opened = f"{statistics.median(f['open'] for f in figures):.2f}" if "open" in figures[0] else ""
         peak = statistics.median(f["peak_mb"] for f in figures)
         rows.append([name, f"{first:,.0f}", f"{second:,.0f}", opened, f"{peak:,.0f}"])
-    tables = results.Results("benchmarks/loaders_benchmark.py")
     tables.table(
         f"{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})",
         ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MB"],

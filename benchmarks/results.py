@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -22,17 +23,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def machine() -> str:
-    """The machine in one line: CPU model, cores, load, Python (the page needs it beside every figure)."""
+    """The machine in one line: CPU model, cores, memory, load average, Python, TensorFlow and TFDS versions
+    (the page puts it on every table; the versions come from the installed distributions' metadata, so
+    TensorFlow is not imported for them)."""
     model = platform.processor() or platform.machine()
+    memory = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / (1 << 20):.1f} GiB memory"
     except OSError:
         pass
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} cores{load}, Python {platform.python_version()}"
+    versions = []
+    for distribution in ("tensorflow", "tensorflow-datasets"):
+        try:
+            versions.append(f"{distribution} {importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{distribution} not installed")
+    return f"{model}, {os.cpu_count()} cores{memory}{load}, Python {platform.python_version()}, {', '.join(versions)}"
 
 
 class Results:

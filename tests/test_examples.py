@@ -174,3 +174,29 @@ def test_show_draws_the_performance_chart_from_the_pages_tables(tmp_path):
     with Image.open(tmp_path / "images" / "performance.png") as image:
         assert image.format == "PNG"
     run_show(tmp_path, "--performance")  # the committed page's tables
+
+
+def test_loaders_benchmark_memory_mode_writes_its_table(tmp_path):
+    """`loaders_benchmark.py --memory N --markdown F --json F` writes the memory table, headed by the machine."""
+    markdown, figures = tmp_path / "memory.md", tmp_path / "memory.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "loaders_benchmark.py"), "--memory", "200", "--rounds", "1",
+         "--memory_format", "tfrecord", "--files", str(tmp_path / "files"), "--markdown", str(markdown),
+         "--json", str(figures)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **child_env()}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = markdown.read_text()
+    heading = text.splitlines()[0]
+    assert heading.startswith("`benchmarks/loaders_benchmark.py --memory 200"), heading
+    for part in (
+        " cores, ",
+        " GiB memory, load average ",
+        ", Python 3.",
+        ", tensorflow 2.",
+        ", tensorflow-datasets 4.",
+    ):
+        assert part in heading, heading  # the machine, on every table of docs/performance.md
+    assert "| 1 | tfrecord | 200 |" in text, text
+    tables = json.loads(figures.read_text())["tables"]
+    assert [row[:3] for row in tables[0]["rows"]] == [["1", "tfrecord", "200"]]
