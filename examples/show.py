@@ -139,7 +139,7 @@ def performance_figures(page: Path) -> dict[str, dict[str, tuple[float, float]]]
     figures: dict[str, dict[str, tuple[float, float]]] = {"prepare": {}, "time to data": {}}
     section = None
     for line in page.read_text().splitlines():
-        if line.startswith("## "):
+        if line.startswith("## ") or line.startswith("### "):  # a subsection's tables have other columns
             section = {"## Prepare time": "prepare", "## Time to data over a slow network": "time to data"}.get(line)
         match = re.match(r"^\| ([^|]+?) \| ([\d.]+) s \| ([\d.]+) s \|", line)
         if section and match:

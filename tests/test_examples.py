@@ -159,6 +159,11 @@ def test_show_draws_the_docs_figures_from_dummy_data_one_row_a_config(tmp_path):
             heights[short] = image.size[1]
     assert heights["emnist"] > 4 * heights["mnist"]  # six rows, one a config, against one
     assert sorted(path.name for path in (tmp_path / "images").iterdir()) == ["emnist.png", "mnist.png"]
+    for short in ("mnist", "emnist"):  # drawn the same way each time: a committed figure that differs is stale
+        committed = REPO / "docs" / "images" / f"{short}.png"
+        assert (tmp_path / "images" / f"{short}.png").read_bytes() == committed.read_bytes(), (
+            f"{committed.relative_to(REPO)} is stale: run examples/show.py --docs --images docs/images"
+        )
 
 
 def test_show_draws_the_performance_chart_from_the_pages_tables(tmp_path):
@@ -173,7 +178,11 @@ def test_show_draws_the_performance_chart_from_the_pages_tables(tmp_path):
     assert "time to data, ours / built-in: MNIST 17.4 s / 34.8 s, KMNIST 16 s / 31.8 s\n" in output, output
     with Image.open(tmp_path / "images" / "performance.png") as image:
         assert image.format == "PNG"
-    run_show(tmp_path, "--performance")  # the committed page's tables
+    run_show(tmp_path, "--performance")  # the committed page's tables, drawn the same way each time
+    committed = REPO / "docs" / "images" / "performance.png"
+    assert (tmp_path / "images" / "performance.png").read_bytes() == committed.read_bytes(), (
+        "docs/images/performance.png is stale: run examples/show.py --performance --images docs/images"
+    )
 
 
 def test_loaders_benchmark_memory_mode_writes_its_table(tmp_path):
