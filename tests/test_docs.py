@@ -136,14 +136,18 @@ def test_the_readme_is_a_guide():
     assert len((REPO / "README.md").read_text().splitlines()) <= 250
 
 
-def test_python_in_docs_pages_is_the_readmes_which_runs():
-    """A Python block of a docs page is one of the README's verbatim, so tests/test_readme.py runs it."""
-    readme = (REPO / "README.md").read_text()
-    fence = re.compile(r"^```(?:python|py|python3|py3)\n(.*?)^```", re.M | re.S)
-    readme_blocks = set(fence.findall(readme))
-    for path in sorted(DOCS.rglob("*.md")):
-        for block in fence.findall(path.read_text()):
-            assert block in readme_blocks, f"{path.relative_to(REPO)}: a Python block that no test runs:\n{block}"
+def test_no_code_in_docs_pages_is_fenced_out_of_the_tests():
+    """A `text` block that holds Python or a command tests/test_readme.py would run is run by nothing: fence it
+    `python` or `sh` (test_readme runs those)."""
+    fence = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
+    for path in [REPO / "README.md", *sorted(DOCS.glob("*.md")), *sorted((DOCS / "notes").glob("*.md"))]:
+        for language, block in fence.findall(path.read_text()):
+            if language in ("", "text"):
+                lines = block.splitlines()
+                assert not any(line.startswith(("tfds ", ".venv/bin/python examples/")) for line in lines), (
+                    f"{path.relative_to(REPO)}: commands fenced `{language}`, run by no test:\n{block}"
+                )
+                assert not re.search(r"^(import|from) \w", block, re.M), f"{path.relative_to(REPO)}: Python as text"
 
 
 def test_the_changelog_has_every_builders_release_notes(generator):

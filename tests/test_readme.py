@@ -1,4 +1,7 @@
-"""The README's code runs as written: every block that claims to run is run here, verbatim, offline.
+"""The README's and the docs pages' code runs as written: every block that claims to run is run here, offline.
+
+The documents: README.md and the hand-written pages, docs/*.md and docs/notes/*.md (docs/datasets/ is
+generated from the notes, so its blocks are theirs). A block or line that appears in several documents runs once.
 
 Which blocks run (new blocks are picked up by the same rule, with no change here):
 - every Python block, whatever its fence says (```` ```python ````, ```` ```py ````, ```` ```python3 ````),
@@ -9,6 +12,11 @@ Which blocks run (new blocks are picked up by the same rule, with no change here
 - every line of a ```` ```sh ```` block that starts with one of RUNNABLE_COMMANDS, in bash.
   Other shell lines (creating a venv, `pip install`, the benchmarks, the whole test suite)
   install from the network or take minutes; they stay illustrative.
+A docs page's Python blocks run together, as one script in one process (a page's blocks follow on from one
+another, and one process a page keeps the suite's time down); the README's run one a process, as above.
+The one placeholder path, MANUAL_DIR (`/data/fashion`), is rewritten into a folder holding the Fashion-MNIST
+files the mirror serves; a block or line naming it runs in a home of its own, and the loopback server must get
+no request while it runs: the manual dir alone must be enough.
 A block that must not run (a placeholder path, a sketch) is written with another fence
 language (```` ```text ````), or as a shell line that starts with something else.
 
@@ -43,6 +51,9 @@ from conftest import DUMMY_DATA, REPO, dummy_files, write_registry
 from mnist_variants import FashionMnist
 
 README = REPO / "README.md"
+# The hand-written docs pages whose blocks run too (docs/datasets/<short>.md repeats docs/notes/<short>.md's).
+PAGES = [*sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "docs" / "notes").glob("*.md"))]
+MANUAL_DIR = "/data/fashion"  # the documents' example manual dir: Fashion-MNIST's upstream files
 RUNNABLE_COMMANDS = ("tfds ", ".venv/bin/python examples/")
 # Fashion-MNIST needs more than the dummy data's 12 train examples: the README indexes example 123.
 FASHION_COUNTS = {"train": 300, "test": 60}
@@ -71,6 +82,25 @@ def runnable(text: str) -> tuple[list[str], list[str]]:
     return python, shell
 
 
+def documents_runnable() -> tuple[list[str], list[str], list[str]]:
+    """The README's Python blocks, one script a docs page (its blocks joined, those the README has left out),
+    and the shell lines of all of them, each once, in document order."""
+    readme_python, shell = runnable(README.read_text())
+    pages_python = []
+    for page in PAGES:
+        python, page_shell = runnable(page.read_text())
+        own = [code for code in python if code not in readme_python]
+        if own:
+            pages_python.append(f"# {page.relative_to(REPO)}\n" + "\n".join(own))
+        shell += page_shell
+    return readme_python, pages_python, list(dict.fromkeys(shell))
+
+
+def with_manual_dir(code: str, manual_dir: Path) -> str:
+    """`code` with the documents' placeholder manual dir replaced by a real one."""
+    return code.replace(MANUAL_DIR, str(manual_dir))
+
+
 def missing_imports(code: str) -> list[str]:
     """The top-level modules `code` imports that are not installed here."""
     modules = set()
@@ -88,6 +118,12 @@ def test_the_rule_finds_the_blocks_that_claim_to_run():
     assert any("grain.MapDataset.source(train)" in block for block in python)  # fenced py before
     assert any(line.startswith("tfds build mnist_variants_binarized_mnist") for line in shell)
     assert not any("pip install" in line for line in shell)
+    readme_python, pages_python, all_shell = documents_runnable()
+    assert any('tf.transpose(x["image"], [1, 0, 2])' in script for script in pages_python)  # docs/notes/emnist.md
+    assert f"tfds build mnist_variants_fashion_mnist --imports mnist_variants --manual_dir {MANUAL_DIR}" in all_shell
+    assert any(line.startswith("tfds build mnist_variants_emnist") for line in all_shell)
+    assert len(all_shell) == len(set(all_shell)) and set(shell) <= set(all_shell)
+    assert any(MANUAL_DIR in code for code in readme_python)
     assert runnable("```py\nprint(1)\n```\n```Python\nprint(2)\n```\n```text\nprint(3)\n```\n")[0] == [
         "print(1)\n",
         "print(2)\n",
@@ -158,25 +194,43 @@ def workdir_for(tmp_path: Path, name: str) -> Path:
     return workdir
 
 
-def test_every_runnable_block_runs_as_written(tmp_path, mirror):
-    python, shell = runnable(README.read_text())
+def test_every_runnable_block_runs_as_written(tmp_path, mirror, file_server):
+    readme_python, pages_python, shell = documents_runnable()
+    manual_dir = tmp_path / "generated"  # the Fashion-MNIST files the mirror serves (fixture `mirror`)
+    offline = [code for code in [*readme_python, *shell] if MANUAL_DIR in code]
     workdir = workdir_for(tmp_path, "work")
     env = {**os.environ, **mirror}  # with the only_loopback proxies
-    outputs = run_blocks(python, workdir, env)
+    readme_online = [code for code in readme_python if code not in offline]
+    outputs = run_blocks(readme_online, workdir, env)
     assert any(re.search(rf"^{FASHION_COUNTS['train']} \d$", out or "", re.M) for out in outputs), outputs
     array_record = Path(mirror["HOME"]) / "tensorflow_datasets_array_record" / FashionMnist.name
     assert list(array_record.rglob("*.array_record*")), "the data source was not prepared as ArrayRecord"
-    for line in shell:
-        ran = subprocess.run(
-            ["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS
-        )
-        assert ran.returncode == 0, f"{line}\n{ran.stdout[-3000:]}\n{ran.stderr[-5000:]}"
+    page_outputs = run_blocks(pages_python, workdir, env)
+    for line in (line for line in shell if line not in offline):
+        run_line(line, workdir, env)
+    for code in offline:  # in a home of its own, where nothing is prepared yet: the manual dir alone must do
+        home = tmp_path / f"offline_home_{offline.index(code)}"
+        home.mkdir()
+        offline_env = {**env, "HOME": str(home), "KERAS_HOME": str(home / ".keras")}
+        requests = len(file_server.range_requests)
+        if code in shell:
+            run_line(with_manual_dir(code, manual_dir), workdir, offline_env)
+        else:
+            assert run_blocks([with_manual_dir(code, manual_dir)], workdir, offline_env) != [None]
+        assert file_server.range_requests[requests:] == [], f"a request with a manual dir:\n{code}"
+        assert list((home / "tensorflow_datasets" / FashionMnist.name).rglob("*.tfrecord*")), code
     if not missing_imports("import torch"):  # the last unit of the README-first order (ORDERS)
         run_example("train_torch", workdir, env)
-    skipped = [python[number].splitlines()[0] for number, out in enumerate(outputs) if out is None]
+    blocks, ran = [*readme_online, *pages_python], [*outputs, *page_outputs]
+    skipped = [code.splitlines()[0] for code, out in zip(blocks, ran, strict=True) if out is None]
     if skipped:
-        missing = sorted({module for code in python for module in missing_imports(code)})
+        missing = sorted({module for code in blocks for module in missing_imports(code)})
         pytest.skip(f"blocks not run, {', '.join(missing)} not installed (pip install '.[loaders]'): {skipped}")
+
+
+def run_line(line: str, workdir: Path, env: dict[str, str]) -> None:
+    ran = subprocess.run(["bash", "-c", line], cwd=workdir, env=env, capture_output=True, text=True, timeout=SECONDS)
+    assert ran.returncode == 0, f"{line}\n{ran.stdout[-3000:]}\n{ran.stderr[-5000:]}"
 
 
 # The examples that use default folders, with their defaults but for a short run: each unit is one or more runs.
@@ -203,7 +257,7 @@ def test_defaults_never_collide_in_any_order(tmp_path, mirror, order):
     """The README's Python blocks (in their order) and both examples, in this order, in one fresh home: whichever
     prepares first, none meets a file format it cannot read (`tfds.load` on ArrayRecord, `tfds.data_source` on
     TFRecord). Skipped where torch or grain is not installed (the minimum-versions run of CI)."""
-    python, _ = runnable(README.read_text())
+    python = [with_manual_dir(code, tmp_path / "generated") for code in runnable(README.read_text())[0]]
     missing = sorted({module for code in [*python, "import torch"] for module in missing_imports(code)})
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (pip install '.[loaders]')")
