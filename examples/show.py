@@ -14,10 +14,9 @@ built-ins, from the tables of docs/performance.md (pasted from the benchmarks' o
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import io
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,25 +52,18 @@ def show_one(args: argparse.Namespace) -> None:
 
 
 def register_dummy_checksums(cls: type[MnistVariantBuilder], files: dict[str, bytes], registry: Path) -> None:
-    """Points the builder at checksums of the dummy files, shaped as upstream's (labels' content digests too).
+    """Points the builder at checksums of the dummy files, shaped as upstream's, written by the tests' own
+    `write_registry` (tests/conftest.py): one function, so the figures and the tests register the same digests.
 
-    The same registry as tests/conftest.py's write_registry writes, kept here because an example must not
-    import the tests. Why an attribute TFDS treats as private: `_checksums_path` is where TFDS and the
-    builder read the registered checksums; the tests' workers swap it the same way (registered_dummies.py).
+    Imported from tests/ here only (as the benchmarks import tests/testing.py): `--docs` draws the repository's
+    figures from its dummy data, for maintainers, who have the `test` extra. Why an attribute TFDS treats as
+    private: `_checksums_path` is where TFDS and the builder read the registered checksums; the tests' workers
+    swap it the same way (tests/workers/registered_dummies.py).
     """
-    labels = {files_of_split.get("labels") for files_of_split in cls.SPLIT_FILES.values()}
-    registered: dict[str, list[tuple[str, bytes, str]]] = {".tsv": [], ".decompressed.tsv": []}
-    for name, data in files.items():
-        registered[".tsv"].append((name, data, name))
-        if name in labels and name.endswith(".gz"):  # gzipped label files' content is registered, images' not
-            registered[".decompressed.tsv"].append((name, gzip.decompress(data), name.removesuffix(".gz")))
-    for suffix, entries in registered.items():
-        lines = (
-            f"{cls.SOURCES[0]}{name}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{as_}\n"
-            for name, data, as_ in entries
-        )
-        (registry / f"{cls.name}{suffix}").write_text("".join(lines))
-    cls._checksums_path = epath.Path(registry / f"{cls.name}.tsv")
+    sys.path.append(str(REPO / "tests"))
+    from conftest import write_registry
+
+    cls._checksums_path = epath.Path(write_registry(registry, cls, files, cls.SOURCES[0]))
 
 
 def draw_grid(rows: list[tuple[str, np.ndarray, list[str]]], title: str, out: Path) -> None:
