@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -151,13 +152,21 @@ def test_no_code_in_docs_pages_is_fenced_out_of_the_tests():
 
 
 def test_the_changelog_has_every_builders_release_notes(generator):
-    """Each version of each builder's RELEASE_NOTES has a CHANGELOG section naming the builder."""
+    """Each dataset version in each builder's RELEASE_NOTES is named in CHANGELOG.md as "`name` version" (in any
+    package section: dataset and package versions are not the same thing)."""
     changelog = (REPO / "CHANGELOG.md").read_text()
-    sections = dict(re.findall(r"^## \[([^\]]+)\][^\n]*\n(.*?)(?=^## |\Z)", changelog, re.M | re.S))
     for cls in generator.registered_builders():
         for version in cls.RELEASE_NOTES:
-            assert version in sections, f"CHANGELOG.md has no section [{version}] ({cls.name})"
-            assert f"`{cls.name}`" in sections[version], f"CHANGELOG.md [{version}] does not name {cls.name}"
+            assert f"`{cls.name}` {version}" in changelog, f"CHANGELOG.md does not name `{cls.name}` {version}"
+
+
+def test_the_changelog_sections_are_unreleased_or_tagged():
+    """Keep a Changelog: a package section is [Unreleased] or a released version, which has a git tag."""
+    tags = subprocess.run(["git", "tag"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    sections = re.findall(r"^## \[([^\]]+)\]", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert sections, "CHANGELOG.md has no section"
+    for section in sections:
+        assert section == "Unreleased" or section in tags or f"v{section}" in tags, f"[{section}] has no git tag"
 
 
 def test_splits_json_is_json_with_one_entry_a_key():
