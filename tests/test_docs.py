@@ -8,6 +8,7 @@ changed fails here. Links are checked in every Markdown file of the repository's
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import re
@@ -292,3 +293,33 @@ def test_every_readme_table_row_has_the_real_counts(generator):
         assert shown, f"README row {name}: no counts in {cell!r}"
         for key in keys:
             assert shown == counts[key], f"README row {name}: {shown} but docs/splits.json {key}: {counts[key]}"
+
+
+def module_level_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules `path` imports at module level (imports inside functions are lazy: not counted)."""
+    imported = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnist_variants"):
+            imported.update(node.module.split(".")[1:2] or [alias.name for alias in node.names])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[1] for alias in node.names if alias.name.count(".") == 1)
+    return imported & modules
+
+
+def test_the_contributing_map_names_every_module_and_its_imports():
+    """CONTRIBUTING.md's map: a row for every module of the package, and a one-module row's imports are the
+    module's own (module level; a lazy import inside a function is not one)."""
+    package = REPO / "mnist_variants"
+    modules = {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
+    named = set()
+    for line in (REPO / "CONTRIBUTING.md").read_text().splitlines():
+        cells = line.split(" | ")
+        if not line.startswith("| `") or len(cells) < 3:
+            continue
+        rooms = {name.removesuffix(".py") for name in re.findall(r"`(?:mnist_variants/)?(\w+)\.py`", cells[0])}
+        named |= rooms
+        if len(rooms) == 1 and rooms <= modules:
+            (room,) = rooms
+            listed = set(re.findall(r"`(\w+)`", cells[2].split(";")[0])) & modules
+            assert listed == module_level_imports(package / f"{room}.py", modules), f"CONTRIBUTING.md row {room}"
+    assert modules <= named, f"modules missing from CONTRIBUTING.md's map: {sorted(modules - named)}"
