@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -119,8 +120,15 @@ def sources_section(cls: type[MnistVariantBuilder]) -> list[str]:
 
 
 def features_section(info: tfds.core.DatasetInfo) -> list[str]:
-    """`info.features` as TFDS prints it, and the class names of each ClassLabel."""
-    lines = ["```text", repr(info.features), "```", ""]
+    """`info.features` as TFDS prints it, and the class names of each ClassLabel. A feature's description is
+    listed below the block, not in it: TFDS 4.9.4 leaves it out of a Scalar's repr where newer TFDS puts it in,
+    and the page must be the same at every TFDS version CI runs."""
+    printed = re.sub(r", description=.*\),$", "),", repr(info.features), flags=re.M)
+    lines = ["```text", printed, "```", ""]
+    for key, feature in info.features.items():
+        description = getattr(getattr(feature, "doc", None), "desc", None)
+        if description:
+            lines += [f"`{key}`: {description}", ""]
     for key, feature in info.features.items():
         if isinstance(feature, tfds.features.ClassLabel):
             names = ", ".join(f"`{name}`" for name in feature.names)
