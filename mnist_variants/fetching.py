@@ -5,7 +5,8 @@ and judged by their content (verification.py). Missing files download all at onc
 its own list of sources in turn, into the download dir's `<dataset name>/` folder:
 http_transport.py carries the bytes into a partial download (partials.py) that a later process
 resumes if this one dies. A download is read once, verified against the registered sha256 and
-size, and those very bytes are handed on; only then does the file take its final name. A file
+size (or, for a file known by its digests, its size bound, md5 and git blob sha1), and those very
+bytes are handed on; only then does the file take its final name. A file
 already verified there is used without the lock (a read-only download dir works); everything
 in the folder is opened through shared_files.py (never followed, never waited on), and a write
 the disk refuses ends the download at once (`shared_files.LocalDiskError`), no other source asked. Splits
@@ -28,7 +29,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import os
 import shutil
 import threading
@@ -177,7 +177,7 @@ class Fetch:
             verdict.path,
             [archive.member(n) for n in names],
             [archive.member(n) for n in extras],
-            most_bytes=int(self.wanted.registry[name].download.size),  # no member outgrows the registered archive
+            most_bytes=self.wanted.registry[name].most_bytes,  # no member outgrows the registered archive
         )
         for inner in (*names, *extras):
             if (member := archive.member(inner)) in members:
@@ -221,7 +221,7 @@ class Fetch:
         """Downloads `names` at once; yields an iterator over (name, verdict) in order of arrival."""
         policy = http_transport.policy_from_env()
         cancel = self._cancel
-        total = sum(int(self.wanted.registry[name].download.size) for name in names)
+        total = sum(self.wanted.registry[name].most_bytes for name in names)  # the bound, where no size is known
         with (
             _progress_bar(total, len(names)) as progress,
             concurrent.futures.ThreadPoolExecutor(len(names), thread_name_prefix="download") as pool,
@@ -273,7 +273,7 @@ class Download:
         progress: Callable[[int], None],
     ) -> None:
         self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
-        self.registered = fetch.wanted.registry[name].download
+        self.registered = fetch.wanted.registry[name]
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
         self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
@@ -317,14 +317,16 @@ class Download:
         raise _SourcesFailed(f"Could not download {self.name} from any source:\n" + "\n".join(failures))
 
     def _needed(self) -> str:
-        return f"{self.name} needs {int(self.registered.size):,} bytes there"
+        if self.registered.size is None:
+            return f"{self.name} needs up to {self.registered.most_bytes:,} bytes there"
+        return f"{self.name} needs {self.registered.size:,} bytes there"
 
     def _earlier_download(self, may_remove: bool) -> verification.Verdict | None:
         """The file an earlier run downloaded and verified, if it still verifies (read once, here, no further
         than its registered size + 1, never through a symlink). Only the lock's holder (`may_remove`)
         removes one that does not verify: without it, another process may be renaming a good one into place."""
         try:
-            data = verification.read_copy(self.final, int(self.registered.size), follow_symlinks=False)
+            data = verification.read_copy(self.final, self.registered.most_bytes, follow_symlinks=False)
         except FileNotFoundError:
             return None
         except verification.UnreadableCopyError as error:
@@ -350,11 +352,13 @@ class Download:
         if any came by a Range request, the file is fetched once more from zero by one GET without Range
         before the source is given up (a server may garble its ranges and serve the whole file right).
         """
-        # int(): TFDS's Size prints "15.3 KiB"
-        identity = partials.Identity(int(self.registered.size), self.registered.checksum)
-        with self._partial(identity, url, locked) as partial:
-            for last_try in (False, True):
-                came_whole = http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, last_try)
+        identity = self._identity(url)
+        open_ended = identity.size > self.registered.most_bytes  # no size stated: one stream, cut past the bound
+        with self._partial(identity, url, locked and not open_ended) as partial:
+            for last_try in (True,) if open_ended else (False, True):
+                came_whole = http_transport.fetch(
+                    url, partial, self.policy, self.cancel, self.progress, last_try, open_ended=open_ended
+                )
                 data = partial.read_all()
                 if self._verifies(data):
                     self._keep(partial, data)
@@ -415,14 +419,24 @@ class Download:
             self.final.write_bytes(data)
             partial.discard()
 
+    def _identity(self, url: str) -> partials.Identity:
+        """What the partial is of: the registered size and sha256; for a file known by its digests, the size `url`
+        states (refused past the bound before any of the body is read) and the git blob sha1, so that parts, resumes
+        and every answer's length are held to that size as to a registered one. Where the server states no size,
+        the file comes in one stream into a private partial one byte larger than the bound (not resumed: no size
+        to hold a resumed range to), the body's end being the file's end."""
+        registered = self.registered
+        if registered.download is not None:
+            return partials.Identity(registered.size, registered.download.checksum)
+        digests = registered.digests
+        size = http_transport.stated_size(url, digests.max_size, self.policy, self.cancel)
+        return partials.Identity(digests.max_size + 1 if size is None else size, None, digests.git_blob_sha1)
+
     def _verifies(self, data: bytes) -> bool:
-        return len(data) == self.registered.size and hashlib.sha256(data).hexdigest() == self.registered.checksum
+        return self.registered.verifies(data)
 
     def _mismatch(self, data: bytes) -> str:
-        return (
-            f"sha256 {hashlib.sha256(data).hexdigest()} ({verification.plain_size(len(data))}), registered"
-            f" {self.registered.checksum} ({verification.plain_size(self.registered.size)})"
-        )
+        return self.registered.mismatch(data)
 
 
 def _stuck(*paths: Path) -> str | None:

@@ -9,6 +9,12 @@ decompresses to upstream's content where that content's digest is registered
 its split that does verify, and says so. Anything else is refused with an error naming
 the file, what it is, and what to do.
 
+Some upstream files are known by their digests, not their size (QMNIST's images: upstream publishes
+only the md5 torchvision checks and each file's git blob id): `checksums/<name>.digests.tsv`
+lists them as `url, max_size, md5, git_blob_sha1, filename`, and such a file is accepted only
+when it is at most `max_size` bytes and both digests match (`Digests`). The bound stands in for
+the size wherever the size bounds what is read.
+
 A copy is read once, and the bytes that are verified are the bytes handed on to be parsed
 (`Verdict.data`): a file swapped after its check never reaches the prepared data. Reading
 takes no more memory than the largest acceptable copy: a larger file, or a gzip stream that
@@ -23,8 +29,9 @@ import errno
 import hashlib
 import io
 import os
+import re
+import zlib
 from collections.abc import Iterator, Mapping
-from collections.abc import Set as AbstractSet
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
@@ -37,12 +44,75 @@ UrlInfo = tfds_checksums.UrlInfo
 _HASH_BLOCK_BYTES = 1 << 20  # a copy too large to read whole is hashed a block at a time
 
 
+def git_blob_sha1(data: bytes) -> str:
+    """The git blob id of `data`: SHA-1 of `blob <size>\\0` and the bytes (what git, and GitHub, call the file)."""
+    digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Digests:
+    """A file known by its digests but not its size: at most `max_size` bytes, with this md5 and git blob sha1.
+
+    Both digests must match: md5 alone is broken (collisions are made at will), and the blob id is SHA-1,
+    whose collisions cost a great deal more; together, with a size bound, they are what upstream vouches for.
+    """
+
+    max_size: int
+    md5: str
+    git_blob_sha1: str
+
+    def matches(self, data: bytes) -> bool:
+        return len(data) <= self.max_size and self.found(data) == (self.md5, self.git_blob_sha1)
+
+    @staticmethod
+    def found(data: bytes) -> tuple[str, str]:
+        """(md5, git blob sha1) of `data`."""
+        return hashlib.md5(data, usedforsecurity=False).hexdigest(), git_blob_sha1(data)
+
+    def mismatch(self, data: bytes) -> str:
+        """Both digests expected and found, and the size against the bound, for a refusal."""
+        md5, blob = self.found(data) if len(data) <= self.max_size else ("(not computed)", "(not computed)")
+        return (
+            f"expected md5 {self.md5} and git blob sha1 {self.git_blob_sha1}, at most {plain_size(self.max_size)};"
+            f" found md5 {md5} and git blob sha1 {blob}, {plain_size(len(data))}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Registered:
-    """What is known of one upstream file: its download's digest and, if registered, its content's."""
+    """What is known of one upstream file: its download's digest (size and sha256) or, for a file known by its
+    digests, those (`digests`); and, if registered, its content's digest."""
 
-    download: UrlInfo
+    download: UrlInfo | None
     content: UrlInfo | None = None
+    digests: Digests | None = None
+
+    @property
+    def most_bytes(self) -> int:
+        """The size of the upstream file, or the most it may have where only its digests are known."""
+        return int(self.download.size) if self.download is not None else self.digests.max_size
+
+    @property
+    def size(self) -> int | None:
+        """The registered size; None for a file known by its digests (its server says it, within `most_bytes`)."""
+        return int(self.download.size) if self.download is not None else None
+
+    def verifies(self, data: bytes) -> bool:
+        """Whether `data` is the upstream file: its size and sha256, or its size bound and both digests."""
+        if self.download is None:
+            return self.digests.matches(data)
+        return _same(_info(data), self.download)
+
+    def mismatch(self, data: bytes) -> str:
+        """What was expected and what `data` has instead, in one line."""
+        if self.download is None:
+            return self.digests.mismatch(data)
+        return (
+            f"sha256 {hashlib.sha256(data).hexdigest()} ({plain_size(len(data))}), registered"
+            f" {self.download.checksum} ({plain_size(self.download.size)})"
+        )
 
 
 class UnreadableCopyError(MnistVariantsError, OSError):
@@ -69,12 +139,52 @@ def content_checksums_path(checksums_path: epath.Path) -> epath.Path:
     return checksums_path.parent / f"{checksums_path.stem}.decompressed.tsv"
 
 
+def digests_path(checksums_path: epath.Path) -> epath.Path:
+    """`<name>.digests.tsv` beside `<name>.tsv`: the files known by their digests but not their size."""
+    return checksums_path.parent / f"{checksums_path.stem}.digests.tsv"
+
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_SHA1 = re.compile(r"[0-9a-f]{40}")
+
+
+def load_digests(path: epath.Path) -> dict[str, Digests]:
+    """The files `path` lists (`url<TAB>max_size<TAB>md5<TAB>git_blob_sha1<TAB>filename` a line), by file name.
+
+    Several URLs may list one file; they must agree. Our own parser: TFDS's reads only its
+    size-and-sha256 format. A line that is not so is an error naming the file and the line.
+    """
+    found: dict[str, Digests] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5 or not fields[1].isdigit() or int(fields[1]) <= 0:
+            raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
+        _url, max_size, md5, blob, filename = fields
+        if not _MD5.fullmatch(md5) or not _SHA1.fullmatch(blob) or not filename or "/" in filename:
+            raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
+        digests = Digests(int(max_size), md5, blob)
+        if found.setdefault(filename, digests) != digests:
+            raise ValueError(f"{path}:{number}: {filename} is listed with other digests above")
+    return found
+
+
 def load_registry(url_infos: Mapping[str, UrlInfo], checksums_path: epath.Path) -> dict[str, Registered]:
-    """Every registered upstream file by name, with its content digest where one is registered."""
+    """Every registered upstream file by name, with its content digest where one is registered; and every file
+    known by its digests (`<name>.digests.tsv`)."""
     content_path = content_checksums_path(checksums_path)
     contents = tfds_checksums.load_url_infos(content_path) if content_path.exists() else {}
     content_by_download_name = {url.rsplit("/", 1)[-1]: info for url, info in contents.items()}
-    return {info.filename: Registered(info, content_by_download_name.get(info.filename)) for info in url_infos.values()}
+    registry = {
+        info.filename: Registered(info, content_by_download_name.get(info.filename)) for info in url_infos.values()
+    }
+    by_digests = digests_path(checksums_path)
+    for name, digests in (load_digests(by_digests) if by_digests.exists() else {}).items():
+        if name in registry:
+            raise ValueError(f"{by_digests}: {name} is registered by its size and sha256 already")
+        registry[name] = Registered(None, content_by_download_name.get(name), digests)
+    return registry
 
 
 def plain_size(size: int) -> str:
@@ -108,11 +218,11 @@ def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) 
     block, plus a header whose name field has no set length: 64 KiB is room enough).
     """
     if not name.endswith(".gz") or (registered.content is None and not unverified_ok):
-        return registered.download.size
+        return registered.most_bytes
     if registered.content is None:  # an unverified copy: the parser checks it against its IDX header
         return None
     content = registered.content.size
-    return max(registered.download.size, content + 5 * (content // 16_383 + 1) + (64 << 10))
+    return max(registered.most_bytes, content + 5 * (content // 16_383 + 1) + (64 << 10))
 
 
 def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool = True) -> bytes:
@@ -158,23 +268,31 @@ def _open_regular(path: epath.Path, follow_symlinks: bool) -> Iterator[io.Buffer
         os.close(descriptor)
 
 
-def _digest_if_sized(path: epath.Path, sizes: AbstractSet[int]) -> UrlInfo | None:
-    """The sha256 of the copy at `path` when its size is one of `sizes` (files another dataset registers),
-    hashed in blocks straight from the file so that memory stays bounded whatever its size; None otherwise,
-    or where it cannot be read (it is refused anyway: this only names it)."""
+def _whose_file(path: epath.Path, known: Known) -> str | None:
+    """Whose file the copy at `path` is, when its size is one another dataset registers (by sha256) or within the
+    bound of a file known by its digests (by md5 and git blob sha1: the blob's header needs the size, so it is
+    taken from the file first); hashed in blocks straight from the file so that memory stays bounded whatever its
+    size. None otherwise, or where it cannot be read (it is refused anyway: this only names it)."""
     remote = "://" in os.fspath(path)
     try:
         with path.open("rb") if remote else _open_regular(path, follow_symlinks=True) as file:
             size = path.stat().st_size if remote else os.fstat(file.fileno()).st_size
-            if size not in sizes:
+            by_sha256, by_digests = size in known.sizes, bool(known.by_digests) and size <= known.largest_by_digests
+            if not (by_sha256 or by_digests):
                 return None
-            digest, read = hashlib.sha256(), 0
+            sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+            blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+            read = 0
             while read <= size and (block := file.read(_HASH_BLOCK_BYTES)):
-                digest.update(block)
+                for digest in (sha256, md5, blob):
+                    digest.update(block)
                 read += len(block)
     except OSError:
         return None
-    return UrlInfo(size=read, checksum=digest.hexdigest(), filename=None) if read == size else None
+    if read != size:  # it changed while read: nothing can be said of it
+        return None
+    whose = known.whose(UrlInfo(size=size, checksum=sha256.hexdigest(), filename=None))
+    return whose or known.by_digests.get((md5.hexdigest(), blob.hexdigest()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,33 +300,67 @@ class Known:
     """Every digest the MNIST-format family registers, with whose file it is: to name another dataset's file.
 
     MNIST, Kuzushiji-MNIST and Fashion-MNIST use the very same file names; a copy that is not this
-    dataset's may still be recognised, by its bytes or its decompressed content, as another's.
+    dataset's may still be recognised, by its bytes or its decompressed content, as another's; a file known
+    by its digests (QMNIST's images) by its md5 and git blob sha1.
     """
 
     owners: Mapping[tuple[int, str], str] = dataclasses.field(default_factory=dict)  # (size, sha256) -> whose
     largest_content: int = 0  # bytes of the largest registered decompressed content
+    by_digests: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (md5, blob sha1) -> whose
+    largest_by_digests: int = 0  # the largest `max_size` of a file known by its digests
 
     @classmethod
     def of(cls, registries: Mapping[str, Mapping[str, Registered]]) -> Known:
         """From each dataset's title and registry."""
-        owners, largest = {}, 0
+        owners, largest, by_digests, largest_by_digests = {}, 0, {}, 0
         for title, registry in registries.items():
             for name, registered in registry.items():
-                owners[(int(registered.download.size), registered.download.checksum)] = f"{title}'s {name}"
+                if registered.download is not None:
+                    owners[(int(registered.download.size), registered.download.checksum)] = f"{title}'s {name}"
+                if registered.digests is not None:
+                    digests = registered.digests
+                    by_digests[(digests.md5, digests.git_blob_sha1)] = f"{title}'s {name}"
+                    largest_by_digests = max(largest_by_digests, digests.max_size)
                 if registered.content is not None:
                     owners[(int(registered.content.size), registered.content.checksum)] = (
                         f"{title}'s {name}, decompressed"
                     )
                     largest = max(largest, int(registered.content.size))
-        return cls(owners, largest)
+        return cls(owners, largest, by_digests, largest_by_digests)
 
     def whose(self, info: UrlInfo) -> str | None:
         return self.owners.get((int(info.size), info.checksum))
+
+    def whose_bytes(self, data: bytes) -> str | None:
+        """Whose file `data` is, by its size and sha256 or (no larger than such a file may be) its two digests."""
+        whose = self.whose(_info(data))
+        if whose is None and self.by_digests and len(data) <= self.largest_by_digests:
+            whose = self.by_digests.get(Digests.found(data))
+        return whose
 
     @property
     def sizes(self) -> frozenset[int]:
         """Every registered size: a copy of another size is no file of the family's."""
         return frozenset(size for size, _ in self.owners)
+
+
+# Files this package does not use, which a user may drop in under one of its names: recognised by their IDX
+# header, named by what they are. QMNIST's repository publishes MNIST-style label files of its own beside the
+# extended ones (qmnist-{train,test}-labels-idx1-ubyte.gz); MNIST's label files hold 60,000 (train) and 10,000
+# (t10k) labels, QMNIST's test file 60,000: an idx1 file of 60,000 labels under a t10k name is not MNIST's.
+_IDX1_LABELS_OF = {60_000: "an IDX label file of 60,000 labels (as QMNIST's qmnist-{train,test}-labels-idx1-ubyte)"}
+
+
+def _idx1_count(data: bytes) -> int | None:
+    """The count in the header of an IDX label file (gzipped or not); None where `data` is not one."""
+    if data[:2] == formats.GZIP_MAGIC:
+        try:  # the header is all that is looked at: 8 bytes inflated, from the first 64 KiB at most
+            data = zlib.decompressobj(wbits=31).decompress(data[: 64 << 10], 8)
+        except zlib.error:
+            return None
+    if len(data) < 8 or int.from_bytes(data[:4], "big") != formats.IDX_LABELS_MAGIC:
+        return None
+    return int.from_bytes(data[4:8], "big")
 
 
 def judge(
@@ -234,13 +386,13 @@ def judge(
         raise WrongFileError(f"{path} is {trap}, not the file {name}. {traps.advice(trap, url)}")
     if limit is not None and len(data) > limit:
         return _too_large(path, name, registered, dataset, url, limit, data, known)
-    actual = _info(data)
-    if _same(actual, registered.download):
+    if registered.verifies(data):
         return Verdict(path, name, True, "verified: the upstream file", data)
-    _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
+    _refuse_another_datasets(path, name, dataset, url, known.whose_bytes(data))
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists
-        raise ChecksumMismatchError(_mismatch(path, name, registered.download, actual, url))
+        _refuse_unused_idx(path, name, registered, dataset, url, data)
+        raise ChecksumMismatchError(_mismatch(path, name, registered, data, url))
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
         if known.largest_content:  # but it may be another dataset's content
@@ -254,6 +406,7 @@ def judge(
     try:
         content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
     except formats.ContentTooLargeError:
+        _refuse_unused_idx(path, name, registered, dataset, url, data)
         raise ChecksumMismatchError(
             f"{path} is not {dataset}'s {name}: it decompresses to more than upstream's"
             f" {plain_size(registered.content.size)} (inflating stopped there). {_replace_advice(path, url)}"
@@ -261,6 +414,7 @@ def judge(
     if _same(content, registered.content):
         return Verdict(path, name, True, f"verified: upstream's content, {form}", data)
     _refuse_another_datasets(path, name, dataset, url, known.whose(content))
+    _refuse_unused_idx(path, name, registered, dataset, url, data)
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: its content has sha256 {content.checksum}"
         f" ({plain_size(content.size)}), upstream's has sha256 {registered.content.checksum}"
@@ -276,6 +430,20 @@ def _refuse_another_datasets(path: epath.Path, name: str, dataset: str, url: str
             f"{path} is {whose}, not {dataset}'s {name}: the datasets use the same file names."
             f" {_replace_advice(path, url)}"
         )
+
+
+def _refuse_unused_idx(
+    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, data: bytes
+) -> None:
+    """Raises, naming what it is, when a copy refused anyway is an IDX file the package does not use but knows
+    of (QMNIST's idx1 label files); called only where the copy is refused, so a good copy is never named so, and
+    not where `name` itself holds that many labels (MNIST's train labels: a damaged copy is just that)."""
+    count = _idx1_count(data)
+    what = _IDX1_LABELS_OF.get(count) if count is not None else None
+    content = registered.content
+    if what is None or (content is not None and int(content.size) == 8 + count):
+        return
+    raise ChecksumMismatchError(f"{path} is {what}, not {dataset}'s {name}. {_replace_advice(path, url)}")
 
 
 def _too_large(
@@ -295,12 +463,15 @@ def _too_large(
         return Verdict(
             path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
         )
-    actual = _digest_if_sized(path, known.sizes)
-    if actual is not None:
-        _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
+    _refuse_another_datasets(path, name, dataset, url, _whose_file(path, known))
+    _refuse_unused_idx(path, name, registered, dataset, url, start)
+    digests = registered.digests
+    known_by = (
+        f" (upstream's is known by md5 {digests.md5} and git blob sha1 {digests.git_blob_sha1})" if digests else ""
+    )
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: it is larger than {plain_size(limit)},"
-        f" more than any copy of upstream's file can be. {_replace_advice(path, url)}"
+        f" more than any copy of upstream's file can be{known_by}. {_replace_advice(path, url)}"
     )
 
 
@@ -308,7 +479,17 @@ def _unverified(form: str) -> str:
     return f"NOT verified against upstream: a {form} copy, and no digest of its content is registered"
 
 
-def _mismatch(path: epath.Path, name: str, expected: UrlInfo, actual: UrlInfo, url: str) -> str:
+def _mismatch(path: epath.Path, name: str, registered: Registered, data: bytes, url: str) -> str:
+    if registered.download is None:
+        digests, (md5, blob) = registered.digests, Digests.found(data)
+        expected = f"expected md5 {digests.md5}, git blob sha1 {digests.git_blob_sha1}, at most"
+        return (
+            f"{path} is not the upstream {name}:\n"
+            f"  {expected} {plain_size(digests.max_size)}\n"
+            f"  found    md5 {md5}, git blob sha1 {blob}, {plain_size(len(data))}\n"
+            f"It is damaged or a different file. {_replace_advice(path, url)}"
+        )
+    expected, actual = registered.download, _info(data)
     return (
         f"{path} is not the upstream {name}:\n"
         f"  expected sha256 {expected.checksum}, {plain_size(expected.size)}\n"
