@@ -30,14 +30,13 @@ import hashlib
 import io
 import os
 import re
-import zlib
 from collections.abc import Iterator, Mapping
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
 from mnist_variants import formats, shared_files, traps
-from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
+from mnist_variants.errors import ChecksumMismatchError, MalformedFileError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
 
@@ -326,6 +325,9 @@ class Known:
                         f"{title}'s {name}, decompressed"
                     )
                     largest = max(largest, int(registered.content.size))
+        for (size, sha256), whose in _UNUSED_CONTENTS.items():
+            owners.setdefault((size, sha256), whose)
+            largest = max(largest, size)
         return cls(owners, largest, by_digests, largest_by_digests)
 
     def whose(self, info: UrlInfo) -> str | None:
@@ -344,23 +346,15 @@ class Known:
         return frozenset(size for size, _ in self.owners)
 
 
-# Files this package does not use, which a user may drop in under one of its names: recognised by their IDX
-# header, named by what they are. QMNIST's repository publishes MNIST-style label files of its own beside the
-# extended ones (qmnist-{train,test}-labels-idx1-ubyte.gz); MNIST's label files hold 60,000 (train) and 10,000
-# (t10k) labels, QMNIST's test file 60,000: an idx1 file of 60,000 labels under a t10k name is not MNIST's.
-_IDX1_LABELS_OF = {60_000: "an IDX label file of 60,000 labels (as QMNIST's qmnist-{train,test}-labels-idx1-ubyte)"}
-
-
-def _idx1_count(data: bytes) -> int | None:
-    """The count in the header of an IDX label file (gzipped or not); None where `data` is not one."""
-    if data[:2] == formats.GZIP_MAGIC:
-        try:  # the header is all that is looked at: 8 bytes inflated, from the first 64 KiB at most
-            data = zlib.decompressobj(wbits=31).decompress(data[: 64 << 10], 8)
-        except zlib.error:
-            return None
-    if len(data) < 8 or int.from_bytes(data[:4], "big") != formats.IDX_LABELS_MAGIC:
-        return None
-    return int.from_bytes(data[4:8], "big")
+# Files this package does not use, which a user may drop in under one of its names, by their content's
+# (size, sha256). QMNIST's repository publishes MNIST-style label files beside the extended ones: the test one
+# (60,000 labels: column 0 of qmnist-test-labels-idx2-int) is named so. Its train one needs no entry: its content
+# is MNIST's train labels exactly, so nothing is wrong with it under MNIST's train-labels name.
+_UNUSED_CONTENTS = {
+    (60_008, "dbc433804379831d5aa1f78549bc9a1db7266c82d319f407d05246e3e45b6753"): (
+        "QMNIST's qmnist-test-labels-idx1-ubyte.gz (decompressed)"
+    ),
+}
 
 
 def judge(
@@ -391,22 +385,15 @@ def judge(
     _refuse_another_datasets(path, name, dataset, url, known.whose_bytes(data))
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists
-        _refuse_unused_idx(path, name, registered, dataset, url, data)
         raise ChecksumMismatchError(_mismatch(path, name, registered, data, url))
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
-        if known.largest_content:  # but it may be another dataset's content
-            try:
-                content = _info(formats.gunzip(data, path, limit=known.largest_content) if compressed else data)
-            except formats.ContentTooLargeError:
-                content = None
-            if content is not None:
-                _refuse_another_datasets(path, name, dataset, url, known.whose(content))
+        _refuse_another_datasets(path, name, dataset, url, _whose_content(path, data, known))
         return Verdict(path, name, False, _unverified(form), data)
     try:
         content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
     except formats.ContentTooLargeError:
-        _refuse_unused_idx(path, name, registered, dataset, url, data)
+        _refuse_another_datasets(path, name, dataset, url, _whose_content(path, data, known))
         raise ChecksumMismatchError(
             f"{path} is not {dataset}'s {name}: it decompresses to more than upstream's"
             f" {plain_size(registered.content.size)} (inflating stopped there). {_replace_advice(path, url)}"
@@ -414,7 +401,6 @@ def judge(
     if _same(content, registered.content):
         return Verdict(path, name, True, f"verified: upstream's content, {form}", data)
     _refuse_another_datasets(path, name, dataset, url, known.whose(content))
-    _refuse_unused_idx(path, name, registered, dataset, url, data)
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: its content has sha256 {content.checksum}"
         f" ({plain_size(content.size)}), upstream's has sha256 {registered.content.checksum}"
@@ -432,18 +418,15 @@ def _refuse_another_datasets(path: epath.Path, name: str, dataset: str, url: str
         )
 
 
-def _refuse_unused_idx(
-    path: epath.Path, name: str, registered: Registered, dataset: str, url: str, data: bytes
-) -> None:
-    """Raises, naming what it is, when a copy refused anyway is an IDX file the package does not use but knows
-    of (QMNIST's idx1 label files); called only where the copy is refused, so a good copy is never named so, and
-    not where `name` itself holds that many labels (MNIST's train labels: a damaged copy is just that)."""
-    count = _idx1_count(data)
-    what = _IDX1_LABELS_OF.get(count) if count is not None else None
-    content = registered.content
-    if what is None or (content is not None and int(content.size) == 8 + count):
-        return
-    raise ChecksumMismatchError(f"{path} is {what}, not {dataset}'s {name}. {_replace_advice(path, url)}")
+def _whose_content(path: epath.Path, data: bytes, known: Known) -> str | None:
+    """Whose file the (decompressed) content of `data` is, inflating no further than the largest content known."""
+    if not known.largest_content:
+        return None
+    try:
+        content = formats.gunzip(data, path, limit=known.largest_content) if data[:2] == formats.GZIP_MAGIC else data
+    except MalformedFileError:  # too large or corrupt: this only names it: it is refused anyway
+        return None
+    return known.whose(_info(content))
 
 
 def _too_large(
@@ -464,7 +447,6 @@ def _too_large(
             path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
         )
     _refuse_another_datasets(path, name, dataset, url, _whose_file(path, known))
-    _refuse_unused_idx(path, name, registered, dataset, url, start)
     digests = registered.digests
     known_by = (
         f" (upstream's is known by md5 {digests.md5} and git blob sha1 {digests.git_blob_sha1})" if digests else ""

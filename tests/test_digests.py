@@ -29,7 +29,6 @@ from conftest import (
     ByDigests,
     assert_nothing_prepared,
     assert_prepared,
-    dummy_files,
     prepare,
     register_dummy_checksums,
     serve_from,
@@ -37,7 +36,7 @@ from conftest import (
 )
 from test_preemption import finished, output, received, start, wait_for
 
-from mnist_variants import BinarizedMnist, FashionMnist, Mnist, fetching, testing, verification
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, fetching, testing, verification
 from mnist_variants.errors import ChecksumMismatchError, DownloadFailedError
 from mnist_variants.testing import FileServer
 
@@ -440,25 +439,43 @@ def test_another_datasets_file_under_a_name_known_by_its_digests_is_named(monkey
         prepare(BinarizedMnist, tmp_path, manual_dir=tmp_path / "manual")
 
 
-@pytest.mark.parametrize("form", ["gzipped", "decompressed"])
-def test_an_idx1_file_of_60000_labels_under_mnists_test_labels_name_is_named(monkeypatch, tmp_path, file_server, form):
-    """QMNIST's repository also publishes qmnist-test-labels-idx1-ubyte.gz: 60,000 labels in MNIST's format, where
-    MNIST's t10k file holds 10,000. Dropped in under MNIST's name, it is said what it is."""
-    mnist_files = dummy_files("mnist")
-    serve_from(monkeypatch, tmp_path, file_server, Mnist, mnist_files, "up")
-    idx1 = testing.encode_idx(np.random.default_rng(1).integers(0, 10, 60_000, dtype=np.uint8))
-    dropped = (
-        {"t10k-labels-idx1-ubyte.gz": gzip.compress(idx1)} if form == "gzipped" else {"t10k-labels-idx1-ubyte": idx1}
-    )
-    manual = tmp_path / "manual"
-    write_files(manual, {**{n: d for n, d in mnist_files.items() if n != "t10k-labels-idx1-ubyte.gz"}, **dropped})
+def qmnist_test_labels_idx1() -> bytes:
+    """qmnist-test-labels-idx1-ubyte.gz's content (60,008 bytes): column 0 of QMNIST's extended test labels, read
+    from the shared data folder (never copied into the repository)."""
+    here = Path(__file__).resolve().parents[1]
+    for folder in (Path("/work/shared/data/qmnist"), here.parent / "shared" / "data" / "qmnist"):
+        if (folder / "qmnist-test-labels-idx2-int.gz").is_file():
+            raw = gzip.decompress((folder / "qmnist-test-labels-idx2-int.gz").read_bytes())
+            rows = np.frombuffer(raw[12:], ">i4").reshape(-1, 8)
+            return testing.encode_idx(rows[:, 0].astype(np.uint8))
+    pytest.skip("QMNIST's qmnist-test-labels-idx2-int.gz is not in /work/shared/data/qmnist nor ../shared/data/qmnist")
+
+
+def judged(builder_cls, path: Path, name: str) -> verification.Verdict:
+    known = verification.Known.of({cls.TITLE: cls.registry() for cls in (Mnist, FashionMnist, Kmnist)})
+    return verification.judge(path, name, builder_cls.registry()[name], builder_cls.TITLE, "URL", known=known)
+
+
+@pytest.mark.parametrize("builder_cls", [Mnist, FashionMnist, Kmnist])
+@pytest.mark.parametrize("name", ["train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+def test_qmnists_test_labels_idx1_under_a_label_name_is_named(tmp_path, builder_cls, name):
+    """QMNIST's repository also publishes qmnist-test-labels-idx1-ubyte.gz (60,000 labels in MNIST's format).
+    Dropped in under MNIST's, Fashion-MNIST's or Kuzushiji-MNIST's label names it is named, recognised by its
+    content's sha256: also where that name has no content digest registered (Kuzushiji-MNIST's)."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(qmnist_test_labels_idx1()))
+    named = rf"{re.escape(str(path))} is QMNIST's qmnist-test-labels-idx1-ubyte\.gz \(decompressed\), not"
+    with pytest.raises(ChecksumMismatchError, match=named):
+        judged(builder_cls, path, name)
+
+
+def test_other_60000_labels_under_mnists_test_labels_name_are_not_called_qmnists(tmp_path):
+    """A label count is no fingerprint: 60,000 random labels under MNIST's t10k name get the generic refusal."""
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(testing.encode_idx(np.random.default_rng(0).integers(0, 10, 60_000, np.uint8))))
     with pytest.raises(ChecksumMismatchError) as raised:
-        prepare(Mnist, tmp_path, manual_dir=manual)
-    assert (
-        f"{manual / next(iter(dropped))} is an IDX label file of 60,000 labels (as QMNIST's"
-        " qmnist-{train,test}-labels-idx1-ubyte), not MNIST's t10k-labels-idx1-ubyte.gz" in str(raised.value)
-    )
-    assert file_server.requests == []
+        judged(Mnist, path, path.name)
+    assert "QMNIST" not in str(raised.value) and "is not MNIST's t10k-labels-idx1-ubyte.gz" in str(raised.value)
 
 
 def test_the_digests_file_is_read_strictly(tmp_path):
