@@ -211,12 +211,14 @@ def is_registered_file(data: bytes, registered: UrlInfo) -> bool:
 def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) -> int | None:
     """The most bytes any usable copy of `name` can have; None where nothing bounds it.
 
-    Only the upstream file itself is usable where no other form exists (no `.gz`), or where no
-    content digest is registered and an unverified copy would not be used (a cache). A copy
+    Only the upstream file itself is usable where no other form exists (no `.gz`), where no
+    content digest is registered and an unverified copy would not be used (a cache), or where the
+    file is known by its digests and no content digest is registered (nothing else can verify). A copy
     verified by content is at most its content gzipped with stored blocks (5 bytes per 16 KiB
     block, plus a header whose name field has no set length: 64 KiB is room enough).
     """
-    if not name.endswith(".gz") or (registered.content is None and not unverified_ok):
+    only_upstreams = not unverified_ok or registered.digests is not None
+    if not name.endswith(".gz") or (registered.content is None and only_upstreams):
         return registered.most_bytes
     if registered.content is None:  # an unverified copy: the parser checks it against its IDX header
         return None
@@ -389,6 +391,8 @@ def judge(
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
         _refuse_another_datasets(path, name, dataset, url, _whose_content(path, data, known))
+        if registered.digests is not None:  # only upstream's bytes are vouched for: no unverified form
+            raise ChecksumMismatchError(_mismatch(path, name, registered, data, url))
         return Verdict(path, name, False, _unverified(form), data)
     try:
         content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
@@ -442,7 +446,9 @@ def _too_large(
     """A copy larger than any usable copy of `name` (`limit`): refused having read only `start` of it, naming
     whose file it is where its size is that of another dataset's (upstream's EMNIST gzip.zip is larger than
     mnist_c.zip, which is larger than any MNIST file): only such a copy is hashed, block by block."""
-    if name.endswith(".gz") and registered.content is None:  # a cache's unverifiable copy: passed over
+    if (
+        name.endswith(".gz") and registered.content is None and registered.digests is None
+    ):  # a cache's unverifiable copy: passed over
         return Verdict(
             path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
         )

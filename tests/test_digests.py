@@ -389,6 +389,51 @@ def test_a_wrong_local_copy_is_refused_naming_the_file_and_both_digests(monkeypa
     assert_nothing_prepared(tmp_path)
 
 
+IMAGES = "train-images-idx3-ubyte.gz"
+
+
+def fashion_images_by_digests(monkeypatch, tmp_path: Path, file_server) -> None:
+    """Fashion-MNIST's train images registered by their digests (bound 1 MiB, no content digest), as QMNIST's."""
+    registered = {IMAGES: ByDigests.of(FASHION_FILES[IMAGES], 1 << 20)}
+    serve_from(monkeypatch, tmp_path, file_server, FashionMnist, FASHION_FILES, "s3", by_digests=registered)
+
+
+def test_a_recompressed_gz_known_by_its_digests_is_refused_naming_both_digests(monkeypatch, tmp_path, file_server):
+    """With no content digest registered, a copy that fails both digests is not used "unverified" beside verified
+    labels: nothing shows its content is upstream's."""
+    fashion_images_by_digests(monkeypatch, tmp_path, file_server)
+    recompressed = gzip.compress(gzip.decompress(FASHION_FILES[IMAGES]), 1, mtime=0)
+    assert recompressed != FASHION_FILES[IMAGES]
+    write_files(tmp_path / "manual", {**FASHION_FILES, IMAGES: recompressed})
+    with pytest.raises(ChecksumMismatchError) as raised:
+        prepare(FashionMnist, tmp_path, manual_dir=tmp_path / "manual")
+    message = str(raised.value)
+    assert str(tmp_path / "manual" / IMAGES) in message
+    assert md5(FASHION_FILES[IMAGES]) in message and blob(FASHION_FILES[IMAGES]) in message
+    assert md5(recompressed) in message and blob(recompressed) in message
+    assert file_server.requests == []
+    assert_nothing_prepared(tmp_path)
+
+
+def test_an_oversized_gz_known_by_its_digests_is_refused_unread_past_the_bound(monkeypatch, tmp_path, file_server):
+    """A 256 MiB copy (sparse) where the bound is 1 MiB: refused, the peak memory growing by far less."""
+    fashion_images_by_digests(monkeypatch, tmp_path, file_server)
+    manual = tmp_path / "manual"
+    write_files(manual, FASHION_FILES)
+    with open(manual / IMAGES, "r+b") as file:
+        file.truncate(256 << 20)
+    assert verification.largest_copy(IMAGES, FashionMnist.registry()[IMAGES]) == 1 << 20
+
+    def refused() -> None:
+        with pytest.raises(ChecksumMismatchError, match=f"{re.escape(str(manual / IMAGES))} is not .*larger than"):
+            fetched(FashionMnist, tmp_path, manual)
+
+    growth = peak_growth_mib(refused)
+    print(f"peak memory growth: {growth:.1f} MiB")
+    assert growth < 48, growth
+    assert file_server.requests == []
+
+
 def test_a_torchvision_root_and_a_mirror_serve_a_file_known_by_its_digests(monkeypatch, tmp_path, file_server, capsys):
     """Fashion-MNIST's train images registered by their digests: found in torchvision's `FashionMNIST/raw/`, and
     downloaded from MNIST_VARIANTS_MIRROR."""
