@@ -55,6 +55,7 @@ from mnist_variants import (
 from mnist_variants.errors import DownloadFailedError
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
+_UNSTATED_TRIES = 3  # fetches of a body with no stated length that fails its digests (a cut looks like an end)
 
 
 def source_urls(bases: Sequence[str], filename: str, dataset: str) -> list[str]:
@@ -341,7 +342,7 @@ class Download:
                 path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data
             )
         if may_remove:
-            print(f"Removing {self.final}: {self._mismatch(data)}", flush=True)
+            print(f"Removing {self.final}: it has {self._mismatch(data)}", flush=True)
             self.final.unlink(missing_ok=True)
         return None
 
@@ -354,20 +355,28 @@ class Download:
         """
         identity = self._identity(url)
         open_ended = identity.size > self.registered.most_bytes  # no size stated: one stream, cut past the bound
+        # With no length stated, a cut body looks like a whole short file: it is fetched again, a bounded number
+        # of times (each from zero: no size to hold a resumed range to).
+        tries = (True,) * _UNSTATED_TRIES if open_ended else (False, True)
         with self._partial(identity, url, locked and not open_ended) as partial:
-            for last_try in (True,) if open_ended else (False, True):
+            for attempt, whole in enumerate(tries, 1):
+                partial.identity = identity  # the body's end set the size of an earlier try
                 came_whole = http_transport.fetch(
-                    url, partial, self.policy, self.cancel, self.progress, last_try, open_ended=open_ended
+                    url, partial, self.policy, self.cancel, self.progress, whole, open_ended=open_ended
                 )
                 data = partial.read_all()
                 if self._verifies(data):
                     self._keep(partial, data)
                     return data
+                cut = partial.unstated_end
                 partial.discard()
-                if last_try or came_whole:
-                    raise http_transport.TransferError(f"checksum mismatch: {url} sent {self._mismatch(data)}")
-                print(f"{self.name} from {url} does not verify ({self._mismatch(data)}); fetching it once more from"
-                      " zero", flush=True)  # fmt: skip
+                why = self._mismatch(data)
+                if cut:
+                    why += f"; the body ended after {len(data):,} bytes with no length stated (maybe cut)"
+                if attempt == len(tries) or (came_whole and not cut):
+                    raise http_transport.TransferError(f"checksum mismatch: {url} sent {why}")
+                again = "once more" if not open_ended else f"again (try {attempt + 1} of {len(tries)})"
+                print(f"{self.name} from {url} does not verify ({why}); fetching it {again} from zero", flush=True)
                 partial.plan([(0, identity.size)])
         raise AssertionError("unreachable")
 

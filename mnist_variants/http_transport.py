@@ -539,7 +539,7 @@ class _Connection:
                 try:
                     self._receive(response)
                     if self.open_ended:
-                        self._end_with_the_body()
+                        self._end_with_the_body("Content-Length" in response.headers)
                     elif not self.span.done:
                         raise _Interrupted(f"connection closed after byte {self.span.position:,}")
                 except (_Interrupted, *INTERRUPTIONS) as error:
@@ -568,14 +568,14 @@ class _Connection:
             self._end()
             self._session.close()
 
-    def _end_with_the_body(self) -> None:
+    def _end_with_the_body(self, length_stated: bool) -> None:
         """The body of an answer that stated no size ended: the file ends there, unless it passed the bound."""
         if self.span.done:
             raise TransferError(
                 f"{self.url} sent more than {plain_size(self.span.end - 1)}, the most {self.name} may have"
                 " (cut there, one byte past it)"
             )
-        self.partial.end_at(self.span)
+        self.partial.end_at(self.span, length_stated)
 
     def _receive(self, response: requests.Response) -> None:
         """Writes the body's blocks at the span's position until the span is done or the body ends

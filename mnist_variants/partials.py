@@ -108,6 +108,8 @@ class Partial:
         self.spans: list[Span] = []
         self.inherited = 0  # bytes received by an earlier process
         self.responses = 0  # answers whose bytes went into it: more than one means it was pieced together
+        # Where the body's end fixed the size (`end_at`), whether no length was stated: a cut looks the same.
+        self.unstated_end = False
         self._lock = threading.Lock()
         self._unsaved = 0
         self._saved_at = 0.0
@@ -162,9 +164,11 @@ class Partial:
         self.plan([(0, self.identity.size)])
         return self.spans[0]
 
-    def end_at(self, span: Span) -> None:
-        """The file ends where `span` (its only one) got to: a body that stated no size ended there."""
+    def end_at(self, span: Span, length_stated: bool) -> None:
+        """The file ends where `span` (its only one) got to: a body that stated no size ended there (or a body
+        of the Content-Length it stated, which urllib3 holds it to). With no length, a cut ends it the same way."""
         with self._lock:
+            self.unstated_end = not length_stated
             self.identity = dataclasses.replace(self.identity, size=span.position)
             span.end = span.position
             with self._disk():

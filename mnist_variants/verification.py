@@ -70,14 +70,6 @@ class Digests:
         """(md5, git blob sha1) of `data`."""
         return hashlib.md5(data, usedforsecurity=False).hexdigest(), git_blob_sha1(data)
 
-    def mismatch(self, data: bytes) -> str:
-        """Both digests expected and found, and the size against the bound, for a refusal."""
-        md5, blob = self.found(data) if len(data) <= self.max_size else ("(not computed)", "(not computed)")
-        return (
-            f"expected md5 {self.md5} and git blob sha1 {self.git_blob_sha1}, at most {plain_size(self.max_size)};"
-            f" found md5 {md5} and git blob sha1 {blob}, {plain_size(len(data))}"
-        )
-
 
 @dataclasses.dataclass(frozen=True)
 class Registered:
@@ -105,12 +97,18 @@ class Registered:
         return _same(_info(data), self.download)
 
     def mismatch(self, data: bytes) -> str:
-        """What was expected and what `data` has instead, in one line."""
+        """What `data` has and what was expected, in one line: the one wording of every refusal by digest, for
+        downloads ("URL sent ...") and local copies ("it has ...") alike."""
         if self.download is None:
-            return self.digests.mismatch(data)
+            md5, blob = Digests.found(data)
+            digests = self.digests
+            return (
+                f"md5 {md5}, git blob sha1 {blob}, {plain_size(len(data))}; expected md5 {digests.md5},"
+                f" git blob sha1 {digests.git_blob_sha1}, at most {plain_size(digests.max_size)}"
+            )
         return (
-            f"sha256 {hashlib.sha256(data).hexdigest()} ({plain_size(len(data))}), registered"
-            f" {self.download.checksum} ({plain_size(self.download.size)})"
+            f"sha256 {hashlib.sha256(data).hexdigest()}, {plain_size(len(data))}; expected sha256"
+            f" {self.download.checksum}, {plain_size(self.download.size)}"
         )
 
 
@@ -468,20 +466,8 @@ def _unverified(form: str) -> str:
 
 
 def _mismatch(path: epath.Path, name: str, registered: Registered, data: bytes, url: str) -> str:
-    if registered.download is None:
-        digests, (md5, blob) = registered.digests, Digests.found(data)
-        expected = f"expected md5 {digests.md5}, git blob sha1 {digests.git_blob_sha1}, at most"
-        return (
-            f"{path} is not the upstream {name}:\n"
-            f"  {expected} {plain_size(digests.max_size)}\n"
-            f"  found    md5 {md5}, git blob sha1 {blob}, {plain_size(len(data))}\n"
-            f"It is damaged or a different file. {_replace_advice(path, url)}"
-        )
-    expected, actual = registered.download, _info(data)
     return (
-        f"{path} is not the upstream {name}:\n"
-        f"  expected sha256 {expected.checksum}, {plain_size(expected.size)}\n"
-        f"  found    sha256 {actual.checksum}, {plain_size(actual.size)}\n"
+        f"{path} is not the upstream {name}: it has {registered.mismatch(data)}.\n"
         f"It is damaged or a different file. {_replace_advice(path, url)}"
     )
 

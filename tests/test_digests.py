@@ -59,6 +59,15 @@ def blob(data: bytes) -> str:
     return verification.git_blob_sha1(data)
 
 
+def said(data: bytes, expected: ByDigests | None = None) -> str:
+    """The one wording of a refusal by digests: what `data` has, then what is registered."""
+    expected = expected or known_by_digests()[TRAIN]
+    return (
+        f"md5 {md5(data)}, git blob sha1 {blob(data)}, {verification.plain_size(len(data))}; expected md5"
+        f" {expected.md5}, git blob sha1 {expected.git_blob_sha1}, at most {verification.plain_size(expected.max_size)}"
+    )
+
+
 def fetched(builder_cls, tmp_path: Path, manual_dir: Path | None = None) -> dict[str, verification.Verdict]:
     """Every file of the builder, found or downloaded and verified as a preparation gets them, by name (no parse)."""
     dl_manager = tfds.download.DownloadManager(
@@ -120,8 +129,8 @@ def test_a_damaged_file_in_the_download_dir_is_named_by_both_digests_and_fetched
     write_files(tmp_path / "downloads" / BinarizedMnist.name, {TRAIN: damaged})
     assert_prepared(prepare(BinarizedMnist, tmp_path), "binarized_mnist")
     out = capsys.readouterr().out
-    assert f"found md5 {md5(damaged)} and git blob sha1 {blob(damaged)}" in out
-    assert f"Removing {tmp_path / 'downloads' / BinarizedMnist.name / TRAIN}: expected md5 {md5(TRAIN_BYTES)}" in out
+    removing = f"Removing {tmp_path / 'downloads' / BinarizedMnist.name / TRAIN}: it has"
+    assert f"{removing} {said(damaged)}" in out
     assert f"/up/{TRAIN}" in file_server.requests
 
 
@@ -297,8 +306,29 @@ def test_right_bytes_under_a_wrong_stated_size_are_refused_by_both_digests_and_t
         sources(monkeypatch, f"{liar.url}/", f"{file_server.url}/up/")
         assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
     out = capsys.readouterr().out
-    assert f"expected md5 {md5(TRAIN_BYTES)} and git blob sha1 {blob(TRAIN_BYTES)}" in out
-    assert f"found md5 {md5(short)} and git blob sha1 {blob(short)}, {verification.plain_size(len(short))}" in out
+    assert f"{liar.url}/{TRAIN} does not verify ({said(short)}); fetching it once more from zero" in out
+
+
+def test_a_body_cut_with_no_stated_length_is_said_so_and_fetched_again(monkeypatch, tmp_path, file_server, capsys):
+    """No Content-Length: a cut looks like the end of a short file. It fails its digests, is said to be maybe cut,
+    and is fetched again; a source that cuts every time is given up after 3 tries."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "up", by_digests=known_by_digests())
+    file_server.serve_files("up", BINARIZED_FILES)
+    half = TRAIN_BYTES[: len(TRAIN_BYTES) // 2]
+    cut = f"; the body ended after {len(half):,} bytes with no length stated (maybe cut)"
+    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, "no-length", "no-length-cut", "no-length")  # probe, GET, GET
+    assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
+    url = f"{file_server.url}/up/{TRAIN}"
+    assert f"{TRAIN} from {url} does not verify ({said(half)}{cut}); fetching it again (try 2 of 3)" in (
+        capsys.readouterr().out
+    )
+
+    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, "no-length", *["no-length-cut"] * 9)
+    with pytest.raises(DownloadFailedError) as raised:
+        fetched(BinarizedMnist, tmp_path / "again")
+    assert f"checksum mismatch: {url} sent {said(half)}{cut}" in str(raised.value)
+    assert file_server.requests.count(f"/up/{TRAIN}") == 3 + 1 + 3  # the probe and 3 tries, twice over
+    assert not partials_left(tmp_path / "again")
 
 
 @pytest.mark.parametrize("wrong", ["md5", "git_blob_sha1"])
@@ -311,8 +341,7 @@ def test_either_digest_alone_is_not_enough(monkeypatch, tmp_path, file_server, w
         fetched(BinarizedMnist, tmp_path)
     expected = registered[TRAIN]
     message = str(raised.value)
-    assert f"expected md5 {expected.md5} and git blob sha1 {expected.git_blob_sha1}" in message
-    assert f"found md5 {md5(TRAIN_BYTES)} and git blob sha1 {blob(TRAIN_BYTES)}" in message
+    assert f"checksum mismatch: {file_server.url}/up/{TRAIN} sent {said(TRAIN_BYTES, expected)}" in message
     assert not partials_left(tmp_path) and not (tmp_path / "downloads" / BinarizedMnist.name / TRAIN).exists()
 
 
@@ -382,7 +411,7 @@ def test_a_wrong_local_copy_is_refused_naming_the_file_and_both_digests(monkeypa
     assert str(tmp_path / "manual" / TRAIN) in message
     assert md5(TRAIN_BYTES) in message and blob(TRAIN_BYTES) in message
     if copy == "damaged":
-        assert f"found    md5 {md5(wrong)}, git blob sha1 {blob(wrong)}" in message
+        assert f"is not the upstream {TRAIN}: it has {said(wrong)}.\n" in message
     else:
         assert f"it is larger than {verification.plain_size(BOUND)}" in message
     assert file_server.requests == []
@@ -562,4 +591,4 @@ def test_one_byte_past_the_bound_is_refused_even_with_both_digests_right(monkeyp
     write_files(tmp_path / "downloads" / BinarizedMnist.name, {TRAIN: TRAIN_BYTES})
     with pytest.raises(DownloadFailedError):
         fetched(BinarizedMnist, tmp_path)
-    assert f"Removing {tmp_path / 'downloads' / BinarizedMnist.name / TRAIN}: expected md5" in capsys.readouterr().out
+    assert f"Removing {tmp_path / 'downloads' / BinarizedMnist.name / TRAIN}: it has md5" in capsys.readouterr().out
