@@ -267,7 +267,8 @@ class Route:
     of the body inverted, whatever was asked; "garble-ranges" does so for a Range request only
     (a request without Range gets the right file); "claim" announces a 64 GiB file (Content-Length, or
     Content-Range's total); "no-length" answers 200 with the whole file and no Content-Length, closing the
-    connection at its end; "no-length-cut" does so after half the body (a cut that looks like the end).
+    connection at its end; "no-length-cut" does so after half the body (a cut that looks like the end);
+    "unknown-total" answers a Range request with Content-Range's total "*" (size not stated).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
     gets the whole file, as HTTP says.
     """
@@ -342,7 +343,8 @@ class FileServer:
                 claimed = 1 << 36 if fault in ("claim", "trickle-sniff") else None
                 self.send_response(206 if ranged else 200)
                 if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{claimed or size}")
+                    total = "*" if fault == "unknown-total" else claimed or size
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
                 if fault == "trickle-chunks":

@@ -309,6 +309,17 @@ def test_right_bytes_under_a_wrong_stated_size_are_refused_by_both_digests_and_t
     assert f"{liar.url}/{TRAIN} does not verify ({said(short)}); fetching it once more from zero" in out
 
 
+def test_a_length_within_the_bound_ends_a_body_whose_size_the_probe_did_not_learn(monkeypatch, tmp_path, file_server):
+    """The probe's answer states no total (`bytes 0-0/*`); the GET without Range then states a Content-Length within
+    the bound: that is the file's size, and the body ends there."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "up", by_digests=known_by_digests())
+    file_server.serve_files("up", BINARIZED_FILES)
+    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, "unknown-total")
+    assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
+    asked = [ranged for path, ranged in file_server.range_requests if path == f"/up/{TRAIN}"]
+    assert asked == ["bytes=0-0", None]  # the probe, then one GET without Range
+
+
 def test_a_body_cut_with_no_stated_length_is_said_so_and_fetched_again(monkeypatch, tmp_path, file_server, capsys):
     """No Content-Length: a cut looks like the end of a short file. It fails its digests, is said to be maybe cut,
     and is fetched again; a source that cuts every time is given up after 3 tries."""
