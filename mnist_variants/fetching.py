@@ -32,7 +32,7 @@ import dataclasses
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -271,10 +271,11 @@ class Download:
         name: str,
         policy: http_transport.Policy,
         cancel: http_transport.Cancel,
-        progress: Callable[[int], None],
+        progress: _Progress,
     ) -> None:
         self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
         self.registered = fetch.wanted.registry[name]
+        self._counted = self.registered.most_bytes  # this file's share of the bar's total
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
         self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
@@ -366,6 +367,7 @@ class Download:
                 )
                 data = partial.read_all()
                 if self._verifies(data):
+                    self._count_as(len(data))  # where no size was stated, the body's end told it
                     self._keep(partial, data)
                     return data
                 cut = partial.unstated_end
@@ -439,10 +441,17 @@ class Download:
             return partials.Identity(registered.size, registered.download.checksum)
         digests = registered.digests
         size = http_transport.stated_size(url, digests.max_size, self.policy, self.cancel)
+        if size is not None:
+            self._count_as(size)
         return partials.Identity(digests.max_size + 1 if size is None else size, None, digests.git_blob_sha1)
 
     def _verifies(self, data: bytes) -> bool:
         return self.registered.verifies(data)
+
+    def _count_as(self, size: int) -> None:
+        """This file counts as `size` bytes in the bar's total from now on."""
+        self.progress.expect(size - self._counted)
+        self._counted = size
 
     def _mismatch(self, data: bytes) -> str:
         return self.registered.mismatch(data)
@@ -460,15 +469,29 @@ def _stuck(*paths: Path) -> str | None:
     return None
 
 
+class _Progress:
+    """One bar for the bytes of all files, as TFDS shows; the count is updated from every connection. A file known
+    by its digests counts as its bound until its size is known (`expect`), so that the bar ends at 100%."""
+
+    def __init__(self, bar) -> None:
+        self._bar, self._lock = bar, threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self._bar.update(count)
+
+    def expect(self, change: int) -> None:
+        """The bar's total grows by `change` bytes (shrinks, where negative)."""
+        with self._lock:
+            total = getattr(self._bar, "total", None)
+            if change and isinstance(total, int | float):  # TFDS's EmptyTqdm (bars off) has none
+                self._bar.total = total + change
+                self._bar.refresh()
+
+
 @contextlib.contextmanager
-def _progress_bar(total: int, files: int) -> Iterator[Callable[[int], None]]:
-    """One bar for the bytes of all files, as TFDS shows; the count is updated from every connection."""
-    lock = threading.Lock()
+def _progress_bar(total: int, files: int) -> Iterator[_Progress]:
+    """The bar for `files` files of `total` bytes at most."""
     with tqdm_utils.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Dl {files} files") as bar:
-
-        def advance(count: int) -> None:
-            if count:
-                with lock:
-                    bar.update(count)
-
-        yield advance
+        yield _Progress(bar)

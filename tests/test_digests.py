@@ -320,6 +320,18 @@ def test_a_length_within_the_bound_ends_a_body_whose_size_the_probe_did_not_lear
     assert asked == ["bytes=0-0", None]  # the probe, then one GET without Range
 
 
+@pytest.mark.parametrize("faults", [(), ("no-length",)], ids=["size_stated", "no_length"])
+def test_the_progress_bar_ends_at_100_percent(monkeypatch, tmp_path, file_server, capsys, faults):
+    """The bar's total counts a file known by its digests as its bound only until its size is known (stated, or
+    where none is stated, when its body ended)."""
+    serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "up", by_digests=known_by_digests())
+    file_server.serve_files("up", BINARIZED_FILES)
+    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, *faults * 2)  # the probe and the GET
+    fetched(BinarizedMnist, tmp_path)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "Dl 3 files: 100%" in last, last
+
+
 def test_a_body_cut_with_no_stated_length_is_said_so_and_fetched_again(monkeypatch, tmp_path, file_server, capsys):
     """No Content-Length: a cut looks like the end of a short file. It fails its digests, is said to be maybe cut,
     and is fetched again; a source that cuts every time is given up after 3 tries."""
