@@ -65,6 +65,7 @@ MIN_PART_BYTES = 4 << 20  # a file gets one connection per 4 MiB, up to `connect
 MIN_BYTES_PER_TIMEOUT = 1 << 10  # an attempt that brings less in `timeout` seconds trickles
 BLOCK_BYTES = 1 << 16
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")  # first, last, and the total or "*"
 # What a cut or a stall looks like from requests and urllib3 (a read timeout mid-body is a ConnectionError).
 INTERRUPTIONS = (
     requests.exceptions.ConnectionError,
@@ -454,7 +455,7 @@ class _Connection:
                 raise TransferError(f"{self.url} claims {_bytes(length)} for the file; registered: {plain_size(size)}")
             self._take_whole_file()
         else:
-            found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+            found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             if found and found[3].isdigit() and int(found[3]) != size:
                 if span.position == 0 and (trap := _sniff(response)):  # a page, with ranges served
                     raise TransferError(f"{self.url} answered with {trap} (status {status}), not the file")
@@ -620,10 +621,10 @@ class _SizeProbe(_Connection):
         self._refuse_other_answers(response)
         if response.status_code == 206:
             stated = response.headers.get("Content-Range", "").strip()
-            found = re.fullmatch(r"bytes 0-(\d+)/(\d+|\*)", stated)
-            if not found:
+            found = _CONTENT_RANGE.fullmatch(stated)
+            if not found or found[1] != "0":
                 raise TransferError(f"{self.url} answered a request for byte 0 with Content-Range {stated!r}")
-            size = int(found[2]) if found[2].isdigit() else None
+            size = int(found[3]) if found[3].isdigit() else None
         else:
             length = response.headers.get("Content-Length", "").strip()
             size = int(length) if length.isdigit() else None

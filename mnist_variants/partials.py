@@ -63,7 +63,7 @@ RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts 
 MAX_SPANS = 256
 _FOLDER_PREFIX = "mnist_variants-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SHA1 = re.compile(r"[0-9a-f]{40}")
+SHA1_HEX = re.compile(r"[0-9a-f]{40}")  # a git blob id, as records and registries write it
 # An entity tag (RFC 9110 8.8.3), strong or weak, of visible ASCII only: it goes out as a header (If-Range).
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,1024}"')
 
@@ -348,7 +348,7 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
         raise BadRecordError(f"progress record's size is {_shown(size)}")
     if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
         raise BadRecordError(f"progress record's sha256 is {_shown(sha256)}")
-    if blob is not None and (not isinstance(blob, str) or not _SHA1.fullmatch(blob)):
+    if blob is not None and (not isinstance(blob, str) or not SHA1_HEX.fullmatch(blob)):
         raise BadRecordError(f"progress record's git_blob_sha1 is {_shown(blob)}")
     if sha256 is None and blob is None:
         raise BadRecordError("progress record names no digest of its file")

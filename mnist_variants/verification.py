@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import formats, shared_files, traps
+from mnist_variants import formats, partials, shared_files, traps
 from mnist_variants.errors import ChecksumMismatchError, MalformedFileError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
@@ -142,7 +142,6 @@ def digests_path(checksums_path: epath.Path) -> epath.Path:
 
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
-_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 def load_digests(path: epath.Path) -> dict[str, Digests]:
@@ -159,7 +158,7 @@ def load_digests(path: epath.Path) -> dict[str, Digests]:
         if len(fields) != 5 or not fields[1].isdigit() or int(fields[1]) <= 0:
             raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
         _url, max_size, md5, blob, filename = fields
-        if not _MD5.fullmatch(md5) or not _SHA1.fullmatch(blob) or not filename or "/" in filename:
+        if not _MD5.fullmatch(md5) or not partials.SHA1_HEX.fullmatch(blob) or not filename or "/" in filename:
             raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
         digests = Digests(int(max_size), md5, blob)
         if found.setdefault(filename, digests) != digests:

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -234,3 +235,20 @@ def file_server() -> Iterator[FileServer]:
         yield server
     finally:
         server.stop()
+
+
+def peak_growth_mib(function) -> float:
+    """MiB by which this process's peak resident memory (VmHWM, reset first) grew while `function` ran."""
+
+    def status(field: str) -> int:
+        with open("/proc/self/status") as file:
+            return int(re.search(rf"{field}:\s+(\d+) kB", file.read())[1])
+
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")  # resets VmHWM to the present RSS (Linux 4.0+)
+    except OSError as error:
+        pytest.skip(f"cannot reset the peak memory here ({error})")
+    before = status("VmRSS")
+    function()
+    return (status("VmHWM") - before) / 1024

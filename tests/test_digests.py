@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import http.server
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import conftest
@@ -29,6 +27,7 @@ from conftest import (
     ByDigests,
     assert_nothing_prepared,
     assert_prepared,
+    peak_growth_mib,
     prepare,
     register_dummy_checksums,
     serve_from,
@@ -201,73 +200,6 @@ def test_a_size_claimed_past_the_bound_is_refused_before_the_body(monkeypatch, t
     assert not partials_left(tmp_path)
 
 
-class RawServer:
-    """A loopback server for the answers FileServer does not give: a body with no length (closed when done) or
-    chunked, and a stated size that is not the file's. It serves one file, `/<name>`; anything else is 404."""
-
-    def __init__(self, name: str, body: bytes, how: str, stated: int | None = None) -> None:
-        self.sent = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path != f"/{name}":
-                    self.send_error(404)
-                    return
-                self.send_response(200 if how != "stated" else 206)
-                self.send_header("Content-Type", "application/octet-stream")
-                if how == "stated":  # every range answered within `stated`, which it calls the file's size
-                    first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers["Range"]).groups())
-                    last = min(last, stated - 1)
-                    self.send_header("Content-Range", f"bytes {first}-{last}/{stated}")
-                    self.send_header("Content-Length", str(last - first + 1))
-                    self.end_headers()
-                    self._write(body[first : last + 1])
-                    return
-                if how == "chunked":
-                    self.send_header("Transfer-Encoding", "chunked")
-                else:  # "no-length": the body ends when the connection closes
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                for offset in range(0, len(body), 1 << 16):
-                    chunk = body[offset : offset + (1 << 16)]
-                    if not self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if how == "chunked" else chunk):
-                        return
-                if how == "chunked":
-                    self._write(b"0\r\n\r\n")
-                self.close_connection = True
-
-            def _write(self, data: bytes) -> bool:
-                try:
-                    self.wfile.write(data)
-                except OSError:  # the client went away
-                    self.close_connection = True
-                    return False
-                server.sent += len(data)
-                return True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd, self.url, self._thread = testing.serve_on_loopback(Handler)
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(10)
-
-
-@contextlib.contextmanager
-def raw_server(*args, **kwargs) -> Iterator[RawServer]:
-    server = RawServer(*args, **kwargs)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def sources(monkeypatch, *bases: str) -> None:
     monkeypatch.setattr(BinarizedMnist, "SOURCES", tuple(bases))
 
@@ -280,17 +212,16 @@ def test_a_body_with_no_stated_size_comes_in_one_stream_and_is_cut_past_the_boun
     it and refused, and nothing is kept."""
     register_dummy_checksums(monkeypatch, tmp_path, BinarizedMnist, BINARIZED_FILES, known_by_digests())
     file_server.serve_files("up", BINARIZED_FILES)
-    with raw_server(TRAIN, TRAIN_BYTES, how) as right:
-        sources(monkeypatch, f"{right.url}/", f"{file_server.url}/up/")
-        assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
-        assert f"/up/{TRAIN}" not in file_server.requests
-    too_long = TRAIN_BYTES + bytes(4 << 20)
+    file_server.serve(f"/right/{TRAIN}", TRAIN_BYTES, how, how)  # the probe and the GET
+    sources(monkeypatch, f"{file_server.url}/right/", f"{file_server.url}/up/")
+    assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
+    assert f"/up/{TRAIN}" not in file_server.requests
+    file_server.serve(f"/flood/{TRAIN}", TRAIN_BYTES + bytes(4 << 20), how, how)
     file_server.serve_files("others", without_train())
-    with raw_server(TRAIN, too_long, how) as flood:
-        sources(monkeypatch, f"{flood.url}/", f"{file_server.url}/others/")
-        with pytest.raises(DownloadFailedError) as raised:
-            fetched(BinarizedMnist, tmp_path / "flood")
-        assert f"sent more than {verification.plain_size(BOUND)}, the most {TRAIN} may have" in str(raised.value)
+    sources(monkeypatch, f"{file_server.url}/flood/", f"{file_server.url}/others/")
+    with pytest.raises(DownloadFailedError) as raised:
+        fetched(BinarizedMnist, tmp_path / "flood")
+    assert f"sent more than {verification.plain_size(BOUND)}, the most {TRAIN} may have" in str(raised.value)
     assert not partials_left(tmp_path / "flood")
 
 
@@ -302,11 +233,11 @@ def test_right_bytes_under_a_wrong_stated_size_are_refused_by_both_digests_and_t
     register_dummy_checksums(monkeypatch, tmp_path, BinarizedMnist, BINARIZED_FILES, known_by_digests())
     short = TRAIN_BYTES[:-100]
     file_server.serve_files("up", BINARIZED_FILES)
-    with raw_server(TRAIN, TRAIN_BYTES, "stated", stated=len(short)) as liar:
-        sources(monkeypatch, f"{liar.url}/", f"{file_server.url}/up/")
-        assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
+    file_server.serve(f"/liar/{TRAIN}", short)  # the right file's first bytes, its size stated as theirs
+    sources(monkeypatch, f"{file_server.url}/liar/", f"{file_server.url}/up/")
+    assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
     out = capsys.readouterr().out
-    assert f"{liar.url}/{TRAIN} does not verify ({said(short)}); fetching it once more from zero" in out
+    assert f"{file_server.url}/liar/{TRAIN} does not verify ({said(short)}); fetching it once more from zero" in out
 
 
 def test_a_length_within_the_bound_ends_a_body_whose_size_the_probe_did_not_learn(monkeypatch, tmp_path, file_server):
@@ -368,23 +299,6 @@ def test_either_digest_alone_is_not_enough(monkeypatch, tmp_path, file_server, w
     assert not partials_left(tmp_path) and not (tmp_path / "downloads" / BinarizedMnist.name / TRAIN).exists()
 
 
-def peak_growth_mib(function) -> float:
-    """MiB by which this process's peak resident memory (VmHWM, reset first) grew while `function` ran."""
-
-    def status(field: str) -> int:
-        with open("/proc/self/status") as file:
-            return int(re.search(rf"{field}:\s+(\d+) kB", file.read())[1])
-
-    try:
-        with open("/proc/self/clear_refs", "w") as file:
-            file.write("5")  # resets VmHWM to the present RSS (Linux 4.0+)
-    except OSError as error:
-        pytest.skip(f"cannot reset the peak memory here ({error})")
-    before = status("VmRSS")
-    function()
-    return (status("VmHWM") - before) / 1024
-
-
 @pytest.mark.parametrize("how", ["claimed", "sent"])
 def test_memory_stays_bounded_whatever_the_server_claims_or_sends(monkeypatch, tmp_path, file_server, how):
     """A bound of 1 MiB; a server claiming 64 GiB, or sending 256 MiB with no length: the peak grows by far less."""
@@ -401,10 +315,10 @@ def test_memory_stays_bounded_whatever_the_server_claims_or_sends(monkeypatch, t
         sources(monkeypatch, f"{file_server.url}/up/")
         growth = peak_growth_mib(refused)
     else:
-        with raw_server(TRAIN, bytes(256 << 20), "no-length") as flood:
-            sources(monkeypatch, f"{flood.url}/", f"{file_server.url}/up/")
-            growth = peak_growth_mib(refused)
-            assert flood.sent < 64 << 20
+        file_server.serve(f"/flood/{TRAIN}", bytes(256 << 20), "no-length", "no-length")  # the probe and the GET
+        sources(monkeypatch, f"{file_server.url}/flood/", f"{file_server.url}/up/")
+        growth = peak_growth_mib(refused)
+        assert file_server.sent[f"/flood/{TRAIN}"] < 64 << 20
     print(f"peak memory growth: {growth:.1f} MiB")
     assert growth < 48, growth
 
