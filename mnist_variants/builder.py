@@ -108,8 +108,10 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     @tfds.core.utils.classproperty
     @classmethod
     def url_infos(cls) -> dict[str, tfds_checksums.UrlInfo]:
-        """The registered checksums, also under the URLs of a user's mirror."""
-        registered = tfds_checksums.load_url_infos(cls._checksums_path)
+        """The registered checksums, also under the URLs of a user's mirror. Files known by their digests but not
+        their size (`<name>.digests.tsv`) are not among them: TFDS's UrlInfo needs a size; `registry` has both."""
+        path = cls._checksums_path
+        registered = tfds_checksums.load_url_infos(path) if path.exists() else {}
         by_name = {info.filename: info for info in registered.values()}
         for name, info in by_name.items():
             for url in fetching.source_urls(cls.SOURCES, name, cls.name):
@@ -201,7 +203,8 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     @classmethod
     def registry(cls) -> dict[str, verification.Registered]:
-        """Every registered file of the variant by name, with its decompressed content's digest where known."""
+        """Every registered file of the variant by name, with its decompressed content's digest where known, and
+        every file known by its digests (`verification.load_registry`)."""
         return verification.load_registry(cls.url_infos, cls._checksums_path)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:

@@ -269,7 +269,10 @@ class Route:
     from byte 0 (a request without Range gets the right file); "garble" answers with every byte
     of the body inverted, whatever was asked; "garble-ranges" does so for a Range request only
     (a request without Range gets the right file); "claim" announces a 64 GiB file (Content-Length, or
-    Content-Range's total).
+    Content-Range's total); "no-length" answers 200 with the whole file and no Content-Length, closing the
+    connection at its end; "no-length-cut" does so after half the body (a cut that looks like the end);
+    "unknown-total" answers a Range request with Content-Range's total "*" (size not stated); "chunked" answers
+    200 with the whole file, chunked (no length).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
     gets the whole file, as HTTP says.
     """
@@ -334,7 +337,8 @@ class FileServer:
                     self.send_error(route.status)
                     return
                 size = len(route.data)
-                start, end = self._range(route, size) if fault not in ("whole", "trickle-sniff") else (None, None)
+                whole = ("whole", "trickle-sniff", "no-length", "no-length-cut", "chunked")
+                start, end = self._range(route, size) if fault not in whole else (None, None)
                 ranged = start is not None
                 start, end = start or 0, end or size
                 body = route.data[: end - start] if fault == "lie" else route.data[start:end]
@@ -343,11 +347,14 @@ class FileServer:
                 claimed = 1 << 36 if fault in ("claim", "trickle-sniff") else None
                 self.send_response(206 if ranged else 200)
                 if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{claimed or size}")
+                    total = "*" if fault == "unknown-total" else claimed or size
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                if fault == "trickle-chunks":
+                if fault in ("trickle-chunks", "chunked"):
                     self.send_header("Transfer-Encoding", "chunked")
+                elif fault in ("no-length", "no-length-cut"):
+                    self.send_header("Connection", "close")
                 else:
                     self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
                 self.send_header("ETag", route.etag)
@@ -363,6 +370,16 @@ class FileServer:
                     return
                 if fault == "trickle-chunks":
                     self._trickle(f"{len(body):x};{'x' * 200}\r\n".encode())
+                    return
+                if fault == "chunked":
+                    for offset in range(0, len(body), 1 << 16):
+                        chunk = body[offset : offset + (1 << 16)]
+                        self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self._send(b"0\r\n\r\n")
+                    return
+                if fault in ("no-length", "no-length-cut"):
+                    self._send(body[: len(body) // 2] if fault == "no-length-cut" else body)
+                    self.close_connection = True
                     return
                 if fault in ("cut", "stall"):
                     self._send(body[: len(body) // 2])
