@@ -21,6 +21,7 @@ import conftest
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import testing
 from conftest import (
     BINARIZED_FILES,
     FASHION_FILES,
@@ -34,10 +35,10 @@ from conftest import (
     write_files,
 )
 from test_preemption import finished, output, received, start, wait_for
+from testing import FileServer
 
-from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, fetching, testing, verification
+from mnist_variants import BinarizedMnist, FashionMnist, Kmnist, Mnist, fetching, verification
 from mnist_variants.errors import ChecksumMismatchError, DownloadFailedError
-from mnist_variants.testing import FileServer
 
 pytestmark = pytest.mark.usefixtures("short_timeout")
 
