@@ -530,3 +530,35 @@ def test_one_byte_past_the_bound_is_refused_even_with_both_digests_right(monkeyp
     with pytest.raises(DownloadFailedError):
         fetched(BinarizedMnist, tmp_path)
     assert f"Removing {tmp_path / 'downloads' / BinarizedMnist.name / TRAIN}: it has md5" in capsys.readouterr().out
+
+
+def test_qmnist_as_registered_upstream_downloads_verifies_and_prepares(monkeypatch, tmp_path, file_server):
+    """QMNIST registered as upstream is (checksums/): its three image files by md5 + git blob sha1 within a size
+    bound, its label files by size and sha256. Its dummy files, so registered and served on 127.0.0.1, download
+    and prepare every split; a server that sends other bytes for one image file is refused naming both digests."""
+    from mnist_variants import Qmnist
+
+    real = Qmnist.registry()
+    by_digests_names = {name for name, known in real.items() if known.digests is not None}
+    assert by_digests_names == {
+        "qmnist-train-images-idx3-ubyte.gz",
+        "qmnist-test-images-idx3-ubyte.gz",
+        "xnist-images-idx3-ubyte.xz",
+    }
+    assert real["qmnist-train-images-idx3-ubyte.gz"].digests.md5 == "ed72d4157d28c017586c42bc6afe6370"
+    assert real["xnist-images-idx3-ubyte.xz"].digests.git_blob_sha1 == "da014118ee256cd9edd2d0f272cc925c6ea3e539"
+    files = conftest.dummy_files("qmnist")
+    # Bounded as the real registry bounds them: the uncompressed IDX size of the dummy's images.
+    by_digests = {name: ByDigests.of(files[name], 16 + 784 * 64) for name in by_digests_names}
+    file_server.serve_files("upstream", files)
+    serve_from(monkeypatch, tmp_path, file_server, Qmnist, files, "upstream", by_digests=by_digests)
+    conftest.register_dummy_checksums(monkeypatch, tmp_path / "mnist", Mnist, conftest.dummy_files("mnist"))
+    builder = prepare(Qmnist, tmp_path)
+    assert_prepared(builder, "qmnist")
+    assert {f"/upstream/{name}" for name in files} <= set(file_server.sent)
+
+    other = dict(files, **{"qmnist-test-images-idx3-ubyte.gz": gzip.compress(b"\0" * 4096)})
+    file_server.serve_files("lying", other)
+    serve_from(monkeypatch, tmp_path / "again", file_server, Qmnist, files, "lying", by_digests=by_digests)
+    with pytest.raises(DownloadFailedError, match=r"(?s)qmnist-test-images.*md5 .*git blob sha1"):
+        prepare(Qmnist, tmp_path / "again")
