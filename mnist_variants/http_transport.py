@@ -540,7 +540,8 @@ class _Connection:
                 try:
                     self._receive(response)
                     if self.open_ended:
-                        self._end_with_the_body("Content-Length" in response.headers)
+                        # A chunked body states its end (urllib3 raises if the framing is cut), so it is whole.
+                        self._end_with_the_body("Content-Length" in response.headers or bool(response.raw.chunked))
                     elif not self.span.done:
                         raise _Interrupted(f"connection closed after byte {self.span.position:,}")
                 except (_Interrupted, *INTERRUPTIONS) as error:

@@ -226,6 +226,20 @@ def test_a_body_with_no_stated_size_comes_in_one_stream_and_is_cut_past_the_boun
     assert not partials_left(tmp_path / "flood")
 
 
+def test_a_whole_chunked_body_of_other_bytes_is_refused_once_not_fetched_again_as_maybe_cut(
+    monkeypatch, tmp_path, file_server, capsys
+):
+    """A chunked body states its own end (its last chunk), so one that fails the digests was not cut: refused after
+    one GET (beside the probe), not fetched 3 times over as a body with no length is; the next source delivers."""
+    register_dummy_checksums(monkeypatch, tmp_path, BinarizedMnist, BINARIZED_FILES, known_by_digests())
+    file_server.serve_files("up", BINARIZED_FILES)
+    file_server.serve(f"/wrong/{TRAIN}", bytes(len(TRAIN_BYTES)), "chunked", "chunked", "chunked", "chunked")
+    sources(monkeypatch, f"{file_server.url}/wrong/", f"{file_server.url}/up/")
+    assert fetched(BinarizedMnist, tmp_path)[TRAIN].data == TRAIN_BYTES
+    assert file_server.requests.count(f"/wrong/{TRAIN}") == 2, file_server.requests
+    assert "maybe cut" not in capsys.readouterr().out
+
+
 def test_right_bytes_under_a_wrong_stated_size_are_refused_by_both_digests_and_the_next_source_used(
     monkeypatch, tmp_path, file_server, capsys
 ):
