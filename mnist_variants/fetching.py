@@ -276,6 +276,7 @@ class Download:
         self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
         self.registered = fetch.wanted.registry[name]
         self._counted = self.registered.most_bytes  # this file's share of the bar's total
+        self._thrown_away = 0  # bytes received, counted, then thrown away before a refetch
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
         self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
@@ -372,6 +373,7 @@ class Download:
                     return data
                 cut = partial.unstated_end
                 partial.discard()
+                self._throw_away(len(data))
                 why = self._mismatch(data)
                 if cut:
                     why += f"; the body ended after {len(data):,} bytes with no length stated (maybe cut)"
@@ -449,9 +451,17 @@ class Download:
         return self.registered.verifies(data)
 
     def _count_as(self, size: int) -> None:
-        """This file counts as `size` bytes in the bar's total from now on."""
-        self.progress.expect(size - self._counted)
-        self._counted = size
+        """This file counts as `size` bytes in the bar's total from now on (beside the bytes thrown away)."""
+        share = size + self._thrown_away
+        self.progress.expect(share - self._counted)
+        self._counted = share
+
+    def _throw_away(self, count: int) -> None:
+        """Bytes received (and counted on the bar) but thrown away, to be fetched again: the total grows by them,
+        so that the bar still ends at 100%."""
+        self._thrown_away += count
+        self.progress.expect(count)
+        self._counted += count
 
     def _mismatch(self, data: bytes) -> str:
         return self.registered.mismatch(data)

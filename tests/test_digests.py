@@ -266,16 +266,32 @@ def test_a_length_within_the_bound_ends_a_body_whose_size_the_probe_did_not_lear
     assert asked == ["bytes=0-0", None]  # the probe, then one GET without Range
 
 
-@pytest.mark.parametrize("faults", [(), ("no-length",)], ids=["size_stated", "no_length"])
+@pytest.mark.parametrize(
+    "faults",
+    [(), ("no-length", "no-length"), ("no-length", "no-length-cut", "no-length")],
+    ids=["size_stated", "no_length", "no_length_cut_then_whole"],
+)
 def test_the_progress_bar_ends_at_100_percent(monkeypatch, tmp_path, file_server, capsys, faults):
-    """The bar's total counts a file known by its digests as its bound only until its size is known (stated, or
-    where none is stated, when its body ended)."""
+    """The bar's total counts a file known by its digests as its bound only until its size is known (stated: as
+    soon as the probe answers, before the body; or where none is stated, when its body ended); bytes thrown away
+    before a refetch stay counted, the total growing by them."""
     serve_from(monkeypatch, tmp_path, file_server, BinarizedMnist, BINARIZED_FILES, "up", by_digests=known_by_digests())
     file_server.serve_files("up", BINARIZED_FILES)
-    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, *faults * 2)  # the probe and the GET
+    file_server.serve(f"/up/{TRAIN}", TRAIN_BYTES, *faults)  # the probe, then the GETs
+    requests_at_each_change = []
+    expect = fetching._Progress.expect
+
+    def recording(progress, change: int) -> None:
+        if change:
+            requests_at_each_change.append(file_server.requests.count(f"/up/{TRAIN}"))
+        expect(progress, change)
+
+    monkeypatch.setattr(fetching._Progress, "expect", recording)
     fetched(BinarizedMnist, tmp_path)
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "Dl 3 files: 100%" in last, last
+    if not faults:  # the stated size corrects the total after the probe alone, before the body's GET
+        assert requests_at_each_change[:1] == [1], requests_at_each_change
 
 
 def test_a_body_cut_with_no_stated_length_is_said_so_and_fetched_again(monkeypatch, tmp_path, file_server, capsys):
