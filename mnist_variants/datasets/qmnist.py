@@ -86,7 +86,10 @@ class Qmnist(LabelledIdxBuilder):
         " reconstructed, `test[10000:]` the 50,000 test digits MNIST lost. `nist` (402,953) holds every digit of"
         " NIST SD 19. Beside the digit (`label`), each image carries its extended labels: "
         + "; ".join(f"`{name}`: {doc}" for name, doc in EXTENDED_COLUMNS.items())
-        + ". With `writer`, a model can be evaluated on writers it never saw."
+        + ". With `writer`, a model can be evaluated on writers it never saw. Examples are in file order (so"
+        " `test[:10000]` is MNIST's test set): `shuffle_files=True` raises (TFDS's ordering guard); shuffle with"
+        " `ds.shuffle(buffer_size)`, or pass `read_config=tfds.ReadConfig(enable_ordering_guard=False)` to"
+        " allow `shuffle_files=True` (it then reorders shards only, not the examples within one)."
     )
     HOMEPAGE = "https://github.com/facebookresearch/qmnist"
     CITATION = CITATION
