@@ -290,7 +290,6 @@ REFUSALS = {
                                 f"its first 12 {NOT_MNISTS} train-labels-idx1-ubyte.gz"),
     "test_labels_not_mnists": ("test", TEST_LABELS, lambda: with_value(TEST_LABELS, 0, 0, next_digit),
                                f"its first 5 {NOT_MNISTS} t10k-labels-idx1-ubyte.gz"),
-    "test_shorter_than_mnists": ("test", TEST_LABELS, lambda: rows_of(TEST_LABELS, np.s_[:4]), "holds 8 images but"),
 }  # fmt: skip
 
 
@@ -304,6 +303,19 @@ def test_a_malformed_file_is_refused_naming_it(refusal, monkeypatch, tmp_path):
             pass
     assert str(raised.value).startswith(f"/upstream/{name}") or f"/upstream/{name}" in str(raised.value)
     assert problem in str(raised.value)
+
+
+def test_a_test_split_shorter_than_mnists_test_set_is_not_qmnists(monkeypatch, tmp_path):
+    """Images and labels cut together to 4 rows (counts agree): MNIST's dummy test set has 5, so not QMNIST's."""
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    test_images = Qmnist.SPLIT_FILES["test"]["images"]
+    images = gz(formats.encode_idx(torchvision_reads(FILES[test_images])[:4]))
+    with pytest.raises(MalformedFileError) as raised:
+        read_split("test", {test_images: images, TEST_LABELS: rows_of(TEST_LABELS, np.s_[:4])})
+    assert str(raised.value) == (
+        f"/upstream/{TEST_LABELS}: its first 4 {NOT_MNISTS} t10k-labels-idx1-ubyte.gz (5 labels, sha256"
+        f" {Mnist.registry()['t10k-labels-idx1-ubyte.gz'].content.checksum} in IDX form), so not QMNIST's"
+    )
 
 
 def test_the_untouched_dummy_splits_read(monkeypatch, tmp_path):
