@@ -38,7 +38,7 @@ from conftest import (
 from etils import epath
 
 from mnist_variants import ChecksumMismatchError, MalformedFileError, Mnist, Qmnist, data_sources, formats, verification
-from mnist_variants.datasets import qmnist
+from mnist_variants.builder import check_mnist_labels, listed_max_sizes
 
 FILES = dummy_files("qmnist")
 MNIST_FILES = dummy_files("mnist")
@@ -267,7 +267,8 @@ ONE_DIMENSION = "IDX magic number 0x00000801, expected 0x00000c02"
 NOT_MNISTS = "labels are not MNIST's"
 # Each: the split, the file changed, how, and what the refusal must say.
 REFUSALS = {
-    "wrong_magic": ("train", TRAIN_LABELS, lambda: with_header(TRAIN_LABELS, WRONG_MAGIC), "0x00000d02, expected"),
+    "wrong_magic": ("train", TRAIN_LABELS, lambda: with_header(TRAIN_LABELS, WRONG_MAGIC),
+                    "0x00000d02, expected 0x00000c02 (label rows, big-endian int32, 2 dimensions)"),
     "one_dimensional_labels": ("test", TEST_LABELS, lambda: gz(formats.encode_idx(table(TEST_LABELS)[:, 0])),
                                ONE_DIMENSION),
     "seven_columns": ("train", TRAIN_LABELS, lambda: rows_of(TRAIN_LABELS, np.s_[:, :7]), "rows of 7, expected 8"),
@@ -279,13 +280,13 @@ REFUSALS = {
     "xz_trailing_content": ("nist", NIST_LABELS, lambda: xz(raw(NIST_LABELS) + bytes(32)), "trailing garbage: more"),
     "xz_trailing_stream": ("nist", NIST_LABELS, lambda: FILES[NIST_LABELS] * 2, "trailing garbage after the xz stream"),
     "xz_promise_beyond_nist": ("nist", NIST_IMAGES, xz_promising_13_million_images,
-                               "promises 10,192,000,016 bytes (13000000x28x28), more than any file of this dataset"),
+                               "(10192000000 bytes) but this file's content is at most 315,915,168 bytes"),
     "counts_disagree": ("test", TEST_LABELS, lambda: rows_of(TEST_LABELS, np.s_[:-1]),
                         "holds 8 images but /upstream/qmnist-test-labels-idx2-int.gz holds 7 labels"),
     "column_7_not_zero": ("nist", NIST_LABELS, lambda: with_value(NIST_LABELS, 3, 7, 1),
-                          "column 7, unused upstream, holds 1 at row 3 (1 such rows)"),
+                          "column 7, unused upstream, holds 1 at row 3 (1 such rows): not a label table"),
     "label_out_of_range": ("nist", NIST_LABELS, lambda: with_value(NIST_LABELS, 2, 0, 10),
-                           "label 10 at row 2 is outside 0..9"),
+                           "label 10 at index 2 is outside 0..9"),
     "train_labels_not_mnists": ("train", TRAIN_LABELS, lambda: with_value(TRAIN_LABELS, 11, 0, next_digit),
                                 f"its first 12 {NOT_MNISTS} train-labels-idx1-ubyte.gz"),
     "test_labels_not_mnists": ("test", TEST_LABELS, lambda: with_value(TEST_LABELS, 0, 0, next_digit),
@@ -344,22 +345,49 @@ def xz_bomb(promised_images: int, zeros: int) -> bytes:
     return b"".join([*parts, compressor.flush()])
 
 
-def test_an_xz_bomb_is_refused_with_bounded_memory():
+def images_read(data: bytes) -> int:
+    """The images `data` yields read as nist's image file is, within its listed bound."""
+    bound = listed_max_sizes(Qmnist.name)[NIST_IMAGES]
+    return sum(len(batch) for batch in formats.read_idx_images_in_batches(data, NIST_IMAGES, 1 << 14, bound).batches)
+
+
+def test_an_xz_bomb_is_refused_with_bounded_memory(monkeypatch, tmp_path):
     """128 MiB of zeros behind a header promising 12 images: inflating stops one byte past the promise."""
     bomb = xz_bomb(12, 128 << 20)
     assert len(bomb) < 64 << 10
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
     tracemalloc.start()
     try:
-        with pytest.raises(MalformedFileError, match="trailing garbage: more data after the 9,424 bytes"):
-            qmnist.content(verification.Verdict(epath.Path("/upstream/bomb.xz"), NIST_IMAGES, True, "", bomb))
+        with pytest.raises(MalformedFileError, match="trailing garbage: more data after the 12 images"):
+            images_read(bomb)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 8 << 20, peak  # the promised 9,424 bytes and the decoder's slices of input, not 128 MiB
+    assert peak < 8 << 20, peak  # the promised 9,408 bytes and the decoder's slices of input, not 128 MiB
 
 
-def shared_file(name: str) -> verification.Verdict:
-    return verification.Verdict(SHARED / name, name, True, "upstream's", (SHARED / name).read_bytes())
+def test_an_xz_stream_is_read_only_within_a_bound():
+    """xz has no ratio bound (unlike deflate's 1032): a reader given no bound for its content refuses to start."""
+    with pytest.raises(ValueError, match="an xz stream is read only with a bound on its content"):
+        formats.read_idx_images_in_batches(FILES[NIST_IMAGES], NIST_IMAGES)
+    assert images_read(FILES[NIST_IMAGES]) == DUMMY_SPLITS["qmnist"]["nist"]
+
+
+def test_a_small_xz_promising_much_allocates_nothing_by_the_promise(monkeypatch, tmp_path):
+    """A 0.1 KB xz whose header promises 400,000 images (313.6 MB, within nist's bound) but holds none: refused as
+    cut short, having allocated what it held, not the promise (the whole content was once inflated into one
+    buffer of the header's size)."""
+    promise = xz(struct.pack(">4I", 0x803, 400_000, 28, 28))
+    assert len(promise) < 200
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedFileError, match=r"header promises 400000 images \(313600000 bytes\) but only 0"):
+            images_read(promise)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
 
 
 def test_the_real_label_files_parse_with_the_observed_ranges():
@@ -367,7 +395,7 @@ def test_the_real_label_files_parse_with_the_observed_ranges():
     label digests (upstream's, not the dummy's): train all 60,000, test's first 10,000."""
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (the real label files are read from beside the checkout)")
-    tables = {name: formats.read_idx_int32_table(qmnist.content(shared_file(name)), name)
+    tables = {name: formats.read_idx_label_table((SHARED / name).read_bytes(), name, 8, 10, 12 + 402_953 * 32)
               for name in (TRAIN_LABELS, TEST_LABELS, NIST_LABELS)}  # fmt: skip
     train, test, nist = tables[TRAIN_LABELS], tables[TEST_LABELS], tables[NIST_LABELS]
     assert (len(train), len(test), len(nist)) == (60_000, 60_000, 402_953)
@@ -386,12 +414,11 @@ def test_the_real_label_files_parse_with_the_observed_ranges():
     assert ranges(nist, columns["hsf"]) == (0, 7) and ranges(nist, columns["writer"]) == (0, 4099)
     assert ranges(nist, columns["nist_index"]) == (0, 402_952) and ranges(nist, columns["duplicate"]) == (0, 223_124)
     assert int(np.count_nonzero(nist[:, columns["duplicate"]])) == 3
-    for name, rows in tables.items():
-        qmnist.check_label_table(rows, name, 10)
-    qmnist.check_mnist_labels(train[:, 0], TRAIN_LABELS, "train-labels-idx1-ubyte.gz")
-    qmnist.check_mnist_labels(test[:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz")
+    mnists = Mnist.registry()
+    check_mnist_labels(train[:, 0], TRAIN_LABELS, "train-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
+    check_mnist_labels(test[:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
     with pytest.raises(MalformedFileError, match=re.escape("not MNIST's t10k-labels-idx1-ubyte.gz")):
-        qmnist.check_mnist_labels(test[1:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz")
+        check_mnist_labels(test[1:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
 
 
 def test_qmnists_label_file_given_as_mnists_is_named(monkeypatch, tmp_path):
