@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import lzma
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, Qmnist, formats
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, formats
 from mnist_variants.builder import MnistVariantBuilder
 
 # The made-up files (tests/testing.py) are not in the installed package: the repository's tests/ goes on the path.
@@ -162,33 +161,14 @@ def qmnist_files() -> dict[str, bytes]:
     writer_ranges = {"train": (0, 4), "test": (4, 7)}
     tables, nist_index = {}, 0
     for split, (_, labels) in splits.items():
-        count = len(labels)
-        writers = rng.integers(*writer_ranges[split], count)
-        table = np.zeros((count, 8), dtype=np.int32)
-        table[:, 0] = labels
-        table[:, 1] = rng.integers(0, 5, count)  # HSF series
-        table[:, 2] = writers
-        table[:, 3] = [int((writers[:row] == writer).sum()) for row, writer in enumerate(writers)]  # digit index
-        table[:, 4] = 30 + labels.astype(np.int32)  # NIST class code
-        table[:, 5] = nist_index + np.arange(count)  # global NIST digit index
-        nist_index += count
-        tables[split] = table
-    nist_images = np.concatenate([splits["train"][0], splits["test"][0]])
+        tables[split] = testing.qmnist_table(labels, writer_ranges[split], nist_index, rng)
+        nist_index += len(labels)
     nist_table = np.concatenate([tables["train"], tables["test"]])
     nist_table[-1, 6] = nist_table[1, 5]  # one duplicate (of the digit at NIST index 1), as upstream has three
-    tables["nist"], splits["nist"] = nist_table, (nist_images, nist_table[:, 0])
-    files = {}
-    for split, names in Qmnist.SPLIT_FILES.items():
-        raw = {"images": formats.encode_idx(splits[split][0]), "labels": formats.encode_idx_int32_table(tables[split])}
-        for role, name in names.items():
-            compress = testing.gzip_bytes if name.endswith(".gz") else xz_bytes
-            files[name] = compress(raw[role])
-    return files
-
-
-def xz_bytes(data: bytes) -> bytes:
-    """xz as upstream's files are (one stream, CRC-64 check); deterministic, as xz has no timestamp."""
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    tables["nist"] = nist_table
+    images = {split: split_images for split, (split_images, _) in splits.items()}
+    images["nist"] = np.concatenate([images["train"], images["test"]])
+    return testing.qmnist_file_bytes(images, tables)
 
 
 def main() -> None:
