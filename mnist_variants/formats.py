@@ -97,9 +97,8 @@ class _ByteReader:
         self._produced = 0  # bytes read out
         self._most_content = most_content
         self.stream = "deflate" if raw_deflate else "gzip" if data[:2] == GZIP_MAGIC else None
-        if not raw_deflate and bytes(data[: len(XZ_MAGIC)]) == XZ_MAGIC:
-            if most_content is None:
-                raise ValueError(f"{self.source}: an xz stream is read only with a bound on its content")
+        # Without a bound, an xz stream is read as raw bytes (so refused by the format's magic).
+        if not raw_deflate and most_content is not None and bytes(data[: len(XZ_MAGIC)]) == XZ_MAGIC:
             self.stream = "xz"
             # Python's lzma (liblzma): the xz decoder and its checks (CRC-64 upstream); its memory bounded.
             self._inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
