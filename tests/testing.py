@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import lzma
 import re
 import threading
 import time
@@ -28,7 +29,7 @@ import numpy as np
 import promise
 from etils import epath
 
-from mnist_variants import formats
+from mnist_variants import Qmnist, formats
 from mnist_variants.builder import MNIST_FILES, MnistVariantBuilder
 from mnist_variants.formats import encode_idx
 
@@ -499,3 +500,36 @@ def write_mnist_c_of_mnist(
         images[split] = formats.read_idx_images(mnist_files[names["images"]])
         labels[split] = formats.read_idx_labels(mnist_files[names["labels"]])
     write_mnist_c_archive(builder_cls, target, images, labels, compresslevel)
+
+
+def qmnist_table(labels: np.ndarray, writers: tuple[int, int], first_nist_index: int, rng) -> np.ndarray:
+    """A QMNIST label table for `labels`: eight int32 columns, as upstream's README names them: the digit, an HSF
+    series (0-4), a writer drawn from `writers` (low, high+1), the digit's index among its writer's, the NIST class
+    code (30 + digit), a running NIST index from `first_nist_index`, no duplicate (0), the unused column (0)."""
+    count = len(labels)
+    drawn = rng.integers(*writers, count)
+    table = np.zeros((count, 8), dtype=np.int32)
+    table[:, 0] = labels
+    table[:, 1] = rng.integers(0, 5, count)
+    table[:, 2] = drawn
+    # each digit's index among its writer's: its rank among the rows of the same writer, in file order
+    order = np.argsort(drawn, kind="stable")
+    starts = np.searchsorted(drawn[order], drawn[order])
+    table[order, 3] = np.arange(count) - starts
+    table[:, 4] = 30 + labels.astype(np.int32)
+    table[:, 5] = first_nist_index + np.arange(count)
+    return table
+
+
+def qmnist_file_bytes(images: Mapping[str, np.ndarray], tables: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+    """QMNIST's six files in upstream's formats from each split's (n, 28, 28) images and label table: IDX images
+    and IDX int32 tables, gzip for train and test, xz for nist (one stream, CRC-64 check, as upstream's)."""
+    files = {}
+    for split, names in Qmnist.SPLIT_FILES.items():
+        raw = {"images": encode_idx(images[split]), "labels": formats.encode_idx_int32_table(tables[split])}
+        for role, name in names.items():
+            if name.endswith(".gz"):
+                files[name] = gzip_bytes(raw[role])
+            else:  # deterministic: xz has no timestamp
+                files[name] = lzma.compress(raw[role], format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    return files
