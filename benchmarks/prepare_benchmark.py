@@ -1,6 +1,6 @@
 """Times `download_and_prepare` of our builders against TFDS's built-in ones and a floor builder.
 
-    python benchmarks/prepare_benchmark.py [--rounds 3] [--files DIR]
+    python benchmarks/prepare_benchmark.py [--rounds 3] [--files DIR] [--torchvision_python PATH]
 
 It writes full-size files in the exact upstream formats (synthetic images, Binarized
 MNIST as Bernoulli samples) once, then, per round and per dataset, prepares with each
@@ -49,8 +49,6 @@ DATASETS = {
 CONTENDERS = ("ours", "builtin", "floor", "torchvision")
 QMNIST_DATASETS = ("qmnist", "qmnist_nist")
 FOLDERS = {"qmnist_nist": "qmnist"}  # datasets timed apart on the same files: the files' folder under --files
-# torchvision cannot be imported beside the project's torch 2.13.0 (CPU): it runs from its own venv.
-TORCHVISION_PYTHON = "/work/venv-tv/bin/python"
 
 
 def builder_class(dataset: str, contender: str):
@@ -235,16 +233,14 @@ def only_splits(builder_cls, splits: tuple[str, ...]):
 
 
 def write_qmnist(folder: Path, mnist: Path) -> None:
-    """QMNIST's six files at full size: train is the generated MNIST's train split, test its test split then
-    50,000 more, nist 402,953 images; label tables of eight int32 columns (the extended ones random).
-    The nist files are xz at preset 6 (upstream's use a 64 MiB dictionary: inflating costs about the same)."""
-    import gzip
-    import lzma
-
+    """QMNIST's six files at full size (the dummy data's writers, `testing.qmnist_file_bytes`): train is the
+    generated MNIST's train split, test its test split then 50,000 more, nist 402,953 images; label tables of
+    eight int32 columns (writers 0-2349 / 326-2599 / 0-4099, as upstream's ranges). The nist files are xz at
+    preset 6 (upstream's use a 64 MiB dictionary: inflating costs about the same)."""
     import numpy as np
     import testing
 
-    from mnist_variants import Mnist, Qmnist, formats
+    from mnist_variants import Mnist, formats
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)
@@ -260,26 +256,19 @@ def write_qmnist(folder: Path, mnist: Path) -> None:
     )
     nist = DATASETS["qmnist_nist"][2]["nist"]
     splits["nist"] = (testing.synthetic_images(nist, 13)[..., 0], rng.integers(0, 10, nist).astype(np.uint8))
-    for split, (images, labels) in splits.items():
-        table = np.zeros((len(labels), 8), np.int32)
-        table[:, 0] = labels
-        table[:, 1:7] = rng.integers(0, 4000, (len(labels), 6))
-        table[:, 4] = 30 + table[:, 0]
-        for role, content in (
-            ("images", formats.encode_idx(images)),
-            ("labels", formats.encode_idx_int32_table(table)),
-        ):
-            name = Qmnist.SPLIT_FILES[split][role]
-            compressed = gzip.compress(content, mtime=0) if name.endswith(".gz") else lzma.compress(content, preset=6)
-            (folder / name).write_bytes(compressed)
+    writers = {"train": (0, 2350), "test": (326, 2600), "nist": (0, 4100)}
+    tables = {split: testing.qmnist_table(labels, writers[split], 0, rng) for split, (_, labels) in splits.items()}
+    files = testing.qmnist_file_bytes({split: images for split, (images, _) in splits.items()}, tables)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
 
 
-def torchvision_load(dataset: str, files: str, scratch: str) -> dict:
+def torchvision_load(dataset: str, files: str, scratch: str, python: str) -> dict:
     """torchvision's QMNIST on the same files, in its own venv and a fresh process: `extract_archive` of each file
     into `<root>/QMNIST/raw/` (what `QMNIST(download=True)` does once the files are there, after its md5 check,
     which generated files fail), then `QMNIST(root, what=..., compat=False)` for each split: it parses the raw IDX
     files into tensors in memory (current torchvision saves no .pt files; it reads `processed/<what>.pt` only if an
-    old version left one). First use = extract + load; every later use = load."""
+    old version left one). First use = extract + load; every later use = load. `python`: a Python with torchvision."""
     whats = ("train", "test") if dataset == "qmnist" else ("nist",)
     code = f"""
 import json, os, resource, time
@@ -301,7 +290,7 @@ print(json.dumps({{"import_seconds": imported - started, "extract_seconds": extr
                   "load_cpu_seconds": cpu_loaded - cpu_started, "counts": counts,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
-    result = subprocess.run([TORCHVISION_PYTHON, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"torchvision's QMNIST failed:\n{result.stderr[-5000:]}")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -323,6 +312,10 @@ def main() -> None:
     parser.add_argument(
         "--child", nargs=4, metavar=("ACTION", "DATASET", "CONTENDER", "DATA_DIR"), help=argparse.SUPPRESS
     )
+    # torchvision cannot be imported beside the project's torch 2.13.0 (CPU): it runs from a venv of its own.
+    parser.add_argument(
+        "--torchvision_python", help="a Python with torch and torchvision, for torchvision's QMNIST rows (else skipped)"
+    )
     results.add_arguments(parser)
     args = parser.parse_args()
 
@@ -341,8 +334,10 @@ def main() -> None:
     tables = results.Results("benchmarks/prepare_benchmark.py")
     summary = []
     for dataset in args.datasets:
-        contenders = contenders_of(dataset, args.contenders)
-        rounds = [run_round(args.files, dataset, number, contenders) for number in range(args.rounds)]
+        contenders = contenders_of(dataset, args.contenders, args.torchvision_python)
+        rounds = [
+            run_round(args.files, dataset, number, contenders, args.torchvision_python) for number in range(args.rounds)
+        ]
         summary.append(report(dataset, rounds, contenders, tables))
     tables.table(f"All datasets ({args.rounds} rounds, medians; ratios round by round)", SUMMARY, summary)
     tables.write(args)
@@ -355,19 +350,21 @@ def rotated(contenders: list[str], number: int) -> list[str]:
     return contenders[turn:] + contenders[:turn]
 
 
-def contenders_of(dataset: str, asked: list[str]) -> list[str]:
+def contenders_of(dataset: str, asked: list[str], torchvision_python: str | None) -> list[str]:
     """The contenders asked for that the dataset has: QMNIST has no TFDS built-in, the others no torchvision
-    here (and torchvision only where its venv is)."""
+    here (and torchvision only with `--torchvision_python`)."""
     if dataset in QMNIST_DATASETS:
-        if "torchvision" in asked and not os.path.exists(TORCHVISION_PYTHON):
-            print(f"  no {TORCHVISION_PYTHON}: torchvision's QMNIST is left out", flush=True)
-        has = {"ours", "floor", *(("torchvision",) if os.path.exists(TORCHVISION_PYTHON) else ())}
+        if "torchvision" in asked and not torchvision_python:
+            print("  no --torchvision_python: torchvision's QMNIST is left out", flush=True)
+        has = {"ours", "floor", *(("torchvision",) if torchvision_python else ())}
     else:
         has = {"ours", "builtin", "floor"}
     return [contender for contender in asked if contender in has]
 
 
-def run_round(files: Path, dataset: str, number: int, contenders: list[str]) -> dict[str, dict]:
+def run_round(
+    files: Path, dataset: str, number: int, contenders: list[str], torchvision_python: str | None = None
+) -> dict[str, dict]:
     """Prepares with each contender back to back, then reads ours and the built-in's, in `rotated` order."""
     figures = {}
     order = rotated(contenders, number)
@@ -375,7 +372,7 @@ def run_round(files: Path, dataset: str, number: int, contenders: list[str]) -> 
         for contender in order:
             if contender == "torchvision":
                 folder = files / FOLDERS.get(dataset, dataset)
-                figures[contender] = torchvision_load(dataset, str(folder), f"{root}/{contender}")
+                figures[contender] = torchvision_load(dataset, str(folder), f"{root}/{contender}", torchvision_python)
                 continue
             figures[contender] = in_fresh_process(
                 "--files", str(files), "--child", "prepare", dataset, contender, f"{root}/{contender}"

@@ -7,7 +7,7 @@ config's four files and its label-to-character mapping, under `gzip/`). MNIST-C'
 MNIST's dummy images (shifted a pixel further right, and darkened, in each config after `identity`) and
 MNIST's dummy labels, which its builder checks against MNIST's registered ones. QMNIST's train split is
 MNIST's dummy train split, its test split MNIST's dummy test split then three "lost" digits, and its nist
-split all of them, with extended labels (`qmnist_files`); train and test writers are disjoint but for one.
+split all of them, with extended labels (`qmnist_files`); train and test writers are disjoint, as upstream's.
 
 The data carries something to learn, so the examples' tests can tell a model that learned from
 one that did not: in a labelled dataset each image has its label drawn in (a white square in
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import lzma
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, Qmnist, formats
+from mnist_variants import BinarizedMnist, Emnist, FashionMnist, Kmnist, Mnist, MnistCorrupted, formats
 from mnist_variants.builder import MnistVariantBuilder
 
 # The made-up files (tests/testing.py) are not in the installed package: the repository's tests/ goes on the path.
@@ -158,37 +157,18 @@ def qmnist_files() -> dict[str, bytes]:
     lost_images = draw_labels(testing.synthetic_images(QMNIST_LOST, 2900), lost_labels)[..., 0]
     test_images, test_labels = splits["test"]
     splits["test"] = (np.concatenate([test_images, lost_images]), np.concatenate([test_labels, lost_labels]))
-    # Writers: train's 0-3, test's 3-5 (writer 3 in both, as upstream's sets share some writers).
-    writer_ranges = {"train": (0, 4), "test": (3, 6)}
+    # Writers: train's 0-3, test's 4-6: disjoint, as upstream's are (539 train writers, 535 test, none shared).
+    writer_ranges = {"train": (0, 4), "test": (4, 7)}
     tables, nist_index = {}, 0
     for split, (_, labels) in splits.items():
-        count = len(labels)
-        writers = rng.integers(*writer_ranges[split], count)
-        table = np.zeros((count, 8), dtype=np.int32)
-        table[:, 0] = labels
-        table[:, 1] = rng.integers(0, 5, count)  # HSF series
-        table[:, 2] = writers
-        table[:, 3] = [int((writers[:row] == writer).sum()) for row, writer in enumerate(writers)]  # digit index
-        table[:, 4] = 30 + labels.astype(np.int32)  # NIST class code
-        table[:, 5] = nist_index + np.arange(count)  # global NIST digit index
-        nist_index += count
-        tables[split] = table
-    nist_images = np.concatenate([splits["train"][0], splits["test"][0]])
+        tables[split] = testing.qmnist_table(labels, writer_ranges[split], nist_index, rng)
+        nist_index += len(labels)
     nist_table = np.concatenate([tables["train"], tables["test"]])
     nist_table[-1, 6] = nist_table[1, 5]  # one duplicate (of the digit at NIST index 1), as upstream has three
-    tables["nist"], splits["nist"] = nist_table, (nist_images, nist_table[:, 0])
-    files = {}
-    for split, names in Qmnist.SPLIT_FILES.items():
-        raw = {"images": formats.encode_idx(splits[split][0]), "labels": formats.encode_idx_int32_table(tables[split])}
-        for role, name in names.items():
-            compress = testing.gzip_bytes if name.endswith(".gz") else xz_bytes
-            files[name] = compress(raw[role])
-    return files
-
-
-def xz_bytes(data: bytes) -> bytes:
-    """xz as upstream's files are (one stream, CRC-64 check); deterministic, as xz has no timestamp."""
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    tables["nist"] = nist_table
+    images = {split: split_images for split, (split_images, _) in splits.items()}
+    images["nist"] = np.concatenate([images["train"], images["test"]])
+    return testing.qmnist_file_bytes(images, tables)
 
 
 def main() -> None:

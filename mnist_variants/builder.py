@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import inspect
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
 from mnist_variants import fetching, formats, locations, png_encoder, preparation, verification
+from mnist_variants.errors import MalformedFileError
 
 SUBMISSION_IMAGES = 1 << 14  # images inflated, then submitted to the PNG helper, at a time (12.8 MB of pixels)
 
@@ -108,8 +110,10 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     @tfds.core.utils.classproperty
     @classmethod
     def url_infos(cls) -> dict[str, tfds_checksums.UrlInfo]:
-        """The registered checksums, also under the URLs of a user's mirror."""
-        registered = tfds_checksums.load_url_infos(cls._checksums_path)
+        """The registered checksums, also under the URLs of a user's mirror. Files known by their digests but not
+        their size (`<name>.digests.tsv`) are not among them: TFDS's UrlInfo needs a size; `registry` has both."""
+        path = cls._checksums_path
+        registered = tfds_checksums.load_url_infos(path) if path.exists() else {}
         by_name = {info.filename: info for info in registered.values()}
         for name, info in by_name.items():
             for url in fetching.source_urls(cls.SOURCES, name, cls.name):
@@ -201,7 +205,8 @@ class MnistVariantBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     @classmethod
     def registry(cls) -> dict[str, verification.Registered]:
-        """Every registered file of the variant by name, with its decompressed content's digest where known."""
+        """Every registered file of the variant by name, with its decompressed content's digest where known, and
+        every file known by its digests (`verification.load_registry`)."""
         return verification.load_registry(cls.url_infos, cls._checksums_path)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
@@ -359,6 +364,9 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
     # Examples in their files' order (TFDS otherwise orders them by a hash of their key), where positions mean
     # something (QMNIST's test[:10000] is MNIST's test set).
     IN_FILE_ORDER: ClassVar[bool] = False
+    # Label files whose labels are MNIST's (MNIST-C's members, QMNIST's train and test tables): file name -> the
+    # MNIST label file they must equal (see `check_mnist_labels`).
+    LABELS_OF: ClassVar[Mapping[str, str]] = {}
 
     def _info(self) -> tfds.core.DatasetInfo:
         integers = {name: tfds.features.Scalar(dtype=np.int32, doc=doc) for name, doc in self.INTEGER_FEATURES.items()}
@@ -393,3 +401,35 @@ class LabelledIdxBuilder(MnistVariantBuilder, skip_registration=True):
         labels = formats.read_idx_labels(files["labels"].data, files["labels"].path, len(self.class_names), unused)
         formats.check_same_count(images, files["images"].path, labels, files["labels"].path)
         return {"image": images, "label": labels}
+
+
+def check_mnist_labels(
+    labels: np.ndarray,
+    source: formats.Source,
+    mnist_labels: str,
+    mnist_registry: Mapping[str, verification.Registered],
+    dataset: str,
+    leading: bool = False,
+) -> None:
+    """Raises unless `labels` (with `leading`: their first ones, as many as MNIST's) are MNIST's `mnist_labels`,
+    compared as its decompressed file, whose digest is in `mnist_registry` (8 bytes of header, then one byte a
+    label): a dataset that keeps MNIST's labels refuses other labels as not its own (`dataset`'s)."""
+    content = mnist_registry[mnist_labels].content
+    count = int(content.size) - 8
+    compared = labels[:count] if leading else labels
+    if len(compared) != count or not verification.is_registered_file(formats.encode_idx(compared), content):
+        raise MalformedFileError(
+            f"{os.fspath(source)}: its {'first ' if leading else ''}{len(compared):,} labels are not MNIST's"
+            f" {mnist_labels} ({count:,} labels, sha256 {content.checksum} in IDX form), so not {dataset}'s"
+        )
+
+
+def listed_max_sizes(name: str) -> dict[str, int]:
+    """`checksums/<name>.digests.tsv`'s bounds, by file name: files known by digests, not size (QMNIST's images).
+
+    Only the `max_size` column (url, max_size, md5, git blob sha1, filename): the bound a reader's content
+    must stay within. Verifying by these digests is fetching's.
+    """
+    path = checksums_dir() / f"{name}.digests.tsv"
+    rows = (line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    return {fields[4]: int(fields[1]) for fields in rows}

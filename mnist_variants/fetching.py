@@ -5,7 +5,8 @@ and judged by their content (verification.py). Missing files download all at onc
 its own list of sources in turn, into the download dir's `<dataset name>/` folder:
 http_transport.py carries the bytes into a partial download (partials.py) that a later process
 resumes if this one dies. A download is read once, verified against the registered sha256 and
-size, and those very bytes are handed on; only then does the file take its final name. A file
+size (or, for a file known by its digests, its size bound, md5 and git blob sha1), and those very
+bytes are handed on; only then does the file take its final name. A file
 already verified there is used without the lock (a read-only download dir works); everything
 in the folder is opened through shared_files.py (never followed, never waited on), and a write
 the disk refuses ends the download at once (`shared_files.LocalDiskError`), no other source asked. Splits
@@ -28,11 +29,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -55,6 +55,7 @@ from mnist_variants import (
 from mnist_variants.errors import DownloadFailedError
 
 MIRROR_ENV = "MNIST_VARIANTS_MIRROR"
+_UNSTATED_TRIES = 3  # fetches of a body with no stated length that fails its digests (a cut looks like an end)
 
 
 def source_urls(bases: Sequence[str], filename: str, dataset: str) -> list[str]:
@@ -177,7 +178,7 @@ class Fetch:
             verdict.path,
             [archive.member(n) for n in names],
             [archive.member(n) for n in extras],
-            most_bytes=int(self.wanted.registry[name].download.size),  # no member outgrows the registered archive
+            most_bytes=self.wanted.registry[name].most_bytes,  # no member outgrows the registered archive
         )
         for inner in (*names, *extras):
             if (member := archive.member(inner)) in members:
@@ -221,7 +222,7 @@ class Fetch:
         """Downloads `names` at once; yields an iterator over (name, verdict) in order of arrival."""
         policy = http_transport.policy_from_env()
         cancel = self._cancel
-        total = sum(int(self.wanted.registry[name].download.size) for name in names)
+        total = sum(self.wanted.registry[name].most_bytes for name in names)  # the bound, where no size is known
         with (
             _progress_bar(total, len(names)) as progress,
             concurrent.futures.ThreadPoolExecutor(len(names), thread_name_prefix="download") as pool,
@@ -270,10 +271,12 @@ class Download:
         name: str,
         policy: http_transport.Policy,
         cancel: http_transport.Cancel,
-        progress: Callable[[int], None],
+        progress: _Progress,
     ) -> None:
         self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
-        self.registered = fetch.wanted.registry[name].download
+        self.registered = fetch.wanted.registry[name]
+        self._counted = self.registered.most_bytes  # this file's share of the bar's total
+        self._thrown_away = 0  # bytes received, counted, then thrown away before a refetch
         self.folder = fetch.download_dir / fetch.wanted.name
         self.final = self.folder / name
         self.writer: str | None = None  # the last source whose bytes went into the shared partial in this run
@@ -317,14 +320,16 @@ class Download:
         raise _SourcesFailed(f"Could not download {self.name} from any source:\n" + "\n".join(failures))
 
     def _needed(self) -> str:
-        return f"{self.name} needs {int(self.registered.size):,} bytes there"
+        if self.registered.size is None:
+            return f"{self.name} needs up to {self.registered.most_bytes:,} bytes there"
+        return f"{self.name} needs {self.registered.size:,} bytes there"
 
     def _earlier_download(self, may_remove: bool) -> verification.Verdict | None:
         """The file an earlier run downloaded and verified, if it still verifies (read once, here, no further
         than its registered size + 1, never through a symlink). Only the lock's holder (`may_remove`)
         removes one that does not verify: without it, another process may be renaming a good one into place."""
         try:
-            data = verification.read_copy(self.final, int(self.registered.size), follow_symlinks=False)
+            data = verification.read_copy(self.final, self.registered.most_bytes, follow_symlinks=False)
         except FileNotFoundError:
             return None
         except verification.UnreadableCopyError as error:
@@ -339,7 +344,7 @@ class Download:
                 path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data
             )
         if may_remove:
-            print(f"Removing {self.final}: {self._mismatch(data)}", flush=True)
+            print(f"Removing {self.final}: it has {self._mismatch(data)}", flush=True)
             self.final.unlink(missing_ok=True)
         return None
 
@@ -350,20 +355,32 @@ class Download:
         if any came by a Range request, the file is fetched once more from zero by one GET without Range
         before the source is given up (a server may garble its ranges and serve the whole file right).
         """
-        # int(): TFDS's Size prints "15.3 KiB"
-        identity = partials.Identity(int(self.registered.size), self.registered.checksum)
-        with self._partial(identity, url, locked) as partial:
-            for last_try in (False, True):
-                came_whole = http_transport.fetch(url, partial, self.policy, self.cancel, self.progress, last_try)
+        identity = self._identity(url)
+        open_ended = identity.size > self.registered.most_bytes  # no size stated: one stream, cut past the bound
+        # With no length stated, a cut body looks like a whole short file: it is fetched again, a bounded number
+        # of times (each from zero: no size to hold a resumed range to).
+        tries = (True,) * _UNSTATED_TRIES if open_ended else (False, True)
+        with self._partial(identity, url, locked and not open_ended) as partial:
+            for attempt, whole in enumerate(tries, 1):
+                partial.identity = identity  # the body's end set the size of an earlier try
+                came_whole = http_transport.fetch(
+                    url, partial, self.policy, self.cancel, self.progress, whole, open_ended=open_ended
+                )
                 data = partial.read_all()
                 if self._verifies(data):
+                    self._count_as(len(data))  # where no size was stated, the body's end told it
                     self._keep(partial, data)
                     return data
+                cut = partial.unstated_end
                 partial.discard()
-                if last_try or came_whole:
-                    raise http_transport.TransferError(f"checksum mismatch: {url} sent {self._mismatch(data)}")
-                print(f"{self.name} from {url} does not verify ({self._mismatch(data)}); fetching it once more from"
-                      " zero", flush=True)  # fmt: skip
+                self._throw_away(len(data))
+                why = self._mismatch(data)
+                if cut:
+                    why += f"; the body ended after {len(data):,} bytes with no length stated (maybe cut)"
+                if attempt == len(tries) or (came_whole and not cut):
+                    raise http_transport.TransferError(f"checksum mismatch: {url} sent {why}")
+                again = "once more" if not open_ended else f"again (try {attempt + 1} of {len(tries)})"
+                print(f"{self.name} from {url} does not verify ({why}); fetching it {again} from zero", flush=True)
                 partial.plan([(0, identity.size)])
         raise AssertionError("unreachable")
 
@@ -415,14 +432,39 @@ class Download:
             self.final.write_bytes(data)
             partial.discard()
 
+    def _identity(self, url: str) -> partials.Identity:
+        """What the partial is of: the registered size and sha256; for a file known by its digests, the size `url`
+        states (refused past the bound before any of the body is read) and the git blob sha1, so that parts, resumes
+        and every answer's length are held to that size as to a registered one. Where the server states no size,
+        the file comes in one stream into a private partial one byte larger than the bound (not resumed: no size
+        to hold a resumed range to), the body's end being the file's end."""
+        registered = self.registered
+        if registered.download is not None:
+            return partials.Identity(registered.size, registered.download.checksum)
+        digests = registered.digests
+        size = http_transport.stated_size(url, digests.max_size, self.policy, self.cancel)
+        if size is not None:
+            self._count_as(size)
+        return partials.Identity(digests.max_size + 1 if size is None else size, None, digests.git_blob_sha1)
+
     def _verifies(self, data: bytes) -> bool:
-        return len(data) == self.registered.size and hashlib.sha256(data).hexdigest() == self.registered.checksum
+        return self.registered.verifies(data)
+
+    def _count_as(self, size: int) -> None:
+        """This file counts as `size` bytes in the bar's total from now on (beside the bytes thrown away)."""
+        share = size + self._thrown_away
+        self.progress.expect(share - self._counted)
+        self._counted = share
+
+    def _throw_away(self, count: int) -> None:
+        """Bytes received (and counted on the bar) but thrown away, to be fetched again: the total grows by them,
+        so that the bar still ends at 100%."""
+        self._thrown_away += count
+        self.progress.expect(count)
+        self._counted += count
 
     def _mismatch(self, data: bytes) -> str:
-        return (
-            f"sha256 {hashlib.sha256(data).hexdigest()} ({verification.plain_size(len(data))}), registered"
-            f" {self.registered.checksum} ({verification.plain_size(self.registered.size)})"
-        )
+        return self.registered.mismatch(data)
 
 
 def _stuck(*paths: Path) -> str | None:
@@ -437,15 +479,29 @@ def _stuck(*paths: Path) -> str | None:
     return None
 
 
+class _Progress:
+    """One bar for the bytes of all files, as TFDS shows; the count is updated from every connection. A file known
+    by its digests counts as its bound until its size is known (`expect`), so that the bar ends at 100%."""
+
+    def __init__(self, bar) -> None:
+        self._bar, self._lock = bar, threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self._bar.update(count)
+
+    def expect(self, change: int) -> None:
+        """The bar's total grows by `change` bytes (shrinks, where negative)."""
+        with self._lock:
+            total = getattr(self._bar, "total", None)
+            if change and isinstance(total, int | float):  # TFDS's EmptyTqdm (bars off) has none
+                self._bar.total = total + change
+                self._bar.refresh()
+
+
 @contextlib.contextmanager
-def _progress_bar(total: int, files: int) -> Iterator[Callable[[int], None]]:
-    """One bar for the bytes of all files, as TFDS shows; the count is updated from every connection."""
-    lock = threading.Lock()
+def _progress_bar(total: int, files: int) -> Iterator[_Progress]:
+    """The bar for `files` files of `total` bytes at most."""
     with tqdm_utils.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Dl {files} files") as bar:
-
-        def advance(count: int) -> None:
-            if count:
-                with lock:
-                    bar.update(count)
-
-        yield advance
+        yield _Progress(bar)

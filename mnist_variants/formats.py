@@ -31,6 +31,20 @@ GZIP_MAGIC = b"\x1f\x8b"
 IDX_UBYTE = 0x08
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: count, rows, columns
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: count
+IDX_INT32_TABLE_MAGIC = 0x00000C02  # big-endian int32 (type 0x0C), 2 dimensions: rows, columns (QMNIST's labels)
+# Each IDX type (the magic's third byte): its bytes per value and its name in messages.
+_IDX_TYPES = {
+    0x08: (1, "unsigned bytes"),
+    0x09: (1, "signed bytes"),
+    0x0B: (2, "big-endian int16"),
+    0x0C: (4, "big-endian int32"),
+    0x0D: (4, "big-endian float32"),
+    0x0E: (8, "big-endian float64"),
+}
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# The xz decoder's own memory (its dictionary, which a stream's header names) is bounded too: upstream's files
+# need 65 MiB (LZMA2, 64 MiB dictionary, `xz --list -vv`); a stream that asks for more is refused.
+_XZ_MEMORY_LIMIT = 128 << 20
 
 AMAT_VALUES_PER_LINE = IMAGE_SIDE * IMAGE_SIDE
 AMAT_LINE_BYTES = 2 * AMAT_VALUES_PER_LINE  # "v v ... v\n": each value followed by one separator
@@ -61,30 +75,47 @@ def _fill(content: bytearray, read: Callable[[int], bytes]) -> int:
 
 
 class _ByteReader:
-    """Sequential reads from raw, gzip-compressed or (with `raw_deflate`) deflated bytes, inflating no more than
-    asked for.
+    """Sequential reads from raw, gzip-compressed, xz-compressed or (with `raw_deflate`) deflated bytes,
+    inflating no more than asked for, and never more than `most_content` bytes in all where given.
 
     The compressed input is fed to the inflater a slice at a time and a large read is inflated into one
     buffer, so reading a 547 MB member costs that buffer, not copies of the input or parts to join.
+    Deflate can hold at most 1032 bytes a byte, so a header is checked against that; xz's ratio has no such
+    bound (a 100-byte stream can hold gigabytes), so an xz stream is read only with its file's `most_content`.
     """
 
-    def __init__(self, data: bytes | memoryview, source: Source, raw_deflate: bool = False) -> None:
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        source: Source,
+        raw_deflate: bool = False,
+        most_content: int | None = None,
+    ) -> None:
         self.source = os.fspath(source)
-        self.gzipped = raw_deflate or data[:2] == GZIP_MAGIC  # compressed: read through the inflater
-        self._stream = "deflate" if raw_deflate else "gzip"
         self._data = memoryview(data)
-        self._position = 0  # raw data: bytes read; gzipped: bytes fed to the inflater
-        # zlib-ng: the same RFC 1952 checks (header, CRC-32 and length of the content) at about twice zlib's speed;
-        # EMNIST byclass's 547 MB train images took 1.1 s against 2.3 s (2026-11-26), on a core TFDS's writer shares.
-        # A zip member's deflate stream has no header or trailer (its CRC-32 is in the zip's index).
-        self._inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS if raw_deflate else 16 + zlib_ng.MAX_WBITS)
+        self._position = 0  # raw data: bytes read; compressed: bytes fed to the inflater
+        self._produced = 0  # bytes read out
+        self._most_content = most_content
+        self.stream = "deflate" if raw_deflate else "gzip" if data[:2] == GZIP_MAGIC else None
+        # Without a bound, an xz stream is read as raw bytes (so refused by the format's magic).
+        if not raw_deflate and most_content is not None and bytes(data[: len(XZ_MAGIC)]) == XZ_MAGIC:
+            self.stream = "xz"
+            # Python's lzma (liblzma): the xz decoder and its checks (CRC-64 upstream); its memory bounded.
+            self._inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
+        else:
+            # zlib-ng: the same RFC 1952 checks (header, CRC-32 and length of the content) at about twice zlib's
+            # speed; EMNIST byclass's 547 MB train images took 1.1 s against 2.3 s (2026-11-26), on a core TFDS's
+            # writer shares. A zip member's deflate stream has no header or trailer (its CRC-32 is in the zip's
+            # index).
+            self._inflater = zlib_ng.decompressobj(wbits=-zlib_ng.MAX_WBITS if raw_deflate else 16 + zlib_ng.MAX_WBITS)
+        self.compressed = self.stream is not None  # read through the inflater
 
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.source}: {problem}")
 
     def read(self, size: int) -> bytes | bytearray | memoryview:
         """Returns up to `size` bytes; fewer only where the data ends."""
-        if not self.gzipped:
+        if not self.compressed:
             chunk = self._data[self._position : self._position + size]
             self._position += len(chunk)
             return chunk
@@ -97,42 +128,61 @@ class _ByteReader:
 
     def read_into(self, content: bytearray) -> int:
         """Fills `content` with what comes next; returns how many bytes, fewer only where the data ends."""
-        if not self.gzipped:
+        if not self.compressed:
             return _fill(content, self.read)
         return _fill(content, self._inflate)
 
     def most_left(self) -> int:
-        """The most bytes the rest of the data can yield: exactly what is left, or what deflate can hold."""
+        """The most bytes the rest of the data can yield: exactly what is left, or what deflate can hold, or
+        what is left of `most_content`."""
         unread = len(self._data) - self._position
-        if not self.gzipped:
+        if not self.compressed:
             return unread
-        return _MAX_DEFLATE_RATIO * (unread + len(self._inflater.unconsumed_tail)) + _FEED_BYTES
+        bound = self._most_content - self._produced if self._most_content is not None else None
+        if self.stream == "xz":
+            return bound
+        most = _MAX_DEFLATE_RATIO * (unread + len(self._inflater.unconsumed_tail)) + _FEED_BYTES
+        return most if bound is None else min(most, bound)
+
+    def what_can_follow(self, most: int) -> str:
+        """`most_left()`'s `most`, said in a message."""
+        if not self.compressed:
+            return f"only {most} bytes follow (truncated file?)"
+        if self._most_content is not None and most == self._most_content - self._produced:
+            return f"this file's content is at most {self._most_content:,} bytes: refused before inflating it"
+        return f"the rest of the {self.stream} stream can hold {most} bytes at most (truncated file?)"
 
     def _inflate(self, size: int) -> bytes:
         parts = []
         while size > 0 and not self._inflater.eof:
-            pending = self._inflater.unconsumed_tail
-            if not pending:
-                pending = self._data[self._position : self._position + _FEED_BYTES]
-                self._position += len(pending)
-                if not pending:
-                    raise self.fail(f"{self._stream} stream is cut short (truncated download?)")
+            if self.stream == "xz":  # lzma keeps the input it has not used; it asks for more when it needs it
+                pending = self._next_input() if self._inflater.needs_input else b""
+            else:
+                pending = self._inflater.unconsumed_tail or self._next_input()
             try:
                 part = self._inflater.decompress(pending, size)
-            except zlib_ng.error as error:
-                raise self.fail(f"corrupt {self._stream} stream ({error})") from None
+            except (zlib_ng.error, lzma.LZMAError) as error:
+                raise self.fail(f"corrupt {self.stream} stream ({error})") from None
             parts.append(part)
             size -= len(part)
+            self._produced += len(part)
         return b"".join(parts)
 
+    def _next_input(self) -> memoryview:
+        pending = self._data[self._position : self._position + _FEED_BYTES]
+        self._position += len(pending)
+        if not pending:
+            raise self.fail(f"{self.stream} stream is cut short (truncated download?)")
+        return pending
+
     def check_end(self, what: str) -> None:
-        """Raises unless the data (and, if gzipped, the gzip stream) ends right here."""
+        """Raises unless the data (and, if compressed, the compressed stream) ends right here."""
         if self.read(1):
-            extra = "more data" if self.gzipped else f"{len(self._data) - self._position + 1} bytes"
+            extra = "more data" if self.compressed else f"{len(self._data) - self._position + 1} bytes"
             raise self.fail(f"trailing garbage: {extra} after {what}")
         unused = len(self._inflater.unused_data) + len(self._data) - self._position
-        if self.gzipped and unused:
-            raise self.fail(f"{unused} bytes of trailing garbage after the gzip stream")
+        if self.compressed and unused:
+            raise self.fail(f"{unused} bytes of trailing garbage after the {self.stream} stream")
 
 
 def gunzip(data: bytes, source: Source = "<bytes>", limit: int | None = None) -> bytes | bytearray:
@@ -175,18 +225,23 @@ class ImageBatches:
 
 
 def _open_idx(
-    data: bytes, source: Source, magic: int, item_shape: tuple[int, ...], what: str
+    data: bytes, source: Source, magic: int, item_shape: tuple[int, ...], what: str, most_content: int | None = None
 ) -> tuple[_ByteReader, int]:
-    """A reader past the checked header of an IDX file, and the number of items the header promises."""
-    reader = _ByteReader(data, source)
+    """A reader past the checked header of an IDX file, and the number of items the header promises.
+
+    The magic names the values' type and the number of dimensions (`item_shape` and the count); the body is
+    `count` items of `item_shape` values of that type. `most_content` bounds the file's content (needed for xz).
+    """
+    reader = _ByteReader(data, source, most_content=most_content)
     ndim = 1 + len(item_shape)
+    value_bytes, value_type = _IDX_TYPES[magic >> 8 & 0xFF]
     header = reader.read(4 + 4 * ndim)
     if len(header) < 4:
         raise reader.fail(f"only {len(header)} bytes: too short for an IDX header")
     (found_magic,) = struct.unpack(">I", header[:4])
     if found_magic != magic:
         raise reader.fail(
-            f"IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x} ({what}, unsigned bytes, {ndim} dimensions)"
+            f"IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x} ({what}, {value_type}, {ndim} dimensions)"
         )
     if len(header) < 4 + 4 * ndim:
         raise reader.fail(f"IDX header cut short after {len(header)} bytes")
@@ -195,12 +250,9 @@ def _open_idx(
         found = "x".join(map(str, shape))
         expected = "x".join(map(str, item_shape))
         raise reader.fail(f"{what} of {found}, expected {expected}")
-    body_bytes = count * int(np.prod(item_shape, dtype=np.int64))
+    body_bytes = count * int(np.prod(item_shape, dtype=np.int64)) * value_bytes
     if body_bytes > (most := reader.most_left()):  # refused before anything is sized by it
-        follow = f"only {most} bytes follow"
-        if reader.gzipped:
-            follow = f"the rest of the gzip stream can hold {most} bytes at most"
-        raise reader.fail(f"header promises {count} {what} ({body_bytes} bytes) but {follow} (truncated file?)")
+        raise reader.fail(f"header promises {count} {what} ({body_bytes} bytes) but {reader.what_can_follow(most)}")
     return reader, count
 
 
@@ -233,14 +285,16 @@ def read_idx_images(data: bytes, source: Source = "<bytes>") -> np.ndarray:
     return images[..., np.newaxis]
 
 
-def read_idx_images_in_batches(data: bytes, source: Source = "<bytes>", batch: int = 1 << 14) -> ImageBatches:
+def read_idx_images_in_batches(
+    data: bytes, source: Source = "<bytes>", batch: int = 1 << 14, most_content: int | None = None
+) -> ImageBatches:
     """As `read_idx_images`, but only the header is read now; the images are inflated `batch` at a time.
 
     Why: inflating EMNIST byclass's 547 MB of train images took 2.6 s before TFDS could write a thing
     (2026-11-25). In batches, the first ones are encoded and written while the rest inflate on another
     core (zlib-ng lets go of the GIL). The body is checked as strictly, only later, when it is reached.
     """
-    reader, count = _open_idx(data, source, IDX_IMAGES_MAGIC, (IMAGE_SIDE, IMAGE_SIDE), "images")
+    reader, count = _open_idx(data, source, IDX_IMAGES_MAGIC, (IMAGE_SIDE, IMAGE_SIDE), "images", most_content)
     body = _idx_body(reader, count, (IMAGE_SIDE, IMAGE_SIDE), "images", batch)
     return ImageBatches(count, (images[..., np.newaxis] for images in body))
 
@@ -251,6 +305,12 @@ def read_idx_labels(
     """Parses an IDX label file (gzipped or not) into a (count,) uint8 array of 0..num_classes-1, none of
     them a class the dataset leaves `unused` (EMNIST Letters' 0)."""
     labels = _read_idx(data, source, IDX_LABELS_MAGIC, (), "labels")
+    check_labels(labels, source, num_classes, unused)
+    return labels
+
+
+def check_labels(labels: np.ndarray, source: Source, num_classes: int, unused: Sequence[int] = ()) -> None:
+    """Raises unless every label is one of 0..num_classes-1 but the `unused` ones: every reader's label check."""
     used = np.setdiff1d(np.arange(num_classes), np.asarray(unused, dtype=np.int64))
     out_of_range = np.flatnonzero(~np.isin(labels, used))
     if out_of_range.size:
@@ -260,7 +320,6 @@ def read_idx_labels(
             f"{os.fspath(source)}: label {labels[first]} at index {first} is outside {classes}"
             f" ({out_of_range.size} such labels)"
         )
-    return labels
 
 
 def check_same_count(images: Sized, images_source: Source, labels: Sized, labels_source: Source) -> None:
@@ -619,135 +678,43 @@ def read_npy_labels(data: bytes, source: Source = "<bytes>", num_classes: int = 
     labels = read_npy(data, source)
     if labels.dtype.kind not in "iu" or labels.ndim != 1:
         raise MalformedFileError(f"{where}: {labels.dtype} labels of shape {labels.shape}, expected one integer each")
-    out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if out_of_range.size:
-        first = int(out_of_range[0])
-        raise MalformedFileError(
-            f"{where}: label {labels[first]} at index {first} is outside 0..{num_classes - 1}"
-            f" ({out_of_range.size} such labels)"
-        )
+    check_labels(labels, source, num_classes)
     return labels.astype(np.uint8)
 
 
-# QMNIST's files: extended labels as IDX tables of big-endian int32, and its NIST files compressed with xz.
-
-IDX_INT32_TABLE_MAGIC = 0x00000C02  # big-endian int32 (type 0x0C), 2 dimensions: rows, columns
-XZ_MAGIC = b"\xfd7zXZ\x00"
-# Bytes per value of each IDX type: unsigned and signed bytes, int16, int32, float32, float64.
-_IDX_VALUE_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
-# The xz decoder's own memory (its dictionary, which a stream's header names) is bounded too: upstream's files
-# need 65 MiB (LZMA2, 64 MiB dictionary, `xz --list -vv`); a stream that asks for more is refused.
-_XZ_MEMORY_LIMIT = 128 << 20
+# QMNIST's files: extended labels as IDX tables of big-endian int32 (its NIST files are xz: see `_ByteReader`).
 
 
-def read_idx_int32_table(data: bytes | bytearray, source: Source = "<bytes>", columns: int = 8) -> np.ndarray:
+def read_idx_int32_table(
+    data: bytes | bytearray, source: Source = "<bytes>", columns: int = 8, most_content: int | None = None
+) -> np.ndarray:
     """Parses an IDX file of big-endian int32 in 2 dimensions, (count, `columns`) (QMNIST's extended labels,
-    gzipped or not), into a (count, columns) native int32 array.
-
-    The header and body checks are the IDX readers' own (`_open_idx`, `_idx_body`): each row is read as
-    `columns` x 4 bytes. The magic is checked first here, so a wrong one is named as what this file must be.
-    """
-    reader = _ByteReader(data, source)
-    head = bytes(reader.read(4))
-    if len(head) == 4 and (found := struct.unpack(">I", head)[0]) != IDX_INT32_TABLE_MAGIC:
-        raise reader.fail(
-            f"IDX magic number 0x{found:08x}, expected 0x{IDX_INT32_TABLE_MAGIC:08x} (a table of big-endian int32,"
-            " 2 dimensions)"
-        )
+    gzipped, xz-compressed or not), into a (count, columns) native int32 array, with the IDX readers' checks."""
     what = "label rows"
-    reader, count = _open_idx(data, source, IDX_INT32_TABLE_MAGIC, (columns,), what)
+    reader, count = _open_idx(data, source, IDX_INT32_TABLE_MAGIC, (columns,), what, most_content)
     parts = list(_idx_body(reader, count, (columns, 4), what, batch=max(count, 1)))  # one part: no copy
     body = parts[0] if parts else np.zeros((0, columns, 4), np.uint8)
     return body.view(">i4").reshape(count, columns).astype(np.int32)
 
 
-def unxz_idx(data: bytes | bytearray, source: Source, most_bytes: int) -> bytearray:
-    """The content of an xz-compressed IDX file (QMNIST's `xnist-*.xz`), inflated no further than its header
-    promises, and never past `most_bytes` (the dataset's bound for any file).
-
-    Why not `lzma.decompress`: it inflates whatever the stream holds; a 100-byte stream can hold gigabytes.
-    Here the IDX header is inflated first, the content's size follows from it, and a promise beyond
-    `most_bytes` is refused before anything is sized by it; the body is then inflated into one buffer of
-    that size, a slice of input at a time, and the stream must end exactly there (its check, CRC-64 upstream,
-    verified by lzma at the end). The content goes to the IDX readers, which check it as any raw IDX file.
-    """
-    inflater = XzReader(data, source)
-    head = inflater.read(4)
-    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_VALUE_BYTES:
-        raise inflater.fail(f"not an IDX file inside the xz stream (it starts {bytes(head[:4]).hex()})")
-    dims_bytes = inflater.read(4 * head[3])
-    if len(dims_bytes) < 4 * head[3]:
-        raise inflater.fail(f"IDX header cut short after {4 + len(dims_bytes)} bytes")
-    dims = struct.unpack(f">{head[3]}I", dims_bytes)
-    promised = 4 + len(dims_bytes) + math.prod(dims) * _IDX_VALUE_BYTES[head[2]]
-    if promised > most_bytes:
-        raise inflater.fail(
-            f"its IDX header promises {promised:,} bytes ({'x'.join(map(str, dims))}), more than any file of this"
-            f" dataset can hold ({most_bytes:,}): refused before inflating it"
+def read_idx_label_table(
+    data: bytes | bytearray, source: Source, columns: int, num_classes: int, most_content: int | None = None
+) -> np.ndarray:
+    """An IDX int32 table whose first column is the label (0..num_classes-1) and whose last is unused (0 in
+    every row, as QMNIST's eighth column is): anything else there is not such a table."""
+    table = read_idx_int32_table(data, source, columns, most_content)
+    check_labels(table[:, 0], source, num_classes)
+    if (used := np.flatnonzero(table[:, -1])).size:
+        raise MalformedFileError(
+            f"{os.fspath(source)}: column {columns - 1}, unused upstream, holds {table[used[0], -1]} at row"
+            f" {used[0]} ({used.size} such rows): not a label table of this dataset"
         )
-    content = bytearray(promised)
-    content[: 4 + len(dims_bytes)] = bytes(head) + bytes(dims_bytes)
-    filled = inflater.read_into(memoryview(content)[4 + len(dims_bytes) :]) + 4 + len(dims_bytes)
-    if filled < promised:
-        raise inflater.fail(f"header promises {promised:,} bytes but the xz stream holds {filled:,} (truncated file?)")
-    inflater.check_end(f"the {promised:,} bytes the IDX header promises")
-    return content
+    return table
 
 
-class XzReader:
-    """Sequential reads from an xz stream, inflating no more than asked for, as `_ByteReader` does for gzip.
-
-    The input is fed to lzma a slice at a time, so no copy of the whole input is made; the decoder's memory
-    is bounded (`_XZ_MEMORY_LIMIT`). Python's lzma is the xz decoder (liblzma): no own decoding here.
-    """
-
-    def __init__(self, data: bytes | bytearray, source: Source) -> None:
-        self.source = os.fspath(source)
-        if bytes(data[: len(XZ_MAGIC)]) != XZ_MAGIC:
-            raise self.fail(f"not an xz stream (its first bytes are {bytes(data[:6])!r})")
-        self._data = memoryview(data)
-        self._position = 0  # bytes fed to the decoder
-        self._inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
-
-    def fail(self, problem: str) -> MalformedFileError:
-        return MalformedFileError(f"{self.source}: {problem}")
-
-    def _inflate(self, size: int) -> bytes:
-        """Up to `size` bytes; fewer only where the stream ends (or, cut short, raises)."""
-        parts = []
-        while size > 0 and not self._inflater.eof:
-            pending = b""
-            if self._inflater.needs_input:
-                pending = self._data[self._position : self._position + _FEED_BYTES]
-                self._position += len(pending)
-                if not pending:
-                    raise self.fail("xz stream is cut short (truncated download?)")
-            try:
-                part = self._inflater.decompress(pending, max_length=size)
-            except lzma.LZMAError as error:
-                raise self.fail(f"corrupt xz stream ({error})") from None
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
-
-    def read(self, size: int) -> bytes:
-        return self._inflate(size)
-
-    def read_into(self, buffer: memoryview) -> int:
-        """Fills `buffer` from the stream, `_JOIN_BYTES` at a time; returns how many bytes it filled."""
-        filled = 0
-        while filled < len(buffer) and (part := self._inflate(min(_JOIN_BYTES, len(buffer) - filled))):
-            buffer[filled : filled + len(part)] = part
-            filled += len(part)
-        return filled
-
-    def check_end(self, what: str) -> None:
-        """Raises unless the content ends here and the xz stream (its index, footer and check) right after."""
-        if self._inflate(1):
-            raise self.fail(f"trailing garbage: more data after {what}")
-        unused = len(self._inflater.unused_data) + len(self._data) - self._position
-        if unused:
-            raise self.fail(f"{unused} bytes of trailing garbage after the xz stream")
+def idx_bytes(header_dims: int, count: int, item_values: int, value_bytes: int) -> int:
+    """The size of an IDX file of `count` items of `item_values` values each: what its content can be at most."""
+    return 4 + 4 * header_dims + count * item_values * value_bytes
 
 
 def encode_idx_int32_table(table: np.ndarray) -> bytes:

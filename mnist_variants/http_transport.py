@@ -2,7 +2,11 @@
 
 `fetch(url, partial, ...)` fills what the partial (partials.py) still lacks. Everything it
 relies on comes from the registry, never from the server: the file's size fixes the parts and
-every range; a Content-Length or Content-Range that disagrees ends the source at once. Each
+every range; a Content-Length or Content-Range that disagrees ends the source at once. A file
+known by its digests but not its size (QMNIST's images) has its size from the source's answer
+to one request for byte 0 (`stated_size`), refused above the registered bound before any of the
+body is read, and then held to as a registered one; a source that states no size (chunked, no
+length) sends the file in one stream, cut one byte past the bound and refused there. Each
 connection asks for a closed range, so no server sends more than that part, and writes what it
 receives at the part's offset in the partial file, so memory stays at one block per connection
 whatever a server sends or how unevenly the parts arrive.
@@ -61,6 +65,7 @@ MIN_PART_BYTES = 4 << 20  # a file gets one connection per 4 MiB, up to `connect
 MIN_BYTES_PER_TIMEOUT = 1 << 10  # an attempt that brings less in `timeout` seconds trickles
 BLOCK_BYTES = 1 << 16
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")  # first, last, and the total or "*"
 # What a cut or a stall looks like from requests and urllib3 (a read timeout mid-body is a ConnectionError).
 INTERRUPTIONS = (
     requests.exceptions.ConnectionError,
@@ -362,9 +367,13 @@ class _Connection:
         progress: Callable[[int], None],
         first: bool,
         plain: bool = False,
+        open_ended: bool = False,
     ) -> None:
         self.url, self.partial, self.span, self.policy = url, partial, span, policy
         self.plain = plain  # every request a GET without Range, for the whole file from byte 0
+        # The server states no size: the body's end is the file's end, and the span ends one byte past the most
+        # the file may have, so a body that reaches it is refused there.
+        self.open_ended = open_ended
         self.cancel, self.progress = cancel, progress
         self.whole_file = False  # the server answered the first request with the whole file (200)
         self.answers = 0  # answers whose bytes this connection received
@@ -432,28 +441,21 @@ class _Connection:
     def _check(self, response: requests.Response, size: int) -> None:
         """Raises unless `response` carries this part, or the whole file, of the registered size."""
         status, span = response.status_code, self.span
-        if status in RETRY_STATUSES:
-            raise _Interrupted(f"HTTP {status} {response.reason}")
-        if status not in (200, 206):
-            raise TransferError(f"HTTP {status} {response.reason} for {self.url}")
+        self._refuse_other_answers(response)
         if status == 206 and self.plain:
             raise TransferError(f"{self.url} answered a GET without Range with a part (206), not the file")
-        if "text/html" in response.headers.get("Content-Type", "").lower():
-            raise TransferError(f"{self.url} answered with an HTML page (status {status}), not the file")
-        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-            raise TransferError(
-                f"{self.url} sends an encoded body ({response.headers['Content-Encoding']}), not the file"
-            )
         length = response.headers.get("Content-Length")
+        # Where no size was stated before (`open_ended`), a length within the bound is the file's: the body ends there.
+        within_bound = self.open_ended and length is not None and length.strip().isdigit() and int(length) < size
         if status == 200:
-            if length is not None and length.strip() != str(size):
+            if length is not None and length.strip() != str(size) and not within_bound:
                 # A page served without text/html (EMNIST's old URL answers 110 KiB of it) is named as what it is.
                 if trap := _sniff(response):
                     raise TransferError(f"{self.url} answered with {trap} (status {status}), not the file")
                 raise TransferError(f"{self.url} claims {_bytes(length)} for the file; registered: {plain_size(size)}")
             self._take_whole_file()
         else:
-            found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+            found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             if found and found[3].isdigit() and int(found[3]) != size:
                 if span.position == 0 and (trap := _sniff(response)):  # a page, with ranges served
                     raise TransferError(f"{self.url} answered with {trap} (status {status}), not the file")
@@ -475,6 +477,21 @@ class _Connection:
             self._skip = 0
         if self.partial.validator is None:
             self.partial.set_validator(_validator(response))
+
+    def _refuse_other_answers(self, response: requests.Response) -> None:
+        """Raises unless `response` is a 200 or 206 answer carrying the file's bytes as they are (no page, no
+        encoding); a status worth another attempt is an interruption."""
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            raise _Interrupted(f"HTTP {status} {response.reason}")
+        if status not in (200, 206):
+            raise TransferError(f"HTTP {status} {response.reason} for {self.url}")
+        if "text/html" in response.headers.get("Content-Type", "").lower():
+            raise TransferError(f"{self.url} answered with an HTML page (status {status}), not the file")
+        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise TransferError(
+                f"{self.url} sends an encoded body ({response.headers['Content-Encoding']}), not the file"
+            )
 
     def _take_whole_file(self) -> None:
         """A 200 answer: before the other parts start, the file is read from zero over this connection;
@@ -522,7 +539,10 @@ class _Connection:
                 mark, deadline = self.span.position, self._deadline
                 try:
                     self._receive(response)
-                    if not self.span.done:
+                    if self.open_ended:
+                        # A chunked body states its end (urllib3 raises if the framing is cut), so it is whole.
+                        self._end_with_the_body("Content-Length" in response.headers or bool(response.raw.chunked))
+                    elif not self.span.done:
                         raise _Interrupted(f"connection closed after byte {self.span.position:,}")
                 except (_Interrupted, *INTERRUPTIONS) as error:
                     if self.cancel.is_set():
@@ -550,6 +570,15 @@ class _Connection:
             self._end()
             self._session.close()
 
+    def _end_with_the_body(self, length_stated: bool) -> None:
+        """The body of an answer that stated no size ended: the file ends there, unless it passed the bound."""
+        if self.span.done:
+            raise TransferError(
+                f"{self.url} sent more than {plain_size(self.span.end - 1)}, the most {self.name} may have"
+                " (cut there, one byte past it)"
+            )
+        self.partial.end_at(self.span, length_stated)
+
     def _receive(self, response: requests.Response) -> None:
         """Writes the body's blocks at the span's position until the span is done or the body ends
         (or the attempt's deadline ends it)."""
@@ -570,6 +599,64 @@ class _Connection:
                 return
 
 
+class _SizeProbe(_Connection):
+    """Asks a source for the first byte of a file whose size is not registered, to learn the size it states."""
+
+    def __init__(self, url: str, most_bytes: int, policy: Policy, cancel: Cancel) -> None:
+        super().__init__(url, None, Span(0, 0, 1), policy, cancel, lambda count: None, first=True)  # type: ignore[arg-type]
+        self.most_bytes = most_bytes
+        self.size: int | None = None
+
+    def _request(self) -> requests.Response:
+        headers = {"Accept-Encoding": "identity", "Range": "bytes=0-0"}
+        response = self._session.get(self.url, headers=headers, stream=True, timeout=self.policy.timeout)
+        try:
+            self.size = self._stated_size(response)
+        finally:
+            response.close()  # the body is never read: a 200 answer's may be the whole file, or anything
+        return response
+
+    def _stated_size(self, response: requests.Response) -> int | None:
+        """The size the answer states (Content-Range's total, or a whole answer's Content-Length); None where it
+        states none; raises above `most_bytes`, having read nothing of the body but a page's first bytes."""
+        self._refuse_other_answers(response)
+        if response.status_code == 206:
+            stated = response.headers.get("Content-Range", "").strip()
+            found = _CONTENT_RANGE.fullmatch(stated)
+            if not found or found[1] != "0":
+                raise TransferError(f"{self.url} answered a request for byte 0 with Content-Range {stated!r}")
+            size = int(found[3]) if found[3].isdigit() else None
+        else:
+            length = response.headers.get("Content-Length", "").strip()
+            size = int(length) if length.isdigit() else None
+        if size is not None and size > self.most_bytes:
+            if response.status_code == 200 and (trap := _sniff(response)):
+                raise TransferError(f"{self.url} answered with {trap} (status 200), not the file")
+            raise TransferError(
+                f"{self.url} says the file has {plain_size(size)}; at most {plain_size(self.most_bytes)} is"
+                " registered (refused before its body)"
+            )
+        if size == 0:
+            raise TransferError(f"{self.url} says the file is empty")
+        return size
+
+
+def stated_size(url: str, most_bytes: int, policy: Policy, cancel: Cancel) -> int | None:
+    """The size `url` states for a file known by its digests but not its size, at most `most_bytes` (TransferError
+    above it, before any of the body is read); None where the server states none (chunked, no length).
+
+    One request for byte 0, within the same time limits and cancel as every attempt; the size it gives is then
+    held to by every later answer (parts, resumes), as a registered size is.
+    """
+    probe = _SizeProbe(url, most_bytes, policy, Cancel(cancel))
+    try:
+        probe.open()
+    finally:
+        probe._end()
+        probe._session.close()
+    return probe.size
+
+
 def fetch(
     url: str,
     partial: Partial,
@@ -577,6 +664,7 @@ def fetch(
     cancel: Cancel,
     progress: Callable[[int], None],
     whole: bool = False,
+    open_ended: bool = False,
 ) -> bool:
     """Fills the partial's missing bytes from `url`; raises TransferError (or Cancelled) if this source cannot.
 
@@ -585,13 +673,18 @@ def fetch(
     and the file comes from byte 0 by a GET without Range, over one connection (after pieced bytes
     failed their sha256: a server may lie on ranges and serve the whole file right).
 
+    `open_ended` (with `whole`): the server states no size; the partial's size is one byte past the most the
+    file may have, the body's end is the file's end, and a body that reaches the partial's size is refused.
+
     Returns True when every byte of the file came in one whole-file answer (200) of this call: bytes that
     fail their sha256 then, a GET without Range would not bring right either. False where any came from a
     Range request (even one closed range from byte 0) or from an earlier call or process.
     """
     if whole:
         span = partial.restart_whole()
-        connection = _Connection(url, partial, span, policy, Cancel(cancel), progress, first=True, plain=True)
+        connection = _Connection(
+            url, partial, span, policy, Cancel(cancel), progress, first=True, plain=True, open_ended=open_ended
+        )
         connection.run(connection.open())
         return True
     if not partial.spans:

@@ -5,7 +5,8 @@ For an upstream file NAME of a dataset, in the download dir's `<dataset name>/` 
 - `NAME`: the complete download, renamed into place only after its sha256 and size verified;
 - `NAME.partial`: the bytes received so far, each part written at its own offset (the file
   has its registered size from the start; what is not yet received reads as zeros);
-- `NAME.partial.json`: what the partial is of (registered size and sha256), the validator (ETag
+- `NAME.partial.json`: what the partial is of (registered size and sha256; for a file known by
+  its digests, the size its server stated and its git blob sha1), the validator (ETag
   or Last-Modified) of the source that last wrote it and that source's URL, and, for each part,
   how far from its start it has been received;
 - `NAME.lock`: held while a process writes the partial (locking.py), so no two processes
@@ -62,6 +63,7 @@ RECORD_LIMIT = 64 << 10  # bytes of a progress record read at most: a few parts 
 MAX_SPANS = 256
 _FOLDER_PREFIX = "mnist_variants-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA1_HEX = re.compile(r"[0-9a-f]{40}")  # a git blob id, as records and registries write it
 # An entity tag (RFC 9110 8.8.3), strong or weak, of visible ASCII only: it goes out as a header (If-Range).
 _ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,1024}"')
 
@@ -81,10 +83,12 @@ class Span:
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """What a partial is of: a file, by its registered size and sha256 (from whichever URL)."""
+    """What a partial is of: a file, by its registered size and sha256 (from whichever URL); or, for a file known
+    by its digests, by its git blob sha1 and the size its server stated (at most the registered bound)."""
 
     size: int
-    sha256: str
+    sha256: str | None
+    git_blob_sha1: str | None = None
 
 
 class BadRecordError(ValueError):
@@ -104,6 +108,8 @@ class Partial:
         self.spans: list[Span] = []
         self.inherited = 0  # bytes received by an earlier process
         self.responses = 0  # answers whose bytes went into it: more than one means it was pieced together
+        # Where the body's end fixed the size (`end_at`), whether no length was stated: a cut looks the same.
+        self.unstated_end = False
         self._lock = threading.Lock()
         self._unsaved = 0
         self._saved_at = 0.0
@@ -157,6 +163,17 @@ class Partial:
         """Everything from zero over one connection (a server that ignores ranges, or changed the file)."""
         self.plan([(0, self.identity.size)])
         return self.spans[0]
+
+    def end_at(self, span: Span, length_stated: bool) -> None:
+        """The file ends where `span` (its only one) got to: a body that stated no size ended there (or a body
+        of the Content-Length it stated, which urllib3 holds it to). With no length, a cut ends it the same way."""
+        with self._lock:
+            self.unstated_end = not length_stated
+            self.identity = dataclasses.replace(self.identity, size=span.position)
+            span.end = span.position
+            with self._disk():
+                os.ftruncate(self._open(), span.position)
+            self._save()
 
     def missing(self) -> list[Span]:
         return [span for span in self.spans if not span.done]
@@ -326,13 +343,18 @@ def _read_record(record: Path, identity: Identity) -> tuple[list[Span], str | No
         raise BadRecordError("progress record is not JSON") from None
     if not isinstance(saved, dict):
         raise BadRecordError("progress record is not a JSON object")
-    size, sha256 = saved.get("size"), saved.get("sha256")
+    size, sha256, blob = saved.get("size"), saved.get("sha256"), saved.get("git_blob_sha1")
     if not _is_int(size) or size <= 0:
         raise BadRecordError(f"progress record's size is {_shown(size)}")
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
         raise BadRecordError(f"progress record's sha256 is {_shown(sha256)}")
-    if Identity(size, sha256) != identity:
-        raise BadRecordError("a partial of another file (its registered size or sha256 differ)")
+    if blob is not None and (not isinstance(blob, str) or not SHA1_HEX.fullmatch(blob)):
+        raise BadRecordError(f"progress record's git_blob_sha1 is {_shown(blob)}")
+    if sha256 is None and blob is None:
+        raise BadRecordError("progress record names no digest of its file")
+    if Identity(size, sha256, blob) != identity:
+        differ = "registered size or sha256" if identity.sha256 else "stated size or git blob sha1"
+        raise BadRecordError(f"a partial of another file (its {differ} differ)")
     url, validator = saved.get("url"), saved.get("validator")
     if url is not None and (not isinstance(url, str) or len(url) > 8192):
         raise BadRecordError(f"progress record's url is {_shown(url)}")

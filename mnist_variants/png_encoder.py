@@ -141,6 +141,11 @@ class PngEncoder:
         self._ending = False  # `shutdown` ends the helpers: no note on their end
         self._threads: list[threading.Thread] = []
         source = _PROGRAM
+        if source is None:
+            helper_processes.note(
+                "The PNG helpers cannot start: the source of mnist_variants' png_codec or png_protocol cannot be read"
+                " (an install without .py files?).\nEncoding PNGs in this process instead (the same bytes, slower)."
+            )
         command = _helper_command(len(source)) if source else None
         encoding = helper_processes.Process.start("PNG helper process", command)
         if encoding is None:

@@ -9,6 +9,12 @@ decompresses to upstream's content where that content's digest is registered
 its split that does verify, and says so. Anything else is refused with an error naming
 the file, what it is, and what to do.
 
+Some upstream files are known by their digests, not their size (QMNIST's images: upstream publishes
+only the md5 torchvision checks and each file's git blob id): `checksums/<name>.digests.tsv`
+lists them as `url, max_size, md5, git_blob_sha1, filename`, and such a file is accepted only
+when it is at most `max_size` bytes and both digests match (`Digests`). The bound stands in for
+the size wherever the size bounds what is read.
+
 A copy is read once, and the bytes that are verified are the bytes handed on to be parsed
 (`Verdict.data`): a file swapped after its check never reaches the prepared data. Reading
 takes no more memory than the largest acceptable copy: a larger file, or a gzip stream that
@@ -23,26 +29,87 @@ import errno
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator, Mapping
-from collections.abc import Set as AbstractSet
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
 
-from mnist_variants import formats, shared_files, traps
-from mnist_variants.errors import ChecksumMismatchError, MnistVariantsError, WrongFileError
+from mnist_variants import formats, partials, shared_files, traps
+from mnist_variants.errors import ChecksumMismatchError, MalformedFileError, MnistVariantsError, WrongFileError
 
 UrlInfo = tfds_checksums.UrlInfo
 
 _HASH_BLOCK_BYTES = 1 << 20  # a copy too large to read whole is hashed a block at a time
 
 
+def git_blob_sha1(data: bytes) -> str:
+    """The git blob id of `data`: SHA-1 of `blob <size>\\0` and the bytes (what git, and GitHub, call the file)."""
+    digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Digests:
+    """A file known by its digests but not its size: at most `max_size` bytes, with this md5 and git blob sha1.
+
+    Both digests must match: md5 alone is broken (collisions are made at will), and the blob id is SHA-1,
+    whose collisions cost a great deal more; together, with a size bound, they are what upstream vouches for.
+    """
+
+    max_size: int
+    md5: str
+    git_blob_sha1: str
+
+    def matches(self, data: bytes) -> bool:
+        return len(data) <= self.max_size and self.found(data) == (self.md5, self.git_blob_sha1)
+
+    @staticmethod
+    def found(data: bytes) -> tuple[str, str]:
+        """(md5, git blob sha1) of `data`."""
+        return hashlib.md5(data, usedforsecurity=False).hexdigest(), git_blob_sha1(data)
+
+
 @dataclasses.dataclass(frozen=True)
 class Registered:
-    """What is known of one upstream file: its download's digest and, if registered, its content's."""
+    """What is known of one upstream file: its download's digest (size and sha256) or, for a file known by its
+    digests, those (`digests`); and, if registered, its content's digest."""
 
-    download: UrlInfo
+    download: UrlInfo | None
     content: UrlInfo | None = None
+    digests: Digests | None = None
+
+    @property
+    def most_bytes(self) -> int:
+        """The size of the upstream file, or the most it may have where only its digests are known."""
+        return int(self.download.size) if self.download is not None else self.digests.max_size
+
+    @property
+    def size(self) -> int | None:
+        """The registered size; None for a file known by its digests (its server says it, within `most_bytes`)."""
+        return int(self.download.size) if self.download is not None else None
+
+    def verifies(self, data: bytes) -> bool:
+        """Whether `data` is the upstream file: its size and sha256, or its size bound and both digests."""
+        if self.download is None:
+            return self.digests.matches(data)
+        return _same(_info(data), self.download)
+
+    def mismatch(self, data: bytes) -> str:
+        """What `data` has and what was expected, in one line: the one wording of every refusal by digest, for
+        downloads ("URL sent ...") and local copies ("it has ...") alike."""
+        if self.download is None:
+            md5, blob = Digests.found(data)
+            digests = self.digests
+            return (
+                f"md5 {md5}, git blob sha1 {blob}, {plain_size(len(data))}; expected md5 {digests.md5},"
+                f" git blob sha1 {digests.git_blob_sha1}, at most {plain_size(digests.max_size)}"
+            )
+        return (
+            f"sha256 {hashlib.sha256(data).hexdigest()}, {plain_size(len(data))}; expected sha256"
+            f" {self.download.checksum}, {plain_size(self.download.size)}"
+        )
 
 
 class UnreadableCopyError(MnistVariantsError, OSError):
@@ -69,12 +136,51 @@ def content_checksums_path(checksums_path: epath.Path) -> epath.Path:
     return checksums_path.parent / f"{checksums_path.stem}.decompressed.tsv"
 
 
+def digests_path(checksums_path: epath.Path) -> epath.Path:
+    """`<name>.digests.tsv` beside `<name>.tsv`: the files known by their digests but not their size."""
+    return checksums_path.parent / f"{checksums_path.stem}.digests.tsv"
+
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def load_digests(path: epath.Path) -> dict[str, Digests]:
+    """The files `path` lists (`url<TAB>max_size<TAB>md5<TAB>git_blob_sha1<TAB>filename` a line), by file name.
+
+    Several URLs may list one file; they must agree. Our own parser: TFDS's reads only its
+    size-and-sha256 format. A line that is not so is an error naming the file and the line.
+    """
+    found: dict[str, Digests] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5 or not fields[1].isdigit() or int(fields[1]) <= 0:
+            raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
+        _url, max_size, md5, blob, filename = fields
+        if not _MD5.fullmatch(md5) or not partials.SHA1_HEX.fullmatch(blob) or not filename or "/" in filename:
+            raise ValueError(f"{path}:{number}: not url, max_size, md5, git_blob_sha1, filename: {line!r}")
+        digests = Digests(int(max_size), md5, blob)
+        if found.setdefault(filename, digests) != digests:
+            raise ValueError(f"{path}:{number}: {filename} is listed with other digests above")
+    return found
+
+
 def load_registry(url_infos: Mapping[str, UrlInfo], checksums_path: epath.Path) -> dict[str, Registered]:
-    """Every registered upstream file by name, with its content digest where one is registered."""
+    """Every registered upstream file by name, with its content digest where one is registered; and every file
+    known by its digests (`<name>.digests.tsv`)."""
     content_path = content_checksums_path(checksums_path)
     contents = tfds_checksums.load_url_infos(content_path) if content_path.exists() else {}
     content_by_download_name = {url.rsplit("/", 1)[-1]: info for url, info in contents.items()}
-    return {info.filename: Registered(info, content_by_download_name.get(info.filename)) for info in url_infos.values()}
+    registry = {
+        info.filename: Registered(info, content_by_download_name.get(info.filename)) for info in url_infos.values()
+    }
+    by_digests = digests_path(checksums_path)
+    for name, digests in (load_digests(by_digests) if by_digests.exists() else {}).items():
+        if name in registry:
+            raise ValueError(f"{by_digests}: {name} is registered by its size and sha256 already")
+        registry[name] = Registered(None, content_by_download_name.get(name), digests)
+    return registry
 
 
 def plain_size(size: int) -> str:
@@ -102,17 +208,19 @@ def is_registered_file(data: bytes, registered: UrlInfo) -> bool:
 def largest_copy(name: str, registered: Registered, unverified_ok: bool = True) -> int | None:
     """The most bytes any usable copy of `name` can have; None where nothing bounds it.
 
-    Only the upstream file itself is usable where no other form exists (no `.gz`), or where no
-    content digest is registered and an unverified copy would not be used (a cache). A copy
+    Only the upstream file itself is usable where no other form exists (no `.gz`), where no
+    content digest is registered and an unverified copy would not be used (a cache), or where the
+    file is known by its digests and no content digest is registered (nothing else can verify). A copy
     verified by content is at most its content gzipped with stored blocks (5 bytes per 16 KiB
     block, plus a header whose name field has no set length: 64 KiB is room enough).
     """
-    if not name.endswith(".gz") or (registered.content is None and not unverified_ok):
-        return registered.download.size
+    only_upstreams = not unverified_ok or registered.digests is not None
+    if not name.endswith(".gz") or (registered.content is None and only_upstreams):
+        return registered.most_bytes
     if registered.content is None:  # an unverified copy: the parser checks it against its IDX header
         return None
     content = registered.content.size
-    return max(registered.download.size, content + 5 * (content // 16_383 + 1) + (64 << 10))
+    return max(registered.most_bytes, content + 5 * (content // 16_383 + 1) + (64 << 10))
 
 
 def read_copy(path: epath.Path, limit: int | None = None, follow_symlinks: bool = True) -> bytes:
@@ -158,23 +266,31 @@ def _open_regular(path: epath.Path, follow_symlinks: bool) -> Iterator[io.Buffer
         os.close(descriptor)
 
 
-def _digest_if_sized(path: epath.Path, sizes: AbstractSet[int]) -> UrlInfo | None:
-    """The sha256 of the copy at `path` when its size is one of `sizes` (files another dataset registers),
-    hashed in blocks straight from the file so that memory stays bounded whatever its size; None otherwise,
-    or where it cannot be read (it is refused anyway: this only names it)."""
+def _whose_file(path: epath.Path, known: Known) -> str | None:
+    """Whose file the copy at `path` is, when its size is one another dataset registers (by sha256) or within the
+    bound of a file known by its digests (by md5 and git blob sha1: the blob's header needs the size, so it is
+    taken from the file first); hashed in blocks straight from the file so that memory stays bounded whatever its
+    size. None otherwise, or where it cannot be read (it is refused anyway: this only names it)."""
     remote = "://" in os.fspath(path)
     try:
         with path.open("rb") if remote else _open_regular(path, follow_symlinks=True) as file:
             size = path.stat().st_size if remote else os.fstat(file.fileno()).st_size
-            if size not in sizes:
+            by_sha256, by_digests = size in known.sizes, bool(known.by_digests) and size <= known.largest_by_digests
+            if not (by_sha256 or by_digests):
                 return None
-            digest, read = hashlib.sha256(), 0
+            sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+            blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+            read = 0
             while read <= size and (block := file.read(_HASH_BLOCK_BYTES)):
-                digest.update(block)
+                for digest in (sha256, md5, blob):
+                    digest.update(block)
                 read += len(block)
     except OSError:
         return None
-    return UrlInfo(size=read, checksum=digest.hexdigest(), filename=None) if read == size else None
+    if read != size:  # it changed while read: nothing can be said of it
+        return None
+    whose = known.whose(UrlInfo(size=size, checksum=sha256.hexdigest(), filename=None))
+    return whose or known.by_digests.get((md5.hexdigest(), blob.hexdigest()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,33 +298,62 @@ class Known:
     """Every digest the MNIST-format family registers, with whose file it is: to name another dataset's file.
 
     MNIST, Kuzushiji-MNIST and Fashion-MNIST use the very same file names; a copy that is not this
-    dataset's may still be recognised, by its bytes or its decompressed content, as another's.
+    dataset's may still be recognised, by its bytes or its decompressed content, as another's; a file known
+    by its digests (QMNIST's images) by its md5 and git blob sha1.
     """
 
     owners: Mapping[tuple[int, str], str] = dataclasses.field(default_factory=dict)  # (size, sha256) -> whose
     largest_content: int = 0  # bytes of the largest registered decompressed content
+    by_digests: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (md5, blob sha1) -> whose
+    largest_by_digests: int = 0  # the largest `max_size` of a file known by its digests
 
     @classmethod
     def of(cls, registries: Mapping[str, Mapping[str, Registered]]) -> Known:
         """From each dataset's title and registry."""
-        owners, largest = {}, 0
+        owners, largest, by_digests, largest_by_digests = {}, 0, {}, 0
         for title, registry in registries.items():
             for name, registered in registry.items():
-                owners[(int(registered.download.size), registered.download.checksum)] = f"{title}'s {name}"
+                if registered.download is not None:
+                    owners[(int(registered.download.size), registered.download.checksum)] = f"{title}'s {name}"
+                if registered.digests is not None:
+                    digests = registered.digests
+                    by_digests[(digests.md5, digests.git_blob_sha1)] = f"{title}'s {name}"
+                    largest_by_digests = max(largest_by_digests, digests.max_size)
                 if registered.content is not None:
                     owners[(int(registered.content.size), registered.content.checksum)] = (
                         f"{title}'s {name}, decompressed"
                     )
                     largest = max(largest, int(registered.content.size))
-        return cls(owners, largest)
+        for (size, sha256), whose in _UNUSED_CONTENTS.items():
+            owners.setdefault((size, sha256), whose)
+            largest = max(largest, size)
+        return cls(owners, largest, by_digests, largest_by_digests)
 
     def whose(self, info: UrlInfo) -> str | None:
         return self.owners.get((int(info.size), info.checksum))
+
+    def whose_bytes(self, data: bytes) -> str | None:
+        """Whose file `data` is, by its size and sha256 or (no larger than such a file may be) its two digests."""
+        whose = self.whose(_info(data))
+        if whose is None and self.by_digests and len(data) <= self.largest_by_digests:
+            whose = self.by_digests.get(Digests.found(data))
+        return whose
 
     @property
     def sizes(self) -> frozenset[int]:
         """Every registered size: a copy of another size is no file of the family's."""
         return frozenset(size for size, _ in self.owners)
+
+
+# Files this package does not use, which a user may drop in under one of its names, by their content's
+# (size, sha256). QMNIST's repository publishes MNIST-style label files beside the extended ones: the test one
+# (60,000 labels: column 0 of qmnist-test-labels-idx2-int) is named so. Its train one needs no entry: its content
+# is MNIST's train labels exactly, so nothing is wrong with it under MNIST's train-labels name.
+_UNUSED_CONTENTS = {
+    (60_008, "dbc433804379831d5aa1f78549bc9a1db7266c82d319f407d05246e3e45b6753"): (
+        "QMNIST's qmnist-test-labels-idx1-ubyte.gz (decompressed)"
+    ),
+}
 
 
 def judge(
@@ -234,26 +379,22 @@ def judge(
         raise WrongFileError(f"{path} is {trap}, not the file {name}. {traps.advice(trap, url)}")
     if limit is not None and len(data) > limit:
         return _too_large(path, name, registered, dataset, url, limit, data, known)
-    actual = _info(data)
-    if _same(actual, registered.download):
+    if registered.verifies(data):
         return Verdict(path, name, True, "verified: the upstream file", data)
-    _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
+    _refuse_another_datasets(path, name, dataset, url, known.whose_bytes(data))
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists
-        raise ChecksumMismatchError(_mismatch(path, name, registered.download, actual, url))
+        raise ChecksumMismatchError(_mismatch(path, name, registered, data, url))
     form = "recompressed" if compressed else "decompressed"
     if registered.content is None:  # nothing to compare its content with; the parser checks its form
-        if known.largest_content:  # but it may be another dataset's content
-            try:
-                content = _info(formats.gunzip(data, path, limit=known.largest_content) if compressed else data)
-            except formats.ContentTooLargeError:
-                content = None
-            if content is not None:
-                _refuse_another_datasets(path, name, dataset, url, known.whose(content))
+        _refuse_another_datasets(path, name, dataset, url, _whose_content(path, data, known))
+        if registered.digests is not None:  # only upstream's bytes are vouched for: no unverified form
+            raise ChecksumMismatchError(_mismatch(path, name, registered, data, url))
         return Verdict(path, name, False, _unverified(form), data)
     try:
         content = _info(formats.gunzip(data, path, limit=registered.content.size) if compressed else data)
     except formats.ContentTooLargeError:
+        _refuse_another_datasets(path, name, dataset, url, _whose_content(path, data, known))
         raise ChecksumMismatchError(
             f"{path} is not {dataset}'s {name}: it decompresses to more than upstream's"
             f" {plain_size(registered.content.size)} (inflating stopped there). {_replace_advice(path, url)}"
@@ -278,6 +419,17 @@ def _refuse_another_datasets(path: epath.Path, name: str, dataset: str, url: str
         )
 
 
+def _whose_content(path: epath.Path, data: bytes, known: Known) -> str | None:
+    """Whose file the (decompressed) content of `data` is, inflating no further than the largest content known."""
+    if not known.largest_content:
+        return None
+    try:
+        content = formats.gunzip(data, path, limit=known.largest_content) if data[:2] == formats.GZIP_MAGIC else data
+    except MalformedFileError:  # too large or corrupt: this only names it: it is refused anyway
+        return None
+    return known.whose(_info(content))
+
+
 def _too_large(
     path: epath.Path,
     name: str,
@@ -291,16 +443,20 @@ def _too_large(
     """A copy larger than any usable copy of `name` (`limit`): refused having read only `start` of it, naming
     whose file it is where its size is that of another dataset's (upstream's EMNIST gzip.zip is larger than
     mnist_c.zip, which is larger than any MNIST file): only such a copy is hashed, block by block."""
-    if name.endswith(".gz") and registered.content is None:  # a cache's unverifiable copy: passed over
+    if (
+        name.endswith(".gz") and registered.content is None and registered.digests is None
+    ):  # a cache's unverifiable copy: passed over
         return Verdict(
             path, name, False, _unverified("recompressed" if start[:2] == formats.GZIP_MAGIC else "decompressed")
         )
-    actual = _digest_if_sized(path, known.sizes)
-    if actual is not None:
-        _refuse_another_datasets(path, name, dataset, url, known.whose(actual))
+    _refuse_another_datasets(path, name, dataset, url, _whose_file(path, known))
+    digests = registered.digests
+    known_by = (
+        f" (upstream's is known by md5 {digests.md5} and git blob sha1 {digests.git_blob_sha1})" if digests else ""
+    )
     raise ChecksumMismatchError(
         f"{path} is not {dataset}'s {name}: it is larger than {plain_size(limit)},"
-        f" more than any copy of upstream's file can be. {_replace_advice(path, url)}"
+        f" more than any copy of upstream's file can be{known_by}. {_replace_advice(path, url)}"
     )
 
 
@@ -308,11 +464,9 @@ def _unverified(form: str) -> str:
     return f"NOT verified against upstream: a {form} copy, and no digest of its content is registered"
 
 
-def _mismatch(path: epath.Path, name: str, expected: UrlInfo, actual: UrlInfo, url: str) -> str:
+def _mismatch(path: epath.Path, name: str, registered: Registered, data: bytes, url: str) -> str:
     return (
-        f"{path} is not the upstream {name}:\n"
-        f"  expected sha256 {expected.checksum}, {plain_size(expected.size)}\n"
-        f"  found    sha256 {actual.checksum}, {plain_size(actual.size)}\n"
+        f"{path} is not the upstream {name}: it has {registered.mismatch(data)}.\n"
         f"It is damaged or a different file. {_replace_advice(path, url)}"
     )
 

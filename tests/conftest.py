@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -54,10 +56,37 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
         (directory / name).write_bytes(data)
 
 
-def write_registry(directory: Path, builder_cls, files: dict[str, bytes], base_url: str) -> Path:
+@dataclasses.dataclass(frozen=True)
+class ByDigests:
+    """A dummy file registered by its digests, not its size (as QMNIST's images are): a line of
+    `<name>.digests.tsv`. `of` gives a file's own digests; a test may register a wrong one to see it refused."""
+
+    max_size: int
+    md5: str
+    git_blob_sha1: str
+
+    @classmethod
+    def of(cls, data: bytes, max_size: int | None = None, **wrong: str) -> ByDigests:
+        """`data`'s md5 and git blob sha1 (either replaced by `wrong`), bounded by `max_size` (its size by default)."""
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        blob = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+        return dataclasses.replace(cls(len(data) if max_size is None else max_size, md5, blob), **wrong)
+
+
+def write_registry(
+    directory: Path, builder_cls, files: dict[str, bytes], base_url: str, by_digests: Mapping[str, ByDigests] = {}
+) -> Path:
     """Checksums of `files` in TFDS's format, shaped as upstream's: the download's digest of every file,
-    and the decompressed content's digest of the label files only (the images' are not known upstream)."""
+    and the decompressed content's digest of the label files only (the images' are not known upstream).
+    Files named in `by_digests` are registered by those instead, in `<name>.digests.tsv` beside it."""
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{builder_cls.name}.digests.tsv").write_text(
+        "".join(
+            f"{base_url}{name}\t{known.max_size}\t{known.md5}\t{known.git_blob_sha1}\t{name}\n"
+            for name, known in by_digests.items()
+        )
+    )
+    files = {name: data for name, data in files.items() if name not in by_digests}
     labels = {
         files_of_split["labels"] for files_of_split in builder_cls.SPLIT_FILES.values() if "labels" in files_of_split
     }
@@ -82,9 +111,16 @@ def child_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "workers"), *inherited]), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def worker_env(tmp_path: Path, builder_cls, files: dict[str, bytes], sources: list[str]) -> dict[str, str]:
-    """The environment that makes worker processes (tests/workers) use `sources` and the checksums of `files`."""
-    tsv = write_registry(tmp_path / "registry", builder_cls, files, sources[0])
+def worker_env(
+    tmp_path: Path,
+    builder_cls,
+    files: dict[str, bytes],
+    sources: list[str],
+    by_digests: Mapping[str, ByDigests] = {},
+) -> dict[str, str]:
+    """The environment that makes worker processes (tests/workers) use `sources` and the checksums of `files`
+    (those in `by_digests` registered by their digests)."""
+    tsv = write_registry(tmp_path / "registry", builder_cls, files, sources[0], by_digests)
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({builder_cls.name: {"sources": sources, "checksums": str(tsv)}}))
     return {"MNIST_VARIANTS_TEST_REGISTRY": str(registry), **child_env()}
@@ -107,17 +143,22 @@ def tfds_build_every_config(builder_cls, manual_dir: Path, data_dir: Path, env: 
     }
 
 
-def register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files: dict[str, bytes]) -> None:
-    """Registers the files' digests in place of upstream's for this test (labels' content too)."""
-    tsv = write_registry(tmp_path / "registry", builder_cls, files, builder_cls.SOURCES[0])
+def register_dummy_checksums(
+    monkeypatch, tmp_path, builder_cls, files: dict[str, bytes], by_digests: Mapping[str, ByDigests] = {}
+) -> None:
+    """Registers the files' digests in place of upstream's for this test (labels' content too); those named in
+    `by_digests` by those (a size bound, md5 and git blob sha1)."""
+    tsv = write_registry(tmp_path / "registry", builder_cls, files, builder_cls.SOURCES[0], by_digests)
     monkeypatch.setattr(builder_cls, "_checksums_path", epath.Path(tsv))
 
 
-def serve_from(monkeypatch, tmp_path, server, builder_cls, files, *folders: str) -> list[str]:
+def serve_from(
+    monkeypatch, tmp_path, server, builder_cls, files, *folders: str, by_digests: Mapping[str, ByDigests] = {}
+) -> list[str]:
     """Points the builder's sources at `folders` of the server, registers `files`; returns the base URLs."""
     bases = [f"{server.url}/{folder}/" for folder in folders]
     monkeypatch.setattr(builder_cls, "SOURCES", tuple(bases))
-    register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files)
+    register_dummy_checksums(monkeypatch, tmp_path, builder_cls, files, by_digests)
     return bases
 
 
@@ -196,3 +237,20 @@ def file_server() -> Iterator[FileServer]:
         yield server
     finally:
         server.stop()
+
+
+def peak_growth_mib(function) -> float:
+    """MiB by which this process's peak resident memory (VmHWM, reset first) grew while `function` ran."""
+
+    def status(field: str) -> int:
+        with open("/proc/self/status") as file:
+            return int(re.search(rf"{field}:\s+(\d+) kB", file.read())[1])
+
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")  # resets VmHWM to the present RSS (Linux 4.0+)
+    except OSError as error:
+        pytest.skip(f"cannot reset the peak memory here ({error})")
+    before = status("VmRSS")
+    function()
+    return (status("VmHWM") - before) / 1024

@@ -214,6 +214,8 @@ CHECKER_FAILURES = {
     "no_start": "did not start (it ended before its greeting)",
     "sigkill": "killed by SIGKILL",
     "exit_early": "exit status 3",
+    # Exit status 0 before its last answers: only the count of answers (not the status) shows it failed.
+    "exit_clean": "exit status 0) ended its output before it had answered every message",
     "stall": "sent nothing for 3 s while it owed an answer",
     "says_bad": "called PNG 1 of message 2 bad, which decodes to its image",
     "other_bytes": "checked other bytes than message 2",
@@ -705,3 +707,17 @@ def test_helpers_that_answered_everything_end_without_a_note(monkeypatch, tmp_pa
     assert ended == [["png-feed", "png-read", "png-check-feed", "png-check-read"]]  # the checker was up and ended
     err = capfd.readouterr().err
     assert "PNG checker process" not in err and "instead" not in err, err
+
+
+def test_helpers_without_their_source_say_so_and_encode_here(monkeypatch, capfd):
+    """An install without .py files (compiled only) cannot give the helpers their source: the encoder says so on
+    stderr and encodes in this process, the same PNGs."""
+    monkeypatch.setattr(png_encoder, "_PROGRAM", None)
+    encoder = png_encoder.PngEncoder()
+    try:
+        assert encoder._here
+    finally:
+        encoder.shutdown()
+    err = capfd.readouterr().err
+    assert "The PNG helpers cannot start: the source of mnist_variants' png_codec or png_protocol" in err, err
+    assert "Encoding PNGs in this process instead" in err

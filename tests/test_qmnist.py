@@ -38,7 +38,7 @@ from conftest import (
 from etils import epath
 
 from mnist_variants import ChecksumMismatchError, MalformedFileError, Mnist, Qmnist, data_sources, formats, verification
-from mnist_variants.datasets import qmnist
+from mnist_variants.builder import check_mnist_labels, listed_max_sizes
 
 FILES = dummy_files("qmnist")
 MNIST_FILES = dummy_files("mnist")
@@ -267,7 +267,8 @@ ONE_DIMENSION = "IDX magic number 0x00000801, expected 0x00000c02"
 NOT_MNISTS = "labels are not MNIST's"
 # Each: the split, the file changed, how, and what the refusal must say.
 REFUSALS = {
-    "wrong_magic": ("train", TRAIN_LABELS, lambda: with_header(TRAIN_LABELS, WRONG_MAGIC), "0x00000d02, expected"),
+    "wrong_magic": ("train", TRAIN_LABELS, lambda: with_header(TRAIN_LABELS, WRONG_MAGIC),
+                    "0x00000d02, expected 0x00000c02 (label rows, big-endian int32, 2 dimensions)"),
     "one_dimensional_labels": ("test", TEST_LABELS, lambda: gz(formats.encode_idx(table(TEST_LABELS)[:, 0])),
                                ONE_DIMENSION),
     "seven_columns": ("train", TRAIN_LABELS, lambda: rows_of(TRAIN_LABELS, np.s_[:, :7]), "rows of 7, expected 8"),
@@ -279,18 +280,17 @@ REFUSALS = {
     "xz_trailing_content": ("nist", NIST_LABELS, lambda: xz(raw(NIST_LABELS) + bytes(32)), "trailing garbage: more"),
     "xz_trailing_stream": ("nist", NIST_LABELS, lambda: FILES[NIST_LABELS] * 2, "trailing garbage after the xz stream"),
     "xz_promise_beyond_nist": ("nist", NIST_IMAGES, xz_promising_13_million_images,
-                               "promises 10,192,000,016 bytes (13000000x28x28), more than any file of this dataset"),
+                               "(10192000000 bytes) but this file's content is at most 315,915,168 bytes"),
     "counts_disagree": ("test", TEST_LABELS, lambda: rows_of(TEST_LABELS, np.s_[:-1]),
                         "holds 8 images but /upstream/qmnist-test-labels-idx2-int.gz holds 7 labels"),
     "column_7_not_zero": ("nist", NIST_LABELS, lambda: with_value(NIST_LABELS, 3, 7, 1),
-                          "column 7, unused upstream, holds 1 at row 3 (1 such rows)"),
+                          "column 7, unused upstream, holds 1 at row 3 (1 such rows): not a label table"),
     "label_out_of_range": ("nist", NIST_LABELS, lambda: with_value(NIST_LABELS, 2, 0, 10),
-                           "label 10 at row 2 is outside 0..9"),
+                           "label 10 at index 2 is outside 0..9"),
     "train_labels_not_mnists": ("train", TRAIN_LABELS, lambda: with_value(TRAIN_LABELS, 11, 0, next_digit),
                                 f"its first 12 {NOT_MNISTS} train-labels-idx1-ubyte.gz"),
     "test_labels_not_mnists": ("test", TEST_LABELS, lambda: with_value(TEST_LABELS, 0, 0, next_digit),
                                f"its first 5 {NOT_MNISTS} t10k-labels-idx1-ubyte.gz"),
-    "test_shorter_than_mnists": ("test", TEST_LABELS, lambda: rows_of(TEST_LABELS, np.s_[:4]), "holds 8 images but"),
 }  # fmt: skip
 
 
@@ -304,6 +304,19 @@ def test_a_malformed_file_is_refused_naming_it(refusal, monkeypatch, tmp_path):
             pass
     assert str(raised.value).startswith(f"/upstream/{name}") or f"/upstream/{name}" in str(raised.value)
     assert problem in str(raised.value)
+
+
+def test_a_test_split_shorter_than_mnists_test_set_is_not_qmnists(monkeypatch, tmp_path):
+    """Images and labels cut together to 4 rows (counts agree): MNIST's dummy test set has 5, so not QMNIST's."""
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    test_images = Qmnist.SPLIT_FILES["test"]["images"]
+    images = gz(formats.encode_idx(torchvision_reads(FILES[test_images])[:4]))
+    with pytest.raises(MalformedFileError) as raised:
+        read_split("test", {test_images: images, TEST_LABELS: rows_of(TEST_LABELS, np.s_[:4])})
+    assert str(raised.value) == (
+        f"/upstream/{TEST_LABELS}: its first 4 {NOT_MNISTS} t10k-labels-idx1-ubyte.gz (5 labels, sha256"
+        f" {Mnist.registry()['t10k-labels-idx1-ubyte.gz'].content.checksum} in IDX form), so not QMNIST's"
+    )
 
 
 def test_the_untouched_dummy_splits_read(monkeypatch, tmp_path):
@@ -332,22 +345,50 @@ def xz_bomb(promised_images: int, zeros: int) -> bytes:
     return b"".join([*parts, compressor.flush()])
 
 
-def test_an_xz_bomb_is_refused_with_bounded_memory():
+def images_read(data: bytes) -> int:
+    """The images `data` yields read as nist's image file is, within its listed bound."""
+    bound = listed_max_sizes(Qmnist.name)[NIST_IMAGES]
+    return sum(len(batch) for batch in formats.read_idx_images_in_batches(data, NIST_IMAGES, 1 << 14, bound).batches)
+
+
+def test_an_xz_bomb_is_refused_with_bounded_memory(monkeypatch, tmp_path):
     """128 MiB of zeros behind a header promising 12 images: inflating stops one byte past the promise."""
     bomb = xz_bomb(12, 128 << 20)
     assert len(bomb) < 64 << 10
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
     tracemalloc.start()
     try:
-        with pytest.raises(MalformedFileError, match="trailing garbage: more data after the 9,424 bytes"):
-            qmnist.content(verification.Verdict(epath.Path("/upstream/bomb.xz"), NIST_IMAGES, True, "", bomb))
+        with pytest.raises(MalformedFileError, match="trailing garbage: more data after the 12 images"):
+            images_read(bomb)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 8 << 20, peak  # the promised 9,424 bytes and the decoder's slices of input, not 128 MiB
+    assert peak < 8 << 20, peak  # the promised 9,408 bytes and the decoder's slices of input, not 128 MiB
 
 
-def shared_file(name: str) -> verification.Verdict:
-    return verification.Verdict(SHARED / name, name, True, "upstream's", (SHARED / name).read_bytes())
+def test_an_xz_stream_is_read_only_within_a_bound():
+    """xz has no ratio bound (unlike deflate's 1032): without a bound for its content, an xz file is read as raw
+    bytes, and refused by its magic (as every reader did before QMNIST)."""
+    with pytest.raises(MalformedFileError, match="IDX magic number 0xfd377a58, expected 0x00000803"):
+        formats.read_idx_images_in_batches(FILES[NIST_IMAGES], NIST_IMAGES)
+    assert images_read(FILES[NIST_IMAGES]) == DUMMY_SPLITS["qmnist"]["nist"]
+
+
+def test_a_small_xz_promising_much_allocates_nothing_by_the_promise(monkeypatch, tmp_path):
+    """A 0.1 KB xz whose header promises 400,000 images (313.6 MB, within nist's bound) but holds none: refused as
+    cut short, having allocated what it held, not the promise (the whole content was once inflated into one
+    buffer of the header's size)."""
+    promise = xz(struct.pack(">4I", 0x803, 400_000, 28, 28))
+    assert len(promise) < 200
+    conftest.register_dummy_checksums(monkeypatch, tmp_path, Mnist, MNIST_FILES)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedFileError, match=r"header promises 400000 images \(313600000 bytes\) but only 0"):
+            images_read(promise)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
 
 
 def test_the_real_label_files_parse_with_the_observed_ranges():
@@ -355,7 +396,7 @@ def test_the_real_label_files_parse_with_the_observed_ranges():
     label digests (upstream's, not the dummy's): train all 60,000, test's first 10,000."""
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (the real label files are read from beside the checkout)")
-    tables = {name: formats.read_idx_int32_table(qmnist.content(shared_file(name)), name)
+    tables = {name: formats.read_idx_label_table((SHARED / name).read_bytes(), name, 8, 10, 12 + 402_953 * 32)
               for name in (TRAIN_LABELS, TEST_LABELS, NIST_LABELS)}  # fmt: skip
     train, test, nist = tables[TRAIN_LABELS], tables[TEST_LABELS], tables[NIST_LABELS]
     assert (len(train), len(test), len(nist)) == (60_000, 60_000, 402_953)
@@ -374,12 +415,11 @@ def test_the_real_label_files_parse_with_the_observed_ranges():
     assert ranges(nist, columns["hsf"]) == (0, 7) and ranges(nist, columns["writer"]) == (0, 4099)
     assert ranges(nist, columns["nist_index"]) == (0, 402_952) and ranges(nist, columns["duplicate"]) == (0, 223_124)
     assert int(np.count_nonzero(nist[:, columns["duplicate"]])) == 3
-    for name, rows in tables.items():
-        qmnist.check_label_table(rows, name, 10)
-    qmnist.check_mnist_labels(train[:, 0], TRAIN_LABELS, "train-labels-idx1-ubyte.gz")
-    qmnist.check_mnist_labels(test[:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz")
+    mnists = Mnist.registry()
+    check_mnist_labels(train[:, 0], TRAIN_LABELS, "train-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
+    check_mnist_labels(test[:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
     with pytest.raises(MalformedFileError, match=re.escape("not MNIST's t10k-labels-idx1-ubyte.gz")):
-        qmnist.check_mnist_labels(test[1:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz")
+        check_mnist_labels(test[1:, 0], TEST_LABELS, "t10k-labels-idx1-ubyte.gz", mnists, "QMNIST", leading=True)
 
 
 def test_qmnists_label_file_given_as_mnists_is_named(monkeypatch, tmp_path):
@@ -417,16 +457,47 @@ def test_the_writers_example_splits_by_writer_offline(tmp_path):
                "--manual_dir", str(manual), "--data_dir", str(tmp_path / "data")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    train_writers = set(table(TRAIN_LABELS)[:, 2].tolist())
-    test_writers = table(TEST_LABELS)[:, 2]
-    unseen = ~np.isin(test_writers, list(train_writers))
-    assert f"train: 12 digits of {len(train_writers)} writers" in result.stdout, result.stdout
-    seen_line = re.search(r"^seen writers: (\d+) test digits of (\d+) writers, accuracy ([\d.]+)$", result.stdout, re.M)
-    unseen_line = re.search(
-        r"^unseen writers: (\d+) test digits of (\d+) writers, accuracy ([\d.]+)$", result.stdout, re.M
+    writers = table(TRAIN_LABELS)[:, 2]
+    per_writer = {int(writer): int((writers == writer).sum()) for writer in np.unique(writers)}
+    assert f"train: 12 digits of {len(per_writer)} writers, 1 writers held out" in result.stdout, result.stdout
+    unseen = re.search(r"^unseen writers: fit on (\d+) digits of (\d+) writers, tested on (\d+) digits of 1 other"
+                       r" writers, accuracy ([\d.]+)$", result.stdout, re.M)  # fmt: skip
+    random = re.search(r"^random split: fit on (\d+) digits, tested on (\d+) digits \((\d+) by writers of the fit"
+                       r" digits\), accuracy ([\d.]+)$", result.stdout, re.M)  # fmt: skip
+    assert unseen and random, result.stdout
+    fit, fit_writers, tested = int(unseen[1]), int(unseen[2]), int(unseen[3])
+    assert tested in per_writer.values() and fit + tested == 12 and fit_writers == len(per_writer) - 1
+    assert (int(random[1]), int(random[2])) == (fit, tested) and 0 <= int(random[3]) <= tested
+    assert 0 <= float(unseen[4]) <= 1 and 0 <= float(random[4]) <= 1
+
+
+def test_the_dummy_train_and_test_writers_are_disjoint_as_upstreams():
+    """As in upstream's files (539 train writers, 535 test, none shared: checked on them where present)."""
+    tables = {name: table(name) for name in (TRAIN_LABELS, TEST_LABELS)}
+    if SHARED.is_dir():
+        tables.update({f"upstream {name}": torchvision_reads((SHARED / name).read_bytes())
+                       for name in (TRAIN_LABELS, TEST_LABELS)})  # fmt: skip
+    for train, test in ((TRAIN_LABELS, TEST_LABELS), (f"upstream {TRAIN_LABELS}", f"upstream {TEST_LABELS}")):
+        if train in tables:
+            assert not set(tables[train][:, 2].tolist()) & set(tables[test][:, 2].tolist()), train
+    if SHARED.is_dir():
+        counts = [len(np.unique(tables[f"upstream {name}"][:, 2])) for name in (TRAIN_LABELS, TEST_LABELS)]
+        assert counts == [539, 535]
+
+
+def test_shuffle_files_raises_and_the_documented_ways_to_shuffle_work(monkeypatch, tmp_path):
+    """Examples stay in file order (`test[:10000]` is MNIST's test set), so TFDS refuses `shuffle_files=True`;
+    the description and notes say so and name `ds.shuffle(...)` and the ordering guard's switch, tried here."""
+    builder = conftest.prepare(Qmnist, tmp_path, manual_dir=offline(monkeypatch, tmp_path))
+    in_order = examples(builder, "nist")["nist_index"].tolist()
+    with pytest.raises(ValueError, match="disable_shuffling"):
+        builder.as_dataset(split="nist", shuffle_files=True)
+    shuffled = [int(row["nist_index"]) for row in tfds.as_numpy(builder.as_dataset(split="nist").shuffle(64, seed=3))]
+    assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+    unguarded = builder.as_dataset(
+        split="nist", shuffle_files=True, read_config=tfds.ReadConfig(enable_ordering_guard=False)
     )
-    assert seen_line and unseen_line, result.stdout
-    assert (int(seen_line[1]), int(unseen_line[1])) == (int((~unseen).sum()), int(unseen.sum()))
-    assert int(unseen_line[2]) == len(set(test_writers[unseen].tolist()))
-    # the dummy digits carry their labels drawn in: writers unseen or not, a fitted model reads them
-    assert float(unseen_line[3]) >= 0.8 and float(seen_line[3]) >= 0.6, result.stdout
+    assert sorted(int(row["nist_index"]) for row in tfds.as_numpy(unguarded)) == sorted(in_order)
+    for text in (builder.info.description, (REPO / "docs" / "notes" / "qmnist.md").read_text()):
+        assert "`shuffle_files=True` raises" in text and "ds.shuffle(" in text, text
+        assert "enable_ordering_guard=False" in text, text

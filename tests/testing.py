@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import lzma
 import re
 import threading
 import time
@@ -28,7 +29,7 @@ import numpy as np
 import promise
 from etils import epath
 
-from mnist_variants import formats
+from mnist_variants import Qmnist, formats
 from mnist_variants.builder import MNIST_FILES, MnistVariantBuilder
 from mnist_variants.formats import encode_idx
 
@@ -269,7 +270,10 @@ class Route:
     from byte 0 (a request without Range gets the right file); "garble" answers with every byte
     of the body inverted, whatever was asked; "garble-ranges" does so for a Range request only
     (a request without Range gets the right file); "claim" announces a 64 GiB file (Content-Length, or
-    Content-Range's total).
+    Content-Range's total); "no-length" answers 200 with the whole file and no Content-Length, closing the
+    connection at its end; "no-length-cut" does so after half the body (a cut that looks like the end);
+    "unknown-total" answers a Range request with Content-Range's total "*" (size not stated); "chunked" answers
+    200 with the whole file, chunked (no length).
     The answer carries a strong ETag of `data` (`etag`), and an If-Range that differs from it
     gets the whole file, as HTTP says.
     """
@@ -334,7 +338,8 @@ class FileServer:
                     self.send_error(route.status)
                     return
                 size = len(route.data)
-                start, end = self._range(route, size) if fault not in ("whole", "trickle-sniff") else (None, None)
+                whole = ("whole", "trickle-sniff", "no-length", "no-length-cut", "chunked")
+                start, end = self._range(route, size) if fault not in whole else (None, None)
                 ranged = start is not None
                 start, end = start or 0, end or size
                 body = route.data[: end - start] if fault == "lie" else route.data[start:end]
@@ -343,11 +348,14 @@ class FileServer:
                 claimed = 1 << 36 if fault in ("claim", "trickle-sniff") else None
                 self.send_response(206 if ranged else 200)
                 if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{claimed or size}")
+                    total = "*" if fault == "unknown-total" else claimed or size
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
                 self.send_header("Accept-Ranges", "bytes" if route.honour_range else "none")
                 self.send_header("Content-Type", "application/octet-stream")
-                if fault == "trickle-chunks":
+                if fault in ("trickle-chunks", "chunked"):
                     self.send_header("Transfer-Encoding", "chunked")
+                elif fault in ("no-length", "no-length-cut"):
+                    self.send_header("Connection", "close")
                 else:
                     self.send_header("Content-Length", str(claimed if claimed and not ranged else len(body)))
                 self.send_header("ETag", route.etag)
@@ -363,6 +371,16 @@ class FileServer:
                     return
                 if fault == "trickle-chunks":
                     self._trickle(f"{len(body):x};{'x' * 200}\r\n".encode())
+                    return
+                if fault == "chunked":
+                    for offset in range(0, len(body), 1 << 16):
+                        chunk = body[offset : offset + (1 << 16)]
+                        self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self._send(b"0\r\n\r\n")
+                    return
+                if fault in ("no-length", "no-length-cut"):
+                    self._send(body[: len(body) // 2] if fault == "no-length-cut" else body)
+                    self.close_connection = True
                     return
                 if fault in ("cut", "stall"):
                     self._send(body[: len(body) // 2])
@@ -482,3 +500,36 @@ def write_mnist_c_of_mnist(
         images[split] = formats.read_idx_images(mnist_files[names["images"]])
         labels[split] = formats.read_idx_labels(mnist_files[names["labels"]])
     write_mnist_c_archive(builder_cls, target, images, labels, compresslevel)
+
+
+def qmnist_table(labels: np.ndarray, writers: tuple[int, int], first_nist_index: int, rng) -> np.ndarray:
+    """A QMNIST label table for `labels`: eight int32 columns, as upstream's README names them: the digit, an HSF
+    series (0-4), a writer drawn from `writers` (low, high+1), the digit's index among its writer's, the NIST class
+    code (30 + digit), a running NIST index from `first_nist_index`, no duplicate (0), the unused column (0)."""
+    count = len(labels)
+    drawn = rng.integers(*writers, count)
+    table = np.zeros((count, 8), dtype=np.int32)
+    table[:, 0] = labels
+    table[:, 1] = rng.integers(0, 5, count)
+    table[:, 2] = drawn
+    # each digit's index among its writer's: its rank among the rows of the same writer, in file order
+    order = np.argsort(drawn, kind="stable")
+    starts = np.searchsorted(drawn[order], drawn[order])
+    table[order, 3] = np.arange(count) - starts
+    table[:, 4] = 30 + labels.astype(np.int32)
+    table[:, 5] = first_nist_index + np.arange(count)
+    return table
+
+
+def qmnist_file_bytes(images: Mapping[str, np.ndarray], tables: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+    """QMNIST's six files in upstream's formats from each split's (n, 28, 28) images and label table: IDX images
+    and IDX int32 tables, gzip for train and test, xz for nist (one stream, CRC-64 check, as upstream's)."""
+    files = {}
+    for split, names in Qmnist.SPLIT_FILES.items():
+        raw = {"images": encode_idx(images[split]), "labels": formats.encode_idx_int32_table(tables[split])}
+        for role, name in names.items():
+            if name.endswith(".gz"):
+                files[name] = gzip_bytes(raw[role])
+            else:  # deterministic: xz has no timestamp
+                files[name] = lzma.compress(raw[role], format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    return files

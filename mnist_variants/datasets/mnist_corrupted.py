@@ -15,9 +15,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mnist_variants import formats, verification
-from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder, VariantConfig
+from mnist_variants.builder import MNIST_FILES, LabelledIdxBuilder, VariantConfig, check_mnist_labels
 from mnist_variants.datasets import mnist
-from mnist_variants.errors import MalformedFileError
 from mnist_variants.locations import Archive
 
 CITATION = """\
@@ -103,11 +102,5 @@ class MnistCorrupted(LabelledIdxBuilder):
         label_array = formats.read_npy_labels(labels.data, labels.path, len(self.class_names))
         formats.check_same_count(image_array, images.path, label_array, labels.path)
         mnist_labels = self.LABELS_OF[labels.name.rsplit("/", 1)[-1]]
-        content = mnist.Mnist.registry()[mnist_labels].content
-        # Compared as MNIST's decompressed label file, whose digest is registered: 8 bytes, then one a label.
-        if not verification.is_registered_file(formats.encode_idx(label_array), content):
-            raise MalformedFileError(
-                f"{labels.path}: its {len(label_array):,} labels are not MNIST's {mnist_labels}, so not MNIST-C's"
-                f" ({content.size - 8:,} labels, sha256 {content.checksum} in IDX form)"
-            )
+        check_mnist_labels(label_array, labels.path, mnist_labels, mnist.Mnist.registry(), self.TITLE)
         return {"image": image_array, "label": label_array}

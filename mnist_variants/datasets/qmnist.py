@@ -10,7 +10,8 @@ digests, and a file with other labels is refused as not QMNIST's.
 Sizes: the label files' sizes and sha256 are known and registered (`checksums/mnist_variants_qmnist.tsv`); the
 image files are known only by their md5 and git blob id, with a bound on their size
 (`checksums/mnist_variants_qmnist.digests.tsv`). Each bound is the uncompressed IDX file (16 header bytes
-and 784 per image: 60,000, 60,000 and 402,953 images): gzip and xz of such data are never larger.
+and 784 per image: 60,000, 60,000 and 402,953 images): gzip and xz of such data are never larger. Each image
+file is inflated no further than its bound, each label file no further than as many rows as that bound allows.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mnist_variants import formats, verification
-from mnist_variants.builder import MNIST_FILES, SUBMISSION_IMAGES, LabelledIdxBuilder
+from mnist_variants.builder import (
+    MNIST_FILES,
+    SUBMISSION_IMAGES,
+    LabelledIdxBuilder,
+    check_mnist_labels,
+    listed_max_sizes,
+)
 from mnist_variants.datasets import mnist
-from mnist_variants.errors import MalformedFileError
 
 CITATION = """\
 @incollection{qmnist-2019,
@@ -45,9 +51,6 @@ EXTENDED_COLUMNS = {
     "duplicate": "0, or the NIST index of the digit this one duplicates",
 }
 LABEL_COLUMNS = 1 + len(EXTENDED_COLUMNS) + 1  # the digit, the named ones, the unused one
-# No QMNIST file can hold more digits than NIST SD 19 holds characters (814,255: EMNIST ByClass's train and
-# test together), so no content is larger than an IDX file of that many images: the bound on inflating xz.
-MOST_CONTENT_BYTES = 16 + 814_255 * formats.IMAGE_SIDE * formats.IMAGE_SIDE
 
 
 class Qmnist(LabelledIdxBuilder):
@@ -67,7 +70,7 @@ class Qmnist(LabelledIdxBuilder):
         tfds.Split.TEST: {"images": "qmnist-test-images-idx3-ubyte.gz", "labels": "qmnist-test-labels-idx2-int.gz"},
         "nist": {"images": "xnist-images-idx3-ubyte.xz", "labels": "xnist-labels-idx2-int.xz"},
     }
-    # The label files whose first column starts with MNIST's labels: the MNIST label file they must equal.
+    # The label files whose first column starts with MNIST's labels (all of train's, test's first 10,000).
     LABELS_OF = {
         "qmnist-train-labels-idx2-int.gz": MNIST_FILES[tfds.Split.TRAIN]["labels"],
         "qmnist-test-labels-idx2-int.gz": MNIST_FILES[tfds.Split.TEST]["labels"],
@@ -86,7 +89,10 @@ class Qmnist(LabelledIdxBuilder):
         " reconstructed, `test[10000:]` the 50,000 test digits MNIST lost. `nist` (402,953) holds every digit of"
         " NIST SD 19. Beside the digit (`label`), each image carries its extended labels: "
         + "; ".join(f"`{name}`: {doc}" for name, doc in EXTENDED_COLUMNS.items())
-        + ". With `writer`, a model can be evaluated on writers it never saw."
+        + ". With `writer`, a model can be evaluated on writers it never saw. Examples are in file order (so"
+        " `test[:10000]` is MNIST's test set): `shuffle_files=True` raises (TFDS's ordering guard); shuffle with"
+        " `ds.shuffle(buffer_size)`, or pass `read_config=tfds.ReadConfig(enable_ordering_guard=False)` to"
+        " allow `shuffle_files=True` (it then reorders shards only, not the examples within one)."
     )
     HOMEPAGE = "https://github.com/facebookresearch/qmnist"
     CITATION = CITATION
@@ -96,47 +102,23 @@ class Qmnist(LabelledIdxBuilder):
     IN_FILE_ORDER = True
 
     def _read_split(self, files: Mapping[str, verification.Verdict]) -> dict[str, np.ndarray | formats.ImageBatches]:
-        """IDX images (gzip or xz) and an IDX table of eight int32 columns a row; counts are the headers'."""
+        """IDX images (gzip or xz) and an IDX table of eight int32 columns a row; counts are the headers'.
+
+        Each file is inflated within its own bound, as it is read (nothing inflated whole first): the images
+        within the size the digests file bounds them to, the table within as many rows as that bound allows
+        images (for train and test, the registered content size of their label files).
+        """
         images_file, labels_file = files["images"], files["labels"]
-        images = formats.read_idx_images_in_batches(content(images_file), images_file.path, SUBMISSION_IMAGES)
-        table = formats.read_idx_int32_table(content(labels_file), labels_file.path, LABEL_COLUMNS)
+        images_bound = listed_max_sizes(self.name)[images_file.name]
+        images = formats.read_idx_images_in_batches(images_file.data, images_file.path, SUBMISSION_IMAGES, images_bound)
+        most_images = (images_bound - formats.idx_bytes(3, 0, 0, 1)) // formats.IMAGE_SIDE**2
+        table_bytes = formats.idx_bytes(2, most_images, LABEL_COLUMNS, 4)
+        table = formats.read_idx_label_table(
+            labels_file.data, labels_file.path, LABEL_COLUMNS, len(self.CLASS_NAMES), table_bytes
+        )
         formats.check_same_count(images, images_file.path, table, labels_file.path)
-        check_label_table(table, labels_file.path, len(self.CLASS_NAMES))
         if mnist_labels := self.LABELS_OF.get(labels_file.name):
-            check_mnist_labels(table[:, 0], labels_file.path, mnist_labels)
+            mnist_registry = mnist.Mnist.registry()
+            check_mnist_labels(table[:, 0], labels_file.path, mnist_labels, mnist_registry, self.TITLE, leading=True)
         extended = {name: table[:, column] for column, name in enumerate(EXTENDED_COLUMNS, start=1)}
         return {"image": images, "label": table[:, 0].astype(np.uint8), **extended}
-
-
-def content(verdict: verification.Verdict) -> bytes | bytearray:
-    """The verified bytes, inflated here if xz (bounded by the IDX header's promise); gzip is the IDX readers'."""
-    if bytes(verdict.data[: len(formats.XZ_MAGIC)]) == formats.XZ_MAGIC:
-        return formats.unxz_idx(verdict.data, verdict.path, MOST_CONTENT_BYTES)
-    return verdict.data
-
-
-def check_label_table(table: np.ndarray, source: formats.Source, num_classes: int) -> None:
-    """The digit column holds 0..num_classes-1 and the unused last column is 0 in every row."""
-    digits = table[:, 0]
-    if (outside := np.flatnonzero((digits < 0) | (digits >= num_classes))).size:
-        raise MalformedFileError(
-            f"{source}: label {digits[outside[0]]} at row {outside[0]} is outside 0..{num_classes - 1}"
-            f" ({outside.size} such labels)"
-        )
-    if (used := np.flatnonzero(table[:, -1])).size:
-        raise MalformedFileError(
-            f"{source}: column {table.shape[1] - 1}, unused upstream, holds {table[used[0], -1]} at row {used[0]}"
-            f" ({used.size} such rows): not QMNIST's label table"
-        )
-
-
-def check_mnist_labels(digits: np.ndarray, source: formats.Source, mnist_labels: str) -> None:
-    """The first digits must be MNIST's `mnist_labels`, compared as its decompressed file, whose digest is
-    registered (8 bytes of header, then one byte a label)."""
-    registered = mnist.Mnist.registry()[mnist_labels].content
-    count = int(registered.size) - 8
-    if len(digits) < count or not verification.is_registered_file(formats.encode_idx(digits[:count]), registered):
-        raise MalformedFileError(
-            f"{source}: its first {min(count, len(digits)):,} labels are not MNIST's {mnist_labels}"
-            f" ({count:,} labels, sha256 {registered.checksum} in IDX form), so not QMNIST's"
-        )

@@ -4,7 +4,8 @@
 
 It starts as png_helper_faults.py does (same no_start), then, by MODE:
 no_start (exits before its greeting), or it serves with the real code and, at its second
-verdict: sigkill (half a verdict, then SIGKILL to itself), exit_early (exit 3 instead), stall
+verdict: sigkill (half a verdict, then SIGKILL to itself), exit_early (exit 3 instead), exit_clean
+(exit 0 instead, as if done), stall
 (sleeps instead), says_bad (calls the first PNG bad, which is not), other_bytes (a wrong CRC-32
 of the body it checked), other_pixels (a wrong CRC-32 of the pixels the PNGs decode to),
 out_of_order (the verdict of another message).

@@ -72,7 +72,8 @@ class Intercepting:
         raise NotImplementedError
 
     def die(self, data: bytes) -> None:
-        """The ways to die that both helpers are tested with: sigkill (half of `data` first), exit_early, stall."""
+        """The ways to die that both helpers are tested with: sigkill (half of `data` first), exit_early, exit_clean
+        (status 0 owing answers), stall."""
         if self.mode == "sigkill":
             self.out.write(data[: len(data) // 2])
             self.out.flush()
@@ -80,6 +81,9 @@ class Intercepting:
         if self.mode == "exit_early":
             self.out.flush()
             os._exit(3)
+        if self.mode == "exit_clean":  # ends as if done, owing answers: only the count of answers shows it
+            self.out.flush()
+            os._exit(0)
         if self.mode == "stall":
             self.out.flush()
             time.sleep(600)
