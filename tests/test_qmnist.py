@@ -487,17 +487,12 @@ def test_the_dummy_train_and_test_writers_are_disjoint_as_upstreams():
 
 def test_shuffle_files_raises_and_the_documented_ways_to_shuffle_work(monkeypatch, tmp_path):
     """Examples stay in file order (`test[:10000]` is MNIST's test set), so TFDS refuses `shuffle_files=True`;
-    the description and notes say so and name `ds.shuffle(...)` and the ordering guard's switch, tried here."""
+    the description and notes say so and name `ds.shuffle(...)`, tried here."""
     builder = conftest.prepare(Qmnist, tmp_path, manual_dir=offline(monkeypatch, tmp_path))
     in_order = examples(builder, "nist")["nist_index"].tolist()
     with pytest.raises(ValueError, match="disable_shuffling"):
         builder.as_dataset(split="nist", shuffle_files=True)
     shuffled = [int(row["nist_index"]) for row in tfds.as_numpy(builder.as_dataset(split="nist").shuffle(64, seed=3))]
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
-    unguarded = builder.as_dataset(
-        split="nist", shuffle_files=True, read_config=tfds.ReadConfig(enable_ordering_guard=False)
-    )
-    assert sorted(int(row["nist_index"]) for row in tfds.as_numpy(unguarded)) == sorted(in_order)
     for text in (builder.info.description, (REPO / "docs" / "notes" / "qmnist.md").read_text()):
         assert "`shuffle_files=True` raises" in text and "ds.shuffle(" in text, text
-        assert "enable_ordering_guard=False" in text, text

@@ -91,8 +91,8 @@ class Qmnist(LabelledIdxBuilder):
         + "; ".join(f"`{name}`: {doc}" for name, doc in EXTENDED_COLUMNS.items())
         + ". With `writer`, a model can be evaluated on writers it never saw. Examples are in file order (so"
         " `test[:10000]` is MNIST's test set): `shuffle_files=True` raises (TFDS's ordering guard); shuffle with"
-        " `ds.shuffle(buffer_size)`, or pass `read_config=tfds.ReadConfig(enable_ordering_guard=False)` to"
-        " allow `shuffle_files=True` (it then reorders shards only, not the examples within one)."
+        " `ds.shuffle(buffer_size)` (train and test are one shard each, so reordering shards would shuffle"
+        " nothing)."
     )
     HOMEPAGE = "https://github.com/facebookresearch/qmnist"
     CITATION = CITATION
