@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 NAME = "mnist_variants_fashion_mnist"
@@ -227,7 +227,6 @@ def prepare(files: Path, root: Path) -> dict[str, Path]:
         testing.write_upstream_files(FashionMnist, folder, COUNTS, seed=11)  # as prepare_benchmark.py
         (folder / "complete").write_text("")
     # The generated files' digests stand in for upstream's (tests/conftest.py writes them as the tests do).
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import write_registry
     from etils import epath
 
@@ -260,7 +259,6 @@ def prepare_array_record(files: Path, root: Path, train: int, file_format: str =
         print(f"writing Fashion-MNIST files of {train:,} train images to {folder} ...", flush=True)
         testing.write_upstream_files(FashionMnist, folder, {"train": train, "test": 10}, seed=13)
         (folder / "complete").write_text("")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import write_registry
     from etils import epath
 

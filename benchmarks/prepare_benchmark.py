@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 DATASETS = {
@@ -116,7 +116,6 @@ def register_mnist_labels(files: str, scratch: str) -> None:
     """MNIST-C's labels are checked against MNIST's registered label digests: here, those of the generated MNIST
     files (beside `files`, in `mnist/`), whose labels the generated mnist_c.zip holds, registered as the tests
     register theirs (tests/conftest.py, as loaders_benchmark.py uses it)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import write_registry
     from etils import epath
 
