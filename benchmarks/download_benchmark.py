@@ -113,7 +113,7 @@ def main() -> None:
 
     from testing import FileServer
 
-    generate(args.files)
+    generate(args.files, args.datasets)
     server = FileServer(bytes_per_second=args.rate * 1e6)
     tables = results.Results("benchmarks/download_benchmark.py")
     summary = []
