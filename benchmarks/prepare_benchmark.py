@@ -10,7 +10,7 @@ least any GeneratorBasedBuilder can take. Downloads are served from the local fi
 (TFDS still extracts the built-in's gzip files), so the network is not timed. Then it
 reads both prepared datasets back: a tf.data pass over the train split with decoding,
 and a whole split loaded with batch_size=-1. Ratios are computed round by round and the
-medians printed.
+medians printed. Peak resident memory is each process's own (VmHWM; `peak_memory` says why not ru_maxrss).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
+import peak_memory  # benchmarks/peak_memory.py: VmHWM, the peak resident memory of a process alone
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 DATASETS = {
@@ -105,8 +105,9 @@ def register_files(builder_cls, files: str, scratch: str) -> None:
 
     infos = {}
     for name in builder_cls.upstream_filenames():
-        data = (epath.Path(files) / name).read_bytes()
-        infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo(len(data), hashlib.sha256(data).hexdigest(), name)
+        with (Path(files) / name).open("rb") as file:  # streamed: a copy held here would count in the peak
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo((Path(files) / name).stat().st_size, digest, name)
     tsv = epath.Path(scratch) / f"{builder_cls.name}.tsv"
     checksums.save_url_infos(tsv, infos)
     builder_cls._checksums_path = tsv
@@ -149,13 +150,13 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
         cpu_seconds = time.process_time() - cpu_started
     for split, count in DATASETS[dataset][2].items():
         assert builder.info.splits[split].num_examples == count, (split, builder.info.splits[split].num_examples)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # our PNG helper, reaped by the end of the prepare
     return {
         "seconds": seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        # CPU time of the prepare, its helper's included: a figure that a machine shared with other work
-        # changes far less than wall time.
-        "cpu_seconds": cpu_seconds + children.ru_utime + children.ru_stime,
+        "peak_rss_mib": peak_memory.peak_mib(),
+        # CPU time of the prepare, its helpers' included (our PNG helper and checker, reaped by the end of the
+        # prepare; nothing else here has children): a figure that a machine shared with other work changes far
+        # less than wall time.
+        "cpu_seconds": cpu_seconds + peak_memory.children_cpu_seconds(),
     }
 
 
@@ -175,6 +176,21 @@ def read(dataset: str, contender: str, data_dir: str) -> dict:
     load_seconds = time.perf_counter() - started
     assert count == len(whole["image"]) == DATASETS[dataset][2][split]
     return {"examples_per_second": count / pass_seconds, "load_seconds": load_seconds}
+
+
+def tfds_build(name: str, imports: str, manual_dir: Path, data_dir: Path, imports_dir: Path) -> dict:
+    """`tfds build NAME --imports IMPORTS` (every config; `imports` is a module in `imports_dir`) through
+    `peak_memory`'s wrapper: whole-process wall seconds, CPU seconds (its children's included) and its peak
+    resident memory (VmHWM of the CLI's process, read as it exits)."""
+    arguments = ["build", name, "--imports", imports, "--manual_dir", str(manual_dir), "--data_dir", str(data_dir)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(imports_dir), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    started = time.perf_counter()
+    figures = peak_memory.run_measured("tensorflow_datasets.scripts.cli.main", arguments, env)
+    return {**figures, "seconds": time.perf_counter() - started}
 
 
 def in_fresh_process(*args: str) -> dict:
@@ -270,7 +286,9 @@ def torchvision_load(dataset: str, files: str, scratch: str, python: str) -> dic
     old version left one). First use = extract + load; every later use = load. `python`: a Python with torchvision."""
     whats = ("train", "test") if dataset == "qmnist" else ("nist",)
     code = f"""
-import json, os, resource, time
+import json, os, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import peak_memory  # standard library only: VmHWM, not the ru_maxrss this process inherits from its parent
 started = time.perf_counter()
 from torchvision.datasets import QMNIST
 from torchvision.datasets.utils import extract_archive
@@ -287,7 +305,7 @@ counts = {{what: len(QMNIST({scratch!r}, what=what, compat=False)) for what in {
 print(json.dumps({{"import_seconds": imported - started, "extract_seconds": extracted - imported,
                   "load_seconds": loaded - extracted, "second_load_seconds": time.perf_counter() - loaded,
                   "load_cpu_seconds": cpu_loaded - cpu_started, "counts": counts,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mib": peak_memory.peak_mib()}}))
 """
     result = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:

@@ -11,8 +11,10 @@ import argparse
 import ast
 import importlib.util
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,47 @@ def test_benchmarks_write_the_pages_tables_as_markdown_and_json(tmp_path, monkey
     for columns in (prepare_benchmark.SUMMARY, download_columns, emnist_columns, loaders_columns):
         assert "\n| " + " | ".join(columns) + " |\n" in page, columns
     assert emnist_benchmark.PREPARED == "byclass" and download_benchmark.report.__doc__
+
+
+# A parent that has grown to 1 GiB starts small children, as the benchmarks' parents (which generate the full-size
+# files) start their prepare processes: the children's figures must be their own.
+GROWN_PARENT = """
+import json, resource, subprocess, sys
+import peak_memory
+
+grown = b"\x01" * (1 << 30)  # written, so resident
+tiny = (
+    "import json, resource, peak_memory; "
+    "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_memory.peak_mib()]))"
+)
+child = json.loads(subprocess.run([sys.executable, "-c", tiny], capture_output=True, text=True, check=True).stdout)
+wrapped = peak_memory.run_measured("platform", [])
+print(json.dumps({
+    "parent": peak_memory.peak_mib(), "child_ru_maxrss": child[0], "child": child[1],
+    "wrapped": wrapped["peak_rss_mib"],
+    "children_ru_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+}))
+"""
+
+
+def test_benchmarks_peak_memory_is_each_process_own_not_its_parents():
+    """`peak_memory`, which the benchmarks report: a tiny child of a 1 GiB parent has ru_maxrss >= 1 GiB on Linux
+    (the parent's peak, carried across exec: what every prepare child reported), its VmHWM is its own; so is the
+    figure of a command run through the wrapper (`tfds build` in the benchmarks)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "benchmarks")}
+    result = subprocess.run([sys.executable, "-c", GROWN_PARENT], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    assert figures["parent"] >= 1024, figures
+    assert figures["child_ru_maxrss"] >= 1024 and figures["children_ru_maxrss"] >= 1024, figures  # the bug
+    assert figures["child"] < 200 and figures["wrapped"] < 200, figures  # the fix
+
+
+def test_no_benchmark_reads_ru_maxrss():
+    """Every peak-memory figure of the benchmarks comes from `peak_memory` (VmHWM), none from ru_maxrss, which a
+    child inherits from its parent; the torchvision child's code, a string, is read too."""
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        assert not re.search(r"\.ru_maxrss\b", path.read_text()), f"{path.name} reads ru_maxrss"
 
 
 def test_setup_py_describes_every_registered_dataset(generator):
