@@ -264,6 +264,49 @@ def test_no_benchmark_reads_ru_maxrss():
         assert not re.search(r"\.ru_maxrss\b", path.read_text()), f"{path.name} reads ru_maxrss"
 
 
+def test_prepare_benchmark_options_say_their_mode(tmp_path, monkeypatch):
+    """--import_tensorflow_first reaches the tables' titles; --all_configs is MNIST-C's alone and its table has a
+    row a round, with the examples TFDS recorded for every config."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import prepare_benchmark
+    import results
+
+    args = prepare_benchmark.parse_arguments(["--datasets", "mnist_corrupted", "--import_tensorflow_first"])
+    assert args.import_tensorflow_first and not args.all_configs
+    assert not prepare_benchmark.parse_arguments([]).import_tensorflow_first  # the default: the import is timed
+    assert prepare_benchmark.parse_arguments(["--datasets", "mnist_corrupted", "--all_configs"]).all_configs
+    for wrong in (["--datasets", "mnist"], ["--datasets", "mnist_corrupted", "--import_tensorflow_first"]):
+        with pytest.raises(SystemExit):
+            prepare_benchmark.parse_arguments([*wrong, "--all_configs"])
+
+    figures = {"seconds": 2.0, "cpu_seconds": 1.5, "peak_rss_mib": 900}
+    reads = {"examples_per_second": 1000.0, "load_seconds": 1.0}
+    children = []  # the arguments of each fresh process a round starts: the flag reaches every prepare child
+    monkeypatch.setattr(prepare_benchmark, "in_fresh_process", lambda *a: children.append(a) or {**figures, **reads})
+    for first in (False, True):
+        children.clear()
+        prepare_benchmark.run_round(tmp_path, "mnist_corrupted", 0, ["ours", "builtin", "floor"], None, first)
+        prepares = [child for child in children if "prepare" in child]
+        assert len(prepares) == 3 and all(("--import_tensorflow_first" in child) == first for child in prepares)
+    rounds = [{"ours": {**figures, **reads}, "floor": {**figures, "seconds": 1.0}}]
+    for first, said in ((False, "TensorFlow's import timed"), (True, "TensorFlow imported before the timed region")):
+        tables = results.Results("benchmarks/prepare_benchmark.py")
+        prepare_benchmark.report("mnist_corrupted", rounds, ["ours", "floor"], tables, prepare_benchmark.MODES[first])
+        assert said in tables.tables[-1]["title"], tables.tables[-1]["title"]
+        assert [row[-1] for row in tables.tables[-1]["rows"]] == ["900", "900"]  # peak RSS MiB, each contender's
+
+    for config, lengths in (("identity", ["60000", "10000"]), ("fog", ["30000", "30000", "10000"])):
+        info = tmp_path / config / "1.0.0" / "dataset_info.json"
+        info.parent.mkdir(parents=True)
+        info.write_text(json.dumps({"splits": [{"name": "train", "shardLengths": lengths[:-1]},
+                                               {"name": "test", "shardLengths": lengths[-1:]}]}))  # fmt: skip
+    built = prepare_benchmark.built_examples(tmp_path)
+    assert built == {"fog": 70_000, "identity": 70_000}
+    tables = results.Results("benchmarks/prepare_benchmark.py")
+    prepare_benchmark.report_all_configs([{**figures, "examples": built}], tables)
+    assert tables.tables[-1]["rows"] == [["1", "2.0 s", "1.5 s", "900 MiB", "140,000"]]
+
+
 def test_setup_py_describes_every_registered_dataset(generator):
     """setup.py's description (PyPI's one line) names each registered dataset; its long description is the README."""
     setup = (REPO / "setup.py").read_text()
