@@ -240,6 +240,7 @@ def report(rounds: list[dict], archive_size: int, tables: results.Results) -> No
         other += [
             ["tfds build, all six configs", f"{median('build', 'seconds'):.1f} s"],
             ["tfds build, peak RSS (VmHWM) of its process", f"{median('build', 'peak_rss_mib'):,.0f} MiB"],
+            ["tfds build, of its helpers at once", f"{median('build', 'helpers_peak_rss_mib'):,.0f} MiB"],
         ]
     if "download_ours" in rounds[0]:
         other += [

@@ -199,7 +199,8 @@ def build_all_configs(files: Path, scratch: Path) -> dict:
     those of the generated MNIST labels MNIST-C's are checked against) are registered as `prepare()` does:
     written here, set in the CLI's process by an `--imports` module. Returns whole-process wall seconds
     (start-up and TensorFlow's import included), CPU seconds (its helpers' included) and its peak resident
-    memory (VmHWM, read as it exits by `peak_memory`'s wrapper; the helpers' own memory is not in it)."""
+    memory (VmHWM, read as it exits by `peak_memory`'s wrapper), and its helpers' (the PNG helper and checker,
+    processes of their own: the largest sum of their VmHWM at once, sampled by `peak_memory.run_measured`)."""
     from mnist_variants import Mnist, MnistCorrupted
 
     folder = files / "mnist_corrupted"
@@ -243,6 +244,12 @@ def built_examples(folder: Path) -> dict[str, int]:
     return examples
 
 
+ALL_CONFIGS_COLUMNS = [
+    "round", "wall", "CPU (process + its helpers)", "peak RSS (VmHWM) of the process", "of its helpers at once",
+    "examples",
+]  # fmt: skip
+
+
 def report_all_configs(rounds: list[dict], tables: results.Results) -> None:
     """The table of `--all_configs`: one row a round."""
     rows = [
@@ -251,13 +258,14 @@ def report_all_configs(rounds: list[dict], tables: results.Results) -> None:
             f"{figures['seconds']:.1f} s",
             f"{figures['cpu_seconds']:.1f} s",
             f"{figures['peak_rss_mib']:,.0f} MiB",
+            f"{figures['helpers_peak_rss_mib']:,.0f} MiB",
             f"{sum(figures['examples'].values()):,}",
         ]
         for number, figures in enumerate(rounds)
     ]
     tables.table(
         "mnist_corrupted, all 16 configs in one `tfds build` process (fresh; start-up and TensorFlow's import timed)",
-        ["round", "wall", "CPU (process + its helpers)", "peak RSS (VmHWM) of the process", "examples"],
+        ALL_CONFIGS_COLUMNS,
         rows,
         rounds,
     )

@@ -257,6 +257,40 @@ def test_benchmarks_peak_memory_is_each_process_own_not_its_parents():
     assert figures["child"] < 200 and figures["wrapped"] < 200, figures  # the fix
 
 
+HOLDS = """
+import subprocess, sys, time
+held = b"\\x01" * (200 << 20)  # written, so resident
+if sys.argv[1:] == ["and a helper of its own"]:
+    subprocess.run([sys.executable, __file__], check=True)
+else:
+    time.sleep(1)
+"""
+
+
+def test_benchmarks_peak_memory_samples_the_helpers_of_a_command(tmp_path, monkeypatch):
+    """`run_measured` also reports the memory of the command's helper processes (ours starts a PNG helper and a
+    checker), which end before it and are not in its VmHWM: a helper and its own helper, 200 MiB each for a
+    second, are seen at once."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import peak_memory
+
+    (tmp_path / "holds.py").write_text(HOLDS)
+    (tmp_path / "starts_a_helper.py").write_text(
+        f"import subprocess, sys\nsubprocess.run([sys.executable, {str(tmp_path / 'holds.py')!r},"
+        " 'and a helper of its own'], check=True)\n"
+    )
+    figures = peak_memory.run_measured("starts_a_helper", [], {**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert figures["helpers_peak_rss_mib"] >= 400 and figures["peak_rss_mib"] < 200, figures
+
+    # A fork that has not exec'd (as a helper is between fork and exec) has its parent's memory, not its own.
+    (tmp_path / "forks.py").write_text(
+        "import os, time\nheld = b'\\x01' * (300 << 20)\npid = os.fork()\n"
+        "if pid == 0:\n    time.sleep(1)\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+    )
+    figures = peak_memory.run_measured("forks", [], {**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert figures["peak_rss_mib"] >= 300 and figures["helpers_peak_rss_mib"] < 100, figures
+
+
 def test_no_benchmark_reads_ru_maxrss():
     """Every peak-memory figure of the benchmarks comes from `peak_memory` (VmHWM), none from ru_maxrss, which a
     child inherits from its parent; the torchvision child's code, a string, is read too."""
@@ -303,8 +337,8 @@ def test_prepare_benchmark_options_say_their_mode(tmp_path, monkeypatch):
     built = prepare_benchmark.built_examples(tmp_path)
     assert built == {"fog": 70_000, "identity": 70_000}
     tables = results.Results("benchmarks/prepare_benchmark.py")
-    prepare_benchmark.report_all_configs([{**figures, "examples": built}], tables)
-    assert tables.tables[-1]["rows"] == [["1", "2.0 s", "1.5 s", "900 MiB", "140,000"]]
+    prepare_benchmark.report_all_configs([{**figures, "helpers_peak_rss_mib": 80, "examples": built}], tables)
+    assert tables.tables[-1]["rows"] == [["1", "2.0 s", "1.5 s", "900 MiB", "80 MiB", "140,000"]]
 
 
 def test_setup_py_describes_every_registered_dataset(generator):
