@@ -28,6 +28,8 @@ import resource
 import runpy
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 
@@ -90,26 +92,34 @@ def helpers_peak_mib(pid: int) -> float:
     return total
 
 
-def run_measured(module: str, args: list[str], env: dict[str, str] | None = None, every: float = 0.1) -> dict:
+def run_measured(
+    module: str, args: list[str], env: dict[str, str] | None = None, every: float = 0.1, timeout: float | None = None
+) -> dict:
     """Runs `python -m module args` through this wrapper in a fresh process; returns its peak resident memory
     (`peak_rss_mib`, VmHWM), `cpu_seconds` (with its children's) and `helpers_peak_rss_mib`: the largest sum of
     the VmHWM of its helpers alive at once (`helpers_peak_mib`), sampled every `every` seconds from here (not
     from a thread in the measured process, which would take its CPU and GIL; growth after a helper's last sample
-    is missed). Raises with the end of its stderr if it fails."""
-    import tempfile
-
+    is missed). Raises with the end of its stderr if it fails; kills it after `timeout` seconds (tests bound it)."""
     with tempfile.TemporaryDirectory(prefix="peak_memory_") as scratch:
         out, log = Path(scratch) / "figures.json", Path(scratch) / "stderr"
         command = [sys.executable, __file__, str(out), module, *args]
         helpers = 0.0
         with log.open("wb") as stderr:  # a file, not a pipe: nothing reads a pipe while this samples
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            while True:
-                try:
-                    process.wait(every)
-                    break
-                except subprocess.TimeoutExpired:
-                    helpers = max(helpers, helpers_peak_mib(process.pid))
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                while True:
+                    try:
+                        process.wait(every)  # returns as the process ends: the caller's wall time stays exact
+                        break
+                    except subprocess.TimeoutExpired:
+                        helpers = max(helpers, helpers_peak_mib(process.pid))
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(command, timeout)
+            finally:
+                if process.poll() is None:  # timed out or interrupted: nothing is left running
+                    process.kill()
+                    process.wait()
         if process.returncode != 0:
             error = log.read_bytes()[-5000:].decode(errors="replace")
             raise RuntimeError(f"{module} {args} failed (exit status {process.returncode}):\n{error}")
@@ -121,8 +131,8 @@ def main() -> None:
     sys.argv = [module, *args]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as exit:  # absl's app.run ends with sys.exit(0), as most CLIs do
-        if exit.code not in (None, 0):
+    except SystemExit as ended:  # absl's app.run ends with sys.exit(0), as most CLIs do
+        if ended.code not in (None, 0):
             raise
     Path(out).write_text(json.dumps({"peak_rss_mib": peak_mib(), "cpu_seconds": cpu_seconds()}))
 

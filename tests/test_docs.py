@@ -235,7 +235,7 @@ tiny = (
     "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_memory.peak_mib()]))"
 )
 child = json.loads(subprocess.run([sys.executable, "-c", tiny], capture_output=True, text=True, check=True).stdout)
-wrapped = peak_memory.run_measured("platform", [])
+wrapped = peak_memory.run_measured("platform", [], timeout=30)
 print(json.dumps({
     "parent": peak_memory.peak_mib(), "child_ru_maxrss": child[0], "child": child[1],
     "wrapped": wrapped["peak_rss_mib"],
@@ -279,7 +279,7 @@ def test_benchmarks_peak_memory_samples_the_helpers_of_a_command(tmp_path, monke
         f"import subprocess, sys\nsubprocess.run([sys.executable, {str(tmp_path / 'holds.py')!r},"
         " 'and a helper of its own'], check=True)\n"
     )
-    figures = peak_memory.run_measured("starts_a_helper", [], {**os.environ, "PYTHONPATH": str(tmp_path)})
+    figures = peak_memory.run_measured("starts_a_helper", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
     assert figures["helpers_peak_rss_mib"] >= 400 and figures["peak_rss_mib"] < 200, figures
 
     # A fork that has not exec'd (as a helper is between fork and exec) has its parent's memory, not its own.
@@ -287,8 +287,17 @@ def test_benchmarks_peak_memory_samples_the_helpers_of_a_command(tmp_path, monke
         "import os, time\nheld = b'\\x01' * (300 << 20)\npid = os.fork()\n"
         "if pid == 0:\n    time.sleep(1)\n    os._exit(0)\nos.waitpid(pid, 0)\n"
     )
-    figures = peak_memory.run_measured("forks", [], {**os.environ, "PYTHONPATH": str(tmp_path)})
+    figures = peak_memory.run_measured("forks", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
     assert figures["peak_rss_mib"] >= 300 and figures["helpers_peak_rss_mib"] < 100, figures
+
+    # A command that outlives its bound is killed, not waited for.
+    (tmp_path / "sleeps.py").write_text(
+        f"import pathlib, os, time\npathlib.Path({str(tmp_path / 'pid')!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        peak_memory.run_measured("sleeps", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=2)
+    assert not Path(f"/proc/{(tmp_path / 'pid').read_text()}").exists()
 
 
 def test_no_benchmark_reads_ru_maxrss():
