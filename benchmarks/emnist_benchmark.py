@@ -13,7 +13,7 @@ counts, synthetic images, about 480 MiB; into `benchmarks/data/emnist/`), then p
   seconds, CPU seconds (the process, and its children: our PNG helper) and the process's peak
   resident memory;
 - all six configs in one command, `tfds build mnist_variants_emnist --imports ...` with the archive
-  as manual dir: total seconds and the peak resident memory of the largest process;
+  as manual dir: total seconds, CPU seconds and the peak resident memory of the CLI's process;
 - time to data: nothing to a prepared `--download-config` through the real download path from a
   loopback server throttled to `--rate` MB/s per connection, ours and the built-in, whole-process
   wall time (start-up included), alternating who goes first.
@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -39,8 +38,9 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
+import peak_memory  # benchmarks/peak_memory.py: VmHWM, the peak resident memory of a process alone
 import results  # benchmarks/results.py: the Markdown and JSON output
-from prepare_benchmark import floor_builder, rotated
+from prepare_benchmark import floor_builder, rotated, tfds_build
 
 PREPARED = "byclass"
 REGISTRY_MODULE = "emnist_benchmark_registry"
@@ -66,14 +66,14 @@ def builtin_from(archive: Path):
 
 
 def peak_rss() -> dict[str, float]:
-    """Peak memory of this process and of its largest child, and the CPU seconds of each (a figure that a
-    machine shared with other work changes far less than wall time)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Peak resident memory of this process (VmHWM), and the CPU seconds of it and of its children (a figure
+    that a machine shared with other work changes far less than wall time). The children's peak is not
+    measured: their ru_maxrss starts at this process's peak (`peak_memory` says why)."""
+    children = peak_memory.children_cpu_seconds()
     return {
-        "peak_rss_mib": own.ru_maxrss / 1024,
-        "children_peak_rss_mib": children.ru_maxrss / 1024,
-        "cpu_seconds": own.ru_utime + own.ru_stime,
-        "children_cpu_seconds": children.ru_utime + children.ru_stime,
+        "peak_rss_mib": peak_memory.peak_mib(),
+        "cpu_seconds": peak_memory.cpu_seconds() - children,
+        "children_cpu_seconds": children,
     }
 
 
@@ -105,25 +105,19 @@ def prepare(contender: str, archive: Path, data_dir: str) -> dict:
 
 
 def build_all(archive: Path, data_dir: str) -> dict:
-    """In this (fresh) process: `tfds build mnist_variants_emnist` (every config), timed, its peak memory read."""
+    """In this (fresh) process: `tfds build mnist_variants_emnist` (every config), timed; its peak resident memory
+    (VmHWM) and CPU seconds are read as it exits by `peak_memory`'s wrapper, in the CLI's own process (after
+    the CLI exits its VmHWM is gone, and its ru_maxrss would start at this process's peak)."""
     scratch = Path(data_dir)
     tsv = register(archive, "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", scratch)
     (scratch / f"{REGISTRY_MODULE}.py").write_text(
         "import mnist_variants\nfrom etils import epath\n"
         f"mnist_variants.Emnist._checksums_path = epath.Path({str(tsv)!r})\n"
     )
-    tfds_cli = shutil.which("tfds", path=str(Path(sys.executable).parent))
-    command = [tfds_cli, "build", "mnist_variants_emnist", "--imports", REGISTRY_MODULE,
-               "--manual_dir", str(archive.parent), "--data_dir", str(scratch / "data")]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch), os.environ.get("PYTHONPATH", "")])}
-    started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-5000:])
+    figures = tfds_build("mnist_variants_emnist", REGISTRY_MODULE, archive.parent, scratch / "data", scratch)
     built = sorted(path.parent.name for path in (scratch / "data" / "mnist_variants_emnist").glob("*/1.0.0"))
     assert len(built) == 6, built
-    return {"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return figures
 
 
 def download(contender: str, config_name: str, base_url: str, archive: Path, data_dir: str) -> dict:
@@ -245,7 +239,8 @@ def report(rounds: list[dict], archive_size: int, tables: results.Results) -> No
     if "build" in rounds[0]:
         other += [
             ["tfds build, all six configs", f"{median('build', 'seconds'):.1f} s"],
-            ["tfds build, peak RSS of the largest process", f"{median('build', 'peak_rss_mib'):,.0f} MiB"],
+            ["tfds build, peak RSS (VmHWM) of its process", f"{median('build', 'peak_rss_mib'):,.0f} MiB"],
+            ["tfds build, of its helpers at once", f"{median('build', 'helpers_peak_rss_mib'):,.0f} MiB"],
         ]
     if "download_ours" in rounds[0]:
         other += [

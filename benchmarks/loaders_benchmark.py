@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
+import peak_memory  # benchmarks/peak_memory.py: VmHWM, the peak resident memory of a process alone
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 NAME = "mnist_variants_fashion_mnist"
@@ -80,20 +81,11 @@ def two_passes(batches_of_a_pass) -> dict:
 def peak_memory_mb() -> dict:
     """Peak resident memory of this process (VmHWM), in MB; spawned workers are added by `child`.
 
-    Not ru_maxrss: Linux carries it across exec, so a child started by a parent that prepared a large dataset
-    reported the parent's peak (seen: 1,668 MB against VmHWM's 735 MB). Nor the workers' RUSAGE_CHILDREN, for
-    the same reason: Grain's spawned workers reported exactly their parent's peak (444 MB), and loaders with no
-    workers 432 to 537 MB from helper processes their libraries start.
+    Not ru_maxrss (`peak_memory` says why). Nor the workers' RUSAGE_CHILDREN, for the same reason: Grain's
+    spawned workers reported exactly their parent's peak (444 MB), and loaders with no workers 432 to 537 MB
+    from helper processes their libraries start.
     """
-    return {"peak_mb": status_mb("VmHWM")}
-
-
-def status_mb(field: str, pid: int | str = "self") -> float:
-    """A memory field of /proc/PID/status (VmRSS: now, VmHWM: peak), in MB (Linux only, as the benchmark is)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+    return {"peak_mb": peak_memory.peak_mib()}
 
 
 def workers_peak_mb() -> float:
@@ -105,14 +97,14 @@ def workers_peak_mb() -> float:
     children = set()
     for task in Path("/proc/self/task").iterdir():
         children.update((task / "children").read_text().split())
-    return sum(status_mb("VmHWM", pid) for pid in children if Path(f"/proc/{pid}/status").exists())
+    return sum(peak_memory.peak_mib(pid) for pid in children if Path(f"/proc/{pid}/status").exists())
 
 
 def open_memory(data_dir: str) -> dict:
     """In a fresh process: resident memory before `data_sources.open`, its peak, and what the split holds."""
     from mnist_variants import data_sources
 
-    before = status_mb("VmRSS")
+    before = peak_memory.status_mib("VmRSS")
     started = time.perf_counter()
     source = data_sources.open(NAME, "train", data_dir=data_dir)
     seconds = time.perf_counter() - started

@@ -1,6 +1,8 @@
 """Times `download_and_prepare` of our builders against TFDS's built-in ones and a floor builder.
 
     python benchmarks/prepare_benchmark.py [--rounds 3] [--files DIR] [--torchvision_python PATH]
+                                           [--import_tensorflow_first]
+    python benchmarks/prepare_benchmark.py --datasets mnist_corrupted --all_configs [--rounds 1] [--files DIR]
 
 It writes full-size files in the exact upstream formats (synthetic images, Binarized
 MNIST as Bernoulli samples) once, then, per round and per dataset, prepares with each
@@ -10,7 +12,14 @@ least any GeneratorBasedBuilder can take. Downloads are served from the local fi
 (TFDS still extracts the built-in's gzip files), so the network is not timed. Then it
 reads both prepared datasets back: a tf.data pass over the train split with decoding,
 and a whole split loaded with batch_size=-1. Ratios are computed round by round and the
-medians printed.
+medians printed. Peak resident memory is each process's own (VmHWM; `peak_memory` says why not ru_maxrss).
+
+TFDS imports TensorFlow lazily, inside `download_and_prepare`, so by default every contender's timed region
+holds that import (a fresh process, as a user's first `tfds.load`); `--import_tensorflow_first` imports it in
+each prepare process before the timing starts, so the ratios show the preparation alone. The tables say which.
+
+`--all_configs` (MNIST-C only) times what issue 33 asks of it instead: all 16 configs prepared one after the
+other in one fresh process, by TFDS's own `tfds build mnist_variants_mnist_corrupted` (`build_all_configs`).
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,6 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
+import peak_memory  # benchmarks/peak_memory.py: VmHWM, the peak resident memory of a process alone
 import results  # benchmarks/results.py: the Markdown and JSON output
 
 DATASETS = {
@@ -105,8 +114,9 @@ def register_files(builder_cls, files: str, scratch: str) -> None:
 
     infos = {}
     for name in builder_cls.upstream_filenames():
-        data = (epath.Path(files) / name).read_bytes()
-        infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo(len(data), hashlib.sha256(data).hexdigest(), name)
+        with (Path(files) / name).open("rb") as file:  # streamed: a copy held here would count in the peak
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo((Path(files) / name).stat().st_size, digest, name)
     tsv = epath.Path(scratch) / f"{builder_cls.name}.tsv"
     checksums.save_url_infos(tsv, infos)
     builder_cls._checksums_path = tsv
@@ -126,14 +136,19 @@ def register_mnist_labels(files: str, scratch: str) -> None:
     Mnist._checksums_path = epath.Path(write_registry(Path(scratch), Mnist, labels, Mnist.SOURCES[0]))
 
 
-def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
+def prepare(dataset: str, contender: str, files: str, data_dir: str, import_tensorflow_first: bool = False) -> dict:
     """In this (fresh) process: prepare once, return seconds and peak resident memory.
 
     Ours reads the files as a manual dir (verifying each by its sha256, as it does any local copy);
     the built-in gets them from TFDS's download step, replaced by a local copy (its own extraction runs).
+    TFDS imports TensorFlow inside `download_and_prepare` (at its first write, ~3.4 s here), so the timed
+    region holds that import, for every contender alike; `import_tensorflow_first` imports it before.
     """
     import tensorflow_datasets as tfds
     import testing
+
+    if import_tensorflow_first:
+        import tensorflow  # noqa: F401 (imported for its cost, outside the timed region)
 
     builder_cls = builder_class(dataset, contender)
     if contender == "ours":
@@ -149,13 +164,13 @@ def prepare(dataset: str, contender: str, files: str, data_dir: str) -> dict:
         cpu_seconds = time.process_time() - cpu_started
     for split, count in DATASETS[dataset][2].items():
         assert builder.info.splits[split].num_examples == count, (split, builder.info.splits[split].num_examples)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # our PNG helper, reaped by the end of the prepare
     return {
         "seconds": seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        # CPU time of the prepare, its helper's included: a figure that a machine shared with other work
-        # changes far less than wall time.
-        "cpu_seconds": cpu_seconds + children.ru_utime + children.ru_stime,
+        "peak_rss_mib": peak_memory.peak_mib(),
+        # CPU time of the prepare, its helpers' included (our PNG helper and checker, reaped by the end of the
+        # prepare; nothing else here has children): a figure that a machine shared with other work changes far
+        # less than wall time.
+        "cpu_seconds": cpu_seconds + peak_memory.children_cpu_seconds(),
     }
 
 
@@ -175,6 +190,85 @@ def read(dataset: str, contender: str, data_dir: str) -> dict:
     load_seconds = time.perf_counter() - started
     assert count == len(whole["image"]) == DATASETS[dataset][2][split]
     return {"examples_per_second": count / pass_seconds, "load_seconds": load_seconds}
+
+
+def build_all_configs(files: Path, scratch: Path) -> dict:
+    """`tfds build mnist_variants_mnist_corrupted`, the real CLI in a fresh process: it builds every config, one
+    after the other in that process (TFDS's `build.py` makes a builder per `BUILDER_CONFIGS` entry when no
+    config is named, `--num_processes` 1), each from the manual dir. The generated archive's digests (and
+    those of the generated MNIST labels MNIST-C's are checked against) are registered as `prepare()` does:
+    written here, set in the CLI's process by an `--imports` module. Returns whole-process wall seconds
+    (start-up and TensorFlow's import included), CPU seconds (its helpers' included) and its peak resident
+    memory (VmHWM, read as it exits by `peak_memory`'s wrapper), and its helpers' (the PNG helper and checker,
+    processes of their own: the largest sum of their VmHWM at once, sampled by `peak_memory.run_measured`)."""
+    from mnist_variants import Mnist, MnistCorrupted
+
+    folder = files / "mnist_corrupted"
+    register_files(MnistCorrupted, str(folder), str(scratch))
+    register_mnist_labels(str(folder), str(scratch))
+    registry = "prepare_benchmark_registry"
+    (scratch / f"{registry}.py").write_text(
+        "from etils import epath\n\nimport mnist_variants\n\n"
+        f"mnist_variants.MnistCorrupted._checksums_path = epath.Path({str(MnistCorrupted._checksums_path)!r})\n"
+        f"mnist_variants.Mnist._checksums_path = epath.Path({str(Mnist._checksums_path)!r})\n"
+    )
+    data_dir = scratch / "data"
+    figures = tfds_build(MnistCorrupted.name, registry, folder, data_dir, scratch)
+    figures["examples"] = built_examples(data_dir / MnistCorrupted.name)
+    expected = {config.name: 70_000 for config in MnistCorrupted.BUILDER_CONFIGS}
+    assert figures["examples"] == expected, figures["examples"]
+    return figures
+
+
+def tfds_build(name: str, imports: str, manual_dir: Path, data_dir: Path, imports_dir: Path) -> dict:
+    """`tfds build NAME --imports IMPORTS` (every config; `imports` is a module in `imports_dir`) through
+    `peak_memory`'s wrapper: whole-process wall seconds, CPU seconds (its children's included) and its peak
+    resident memory (VmHWM of the CLI's process, read as it exits)."""
+    arguments = ["build", name, "--imports", imports, "--manual_dir", str(manual_dir), "--data_dir", str(data_dir)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(imports_dir), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    started = time.perf_counter()
+    figures = peak_memory.run_measured("tensorflow_datasets.scripts.cli.main", arguments, env)
+    return {**figures, "seconds": time.perf_counter() - started}
+
+
+def built_examples(folder: Path) -> dict[str, int]:
+    """Examples per config that TFDS recorded in each built config's dataset_info.json."""
+    examples = {}
+    for info in sorted(folder.glob("*/*/dataset_info.json")):
+        splits = json.loads(info.read_text())["splits"]
+        examples[info.parent.parent.name] = sum(int(n) for split in splits for n in split["shardLengths"])
+    return examples
+
+
+ALL_CONFIGS_COLUMNS = [
+    "round", "wall", "CPU (process + its helpers)", "peak RSS (VmHWM) of the process", "of its helpers at once",
+    "examples",
+]  # fmt: skip
+
+
+def report_all_configs(rounds: list[dict], tables: results.Results) -> None:
+    """The table of `--all_configs`: one row a round."""
+    rows = [
+        [
+            str(number + 1),
+            f"{figures['seconds']:.1f} s",
+            f"{figures['cpu_seconds']:.1f} s",
+            f"{figures['peak_rss_mib']:,.0f} MiB",
+            f"{figures['helpers_peak_rss_mib']:,.0f} MiB",
+            f"{sum(figures['examples'].values()):,}",
+        ]
+        for number, figures in enumerate(rounds)
+    ]
+    tables.table(
+        "mnist_corrupted, all 16 configs in one `tfds build` process (fresh; start-up and TensorFlow's import timed)",
+        ALL_CONFIGS_COLUMNS,
+        rows,
+        rounds,
+    )
 
 
 def in_fresh_process(*args: str) -> dict:
@@ -270,7 +364,9 @@ def torchvision_load(dataset: str, files: str, scratch: str, python: str) -> dic
     old version left one). First use = extract + load; every later use = load. `python`: a Python with torchvision."""
     whats = ("train", "test") if dataset == "qmnist" else ("nist",)
     code = f"""
-import json, os, resource, time
+import json, os, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import peak_memory  # standard library only: VmHWM, not the ru_maxrss this process inherits from its parent
 started = time.perf_counter()
 from torchvision.datasets import QMNIST
 from torchvision.datasets.utils import extract_archive
@@ -287,7 +383,7 @@ counts = {{what: len(QMNIST({scratch!r}, what=what, compat=False)) for what in {
 print(json.dumps({{"import_seconds": imported - started, "extract_seconds": extracted - imported,
                   "load_seconds": loaded - extracted, "second_load_seconds": time.perf_counter() - loaded,
                   "load_cpu_seconds": cpu_loaded - cpu_started, "counts": counts,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mib": peak_memory.peak_mib()}}))
 """
     result = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
@@ -299,7 +395,14 @@ print(json.dumps({{"import_seconds": imported - started, "extract_seconds": extr
     return figures
 
 
-def main() -> None:
+# What the tables' titles say of TensorFlow's import, by `--import_tensorflow_first`.
+MODES = {
+    False: "fresh processes, TensorFlow's import timed (TFDS imports it at the first write)",
+    True: "TensorFlow imported before the timed region: --import_tensorflow_first",
+}
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / "data")
@@ -315,30 +418,58 @@ def main() -> None:
     parser.add_argument(
         "--torchvision_python", help="a Python with torch and torchvision, for torchvision's QMNIST rows (else skipped)"
     )
+    parser.add_argument(
+        "--import_tensorflow_first", action="store_true",
+        help="import TensorFlow in each prepare process before timing (default: its import is timed, as TFDS does"
+        " it at the first write)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--all_configs", action="store_true",
+        help="mnist_corrupted only: instead of the contenders, time all 16 configs in one `tfds build` process",
+    )  # fmt: skip
     results.add_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.all_configs and args.datasets != ["mnist_corrupted"]:
+        parser.error("--all_configs builds MNIST-C's 16 configs: give it with --datasets mnist_corrupted")
+    if args.all_configs and args.import_tensorflow_first:
+        parser.error("--all_configs times the whole `tfds build` process, TensorFlow's import included")
+    return args
 
+
+def main() -> None:
+    args = parse_arguments()
     if args.child:
         action, dataset, contender, data_dir = args.child
-        figures = (
-            prepare(dataset, contender, str(args.files / FOLDERS.get(dataset, dataset)), data_dir)
-            if action == "prepare"
-            else read(dataset, contender, data_dir)
-        )
+        if action == "prepare":
+            folder = str(args.files / FOLDERS.get(dataset, dataset))
+            figures = prepare(dataset, contender, folder, data_dir, args.import_tensorflow_first)
+        else:
+            figures = read(dataset, contender, data_dir)
         print(json.dumps(figures))
         return
 
     generate(args.files, args.datasets)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     tables = results.Results("benchmarks/prepare_benchmark.py")
+    if args.all_configs:
+        rounds = []
+        for number in range(args.rounds):
+            with tempfile.TemporaryDirectory(prefix="bench_all_configs_") as scratch:
+                rounds.append(build_all_configs(args.files, Path(scratch)))
+            print(f"  all configs, round {number + 1}: {rounds[-1]}", flush=True)
+        report_all_configs(rounds, tables)
+        tables.write(args)
+        return
     summary = []
+    mode = MODES[args.import_tensorflow_first]
     for dataset in args.datasets:
         contenders = contenders_of(dataset, args.contenders, args.torchvision_python)
         rounds = [
-            run_round(args.files, dataset, number, contenders, args.torchvision_python) for number in range(args.rounds)
+            run_round(args.files, dataset, number, contenders, args.torchvision_python, args.import_tensorflow_first)
+            for number in range(args.rounds)
         ]
-        summary.append(report(dataset, rounds, contenders, tables))
-    tables.table(f"All datasets ({args.rounds} rounds, medians; ratios round by round)", SUMMARY, summary)
+        summary.append(report(dataset, rounds, contenders, tables, mode))
+    tables.table(f"All datasets ({args.rounds} rounds, medians; ratios round by round; {mode})", SUMMARY, summary)
     tables.write(args)
 
 
@@ -362,9 +493,15 @@ def contenders_of(dataset: str, asked: list[str], torchvision_python: str | None
 
 
 def run_round(
-    files: Path, dataset: str, number: int, contenders: list[str], torchvision_python: str | None = None
+    files: Path,
+    dataset: str,
+    number: int,
+    contenders: list[str],
+    torchvision_python: str | None = None,
+    import_tensorflow_first: bool = False,
 ) -> dict[str, dict]:
     """Prepares with each contender back to back, then reads ours and the built-in's, in `rotated` order."""
+    first = ["--import_tensorflow_first"] if import_tensorflow_first else []
     figures = {}
     order = rotated(contenders, number)
     with tempfile.TemporaryDirectory(prefix="bench_") as root:
@@ -374,7 +511,7 @@ def run_round(
                 figures[contender] = torchvision_load(dataset, str(folder), f"{root}/{contender}", torchvision_python)
                 continue
             figures[contender] = in_fresh_process(
-                "--files", str(files), "--child", "prepare", dataset, contender, f"{root}/{contender}"
+                "--files", str(files), *first, "--child", "prepare", dataset, contender, f"{root}/{contender}"
             )
         readers = [contender for contender in order if contender in ("ours", "builtin")]
         for contender in readers:
@@ -400,8 +537,11 @@ SUMMARY = [
 ]  # fmt: skip
 
 
-def report(dataset: str, rounds: list[dict], contenders: list[str], tables: results.Results) -> list[str]:
-    """Prints the dataset's table of contenders and its ratios; returns its row of the summary table."""
+def report(
+    dataset: str, rounds: list[dict], contenders: list[str], tables: results.Results, mode: str = MODES[False]
+) -> list[str]:
+    """Prints the dataset's table of contenders and its ratios; returns its row of the summary table. `mode`
+    (one of `MODES`) goes into the title: whether TensorFlow's import was timed."""
 
     def median(contender: str, key: str) -> float:
         return statistics.median(r[contender][key] for r in rounds)
@@ -416,12 +556,11 @@ def report(dataset: str, rounds: list[dict], contenders: list[str], tables: resu
             if contender in ("ours", "builtin")
             else ["-", "-"]
         )
-        rows.append(
-            [contender, f"{median(contender, 'seconds'):.2f}", f"{median(contender, 'cpu_seconds'):.2f}", *reads]
-        )
+        seconds, cpu_seconds = f"{median(contender, 'seconds'):.2f}", f"{median(contender, 'cpu_seconds'):.2f}"
+        rows.append([contender, seconds, cpu_seconds, *reads, f"{median(contender, 'peak_rss_mib'):,.0f}"])
     tables.table(
-        f"{dataset} ({len(rounds)} rounds, medians)",
-        ["contender", "prepare s", "prepare CPU s", "read: examples/s", "read: batch_size=-1 s"],
+        f"{dataset} ({len(rounds)} rounds, medians; {mode})",
+        ["contender", "prepare s", "prepare CPU s", "read: examples/s", "read: batch_size=-1 s", "peak RSS MiB"],
         rows,
         {contender: [r[contender] for r in rounds] for contender in contenders},
     )
@@ -458,7 +597,7 @@ def report(dataset: str, rounds: list[dict], contenders: list[str], tables: resu
         )
     if "ours" in contenders:
         ratios.append(f"peak RSS of our prepare {median('ours', 'peak_rss_mib'):.0f} MiB")
-    print(f"prepare: {'; '.join(ratios)}\n", flush=True)
+    print(f"prepare ({mode}): {'; '.join(ratios)}\n", flush=True)
     return summary
 
 

@@ -11,8 +11,10 @@ import argparse
 import ast
 import importlib.util
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,133 @@ def test_benchmarks_write_the_pages_tables_as_markdown_and_json(tmp_path, monkey
     for columns in (prepare_benchmark.SUMMARY, download_columns, emnist_columns, loaders_columns):
         assert "\n| " + " | ".join(columns) + " |\n" in page, columns
     assert emnist_benchmark.PREPARED == "byclass" and download_benchmark.report.__doc__
+
+
+# A parent that has grown to 1 GiB starts small children, as the benchmarks' parents (which generate the full-size
+# files) start their prepare processes: the children's figures must be their own.
+GROWN_PARENT = """
+import json, resource, subprocess, sys
+import peak_memory
+
+grown = b"\x01" * (1 << 30)  # written, so resident
+tiny = (
+    "import json, resource, peak_memory; "
+    "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_memory.peak_mib()]))"
+)
+child = json.loads(subprocess.run([sys.executable, "-c", tiny], capture_output=True, text=True, check=True).stdout)
+wrapped = peak_memory.run_measured("platform", [], timeout=30)
+print(json.dumps({
+    "parent": peak_memory.peak_mib(), "child_ru_maxrss": child[0], "child": child[1],
+    "wrapped": wrapped["peak_rss_mib"],
+    "children_ru_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+}))
+"""
+
+
+def test_benchmarks_peak_memory_is_each_process_own_not_its_parents():
+    """`peak_memory`, which the benchmarks report: a tiny child of a 1 GiB parent has ru_maxrss >= 1 GiB on Linux
+    (the parent's peak, carried across exec: what every prepare child reported), its VmHWM is its own; so is the
+    figure of a command run through the wrapper (`tfds build` in the benchmarks)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "benchmarks")}
+    result = subprocess.run([sys.executable, "-c", GROWN_PARENT], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    assert figures["parent"] >= 1024, figures
+    assert figures["child_ru_maxrss"] >= 1024 and figures["children_ru_maxrss"] >= 1024, figures  # the bug
+    assert figures["child"] < 200 and figures["wrapped"] < 200, figures  # the fix
+
+
+HOLDS = """
+import subprocess, sys, time
+held = b"\\x01" * (200 << 20)  # written, so resident
+if sys.argv[1:] == ["and a helper of its own"]:
+    subprocess.run([sys.executable, __file__], check=True)
+else:
+    time.sleep(1)
+"""
+
+
+def test_benchmarks_peak_memory_samples_the_helpers_of_a_command(tmp_path, monkeypatch):
+    """`run_measured` also reports the memory of the command's helper processes (ours starts a PNG helper and a
+    checker), which end before it and are not in its VmHWM: a helper and its own helper, 200 MiB each for a
+    second, are seen at once."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import peak_memory
+
+    (tmp_path / "holds.py").write_text(HOLDS)
+    (tmp_path / "starts_a_helper.py").write_text(
+        f"import subprocess, sys\nsubprocess.run([sys.executable, {str(tmp_path / 'holds.py')!r},"
+        " 'and a helper of its own'], check=True)\n"
+    )
+    figures = peak_memory.run_measured("starts_a_helper", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+    assert figures["helpers_peak_rss_mib"] >= 400 and figures["peak_rss_mib"] < 200, figures
+
+    # A fork that has not exec'd (as a helper is between fork and exec) has its parent's memory, not its own.
+    (tmp_path / "forks.py").write_text(
+        "import os, time\nheld = b'\\x01' * (300 << 20)\npid = os.fork()\n"
+        "if pid == 0:\n    time.sleep(1)\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+    )
+    figures = peak_memory.run_measured("forks", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+    assert figures["peak_rss_mib"] >= 300 and figures["helpers_peak_rss_mib"] < 100, figures
+
+    # A command that outlives its bound is killed, not waited for.
+    (tmp_path / "sleeps.py").write_text(
+        f"import pathlib, os, time\npathlib.Path({str(tmp_path / 'pid')!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        peak_memory.run_measured("sleeps", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=2)
+    assert not Path(f"/proc/{(tmp_path / 'pid').read_text()}").exists()
+
+
+def test_no_benchmark_reads_ru_maxrss():
+    """Every peak-memory figure of the benchmarks comes from `peak_memory` (VmHWM), none from ru_maxrss, which a
+    child inherits from its parent; the torchvision child's code, a string, is read too."""
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        assert not re.search(r"\.ru_maxrss\b", path.read_text()), f"{path.name} reads ru_maxrss"
+
+
+def test_prepare_benchmark_options_say_their_mode(tmp_path, monkeypatch):
+    """--import_tensorflow_first reaches the tables' titles; --all_configs is MNIST-C's alone and its table has a
+    row a round, with the examples TFDS recorded for every config."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import prepare_benchmark
+    import results
+
+    args = prepare_benchmark.parse_arguments(["--datasets", "mnist_corrupted", "--import_tensorflow_first"])
+    assert args.import_tensorflow_first and not args.all_configs
+    assert not prepare_benchmark.parse_arguments([]).import_tensorflow_first  # the default: the import is timed
+    assert prepare_benchmark.parse_arguments(["--datasets", "mnist_corrupted", "--all_configs"]).all_configs
+    for wrong in (["--datasets", "mnist"], ["--datasets", "mnist_corrupted", "--import_tensorflow_first"]):
+        with pytest.raises(SystemExit):
+            prepare_benchmark.parse_arguments([*wrong, "--all_configs"])
+
+    figures = {"seconds": 2.0, "cpu_seconds": 1.5, "peak_rss_mib": 900}
+    reads = {"examples_per_second": 1000.0, "load_seconds": 1.0}
+    children = []  # the arguments of each fresh process a round starts: the flag reaches every prepare child
+    monkeypatch.setattr(prepare_benchmark, "in_fresh_process", lambda *a: children.append(a) or {**figures, **reads})
+    for first in (False, True):
+        children.clear()
+        prepare_benchmark.run_round(tmp_path, "mnist_corrupted", 0, ["ours", "builtin", "floor"], None, first)
+        prepares = [child for child in children if "prepare" in child]
+        assert len(prepares) == 3 and all(("--import_tensorflow_first" in child) == first for child in prepares)
+    rounds = [{"ours": {**figures, **reads}, "floor": {**figures, "seconds": 1.0}}]
+    for first, said in ((False, "TensorFlow's import timed"), (True, "TensorFlow imported before the timed region")):
+        tables = results.Results("benchmarks/prepare_benchmark.py")
+        prepare_benchmark.report("mnist_corrupted", rounds, ["ours", "floor"], tables, prepare_benchmark.MODES[first])
+        assert said in tables.tables[-1]["title"], tables.tables[-1]["title"]
+        assert [row[-1] for row in tables.tables[-1]["rows"]] == ["900", "900"]  # peak RSS MiB, each contender's
+
+    for config, lengths in (("identity", ["60000", "10000"]), ("fog", ["30000", "30000", "10000"])):
+        info = tmp_path / config / "1.0.0" / "dataset_info.json"
+        info.parent.mkdir(parents=True)
+        info.write_text(json.dumps({"splits": [{"name": "train", "shardLengths": lengths[:-1]},
+                                               {"name": "test", "shardLengths": lengths[-1:]}]}))  # fmt: skip
+    built = prepare_benchmark.built_examples(tmp_path)
+    assert built == {"fog": 70_000, "identity": 70_000}
+    tables = results.Results("benchmarks/prepare_benchmark.py")
+    prepare_benchmark.report_all_configs([{**figures, "helpers_peak_rss_mib": 80, "examples": built}], tables)
+    assert tables.tables[-1]["rows"] == [["1", "2.0 s", "1.5 s", "900 MiB", "80 MiB", "140,000"]]
 
 
 def test_setup_py_describes_every_registered_dataset(generator):
