@@ -263,15 +263,20 @@ def test_entries_planted_in_the_download_dir_are_moved_aside_never_followed(tmp_
     assert all(not path.is_symlink() or path.name.endswith(shared_files.ASIDE_SUFFIX) for path in folder.iterdir())
 
 
+# Peak growth as VmHWM (reset first) over the RSS before: not ru_maxrss, which Linux carries across exec, so a child
+# of a large pytest worker starts at that worker's peak and growth below it went unseen.
 MEMORY_PROBE = """
-import resource, sys
+import re, sys
 import registered_dummies
+import tensorflow  # imported by TFDS's writer anyway: its memory is not the prepare's growth
 import tensorflow_datasets as tfds
+def status(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 builder = tfds.builder(sys.argv[1], data_dir=sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS (Linux 4.0+)
+before = status("VmRSS")
 builder.download_and_prepare()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("PEAK_GROWTH_KIB", after - before, flush=True)
+print("PEAK_GROWTH_KIB", status("VmHWM") - before, flush=True)
 """
 
 
