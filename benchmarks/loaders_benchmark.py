@@ -19,13 +19,13 @@ second shows the steady state; workers persist between passes). Contenders:
   import beside torch 2.13.0's CPU wheel; see the README).
 Medians over rounds are printed as a Markdown table, with each contender's peak resident memory: its own, plus
 its workers' where they are spawned (Grain's, and DataLoader's with spawn: each holds its own copy of what it
-reads); forked workers share their parent's pages and are not added (`workers_peak_mb`).
+reads); forked workers share their parent's pages and are not added (`workers_peak_mib`).
 
     python benchmarks/loaders_benchmark.py --memory 697932 [--rounds 3] [--memory_format tfrecord]
 
 measures only `data_sources.open`'s memory: Fashion-MNIST-format files of that many synthetic train images (EMNIST
 byclass's count) prepared as ArrayRecord (or TFRecord, read without tf.data), then, per round in a fresh
-process, resident memory before `open`, its peak (VmHWM: `peak_memory_mb` says why not ru_maxrss), and the
+process, resident memory before `open`, its peak (VmHWM: `peak_memory_mib` says why not ru_maxrss), and the
 bytes the split holds.
 """
 
@@ -78,18 +78,18 @@ def two_passes(batches_of_a_pass) -> dict:
     return figures
 
 
-def peak_memory_mb() -> dict:
-    """Peak resident memory of this process (VmHWM), in MB; spawned workers are added by `child`.
+def peak_memory_mib() -> dict:
+    """Peak resident memory of this process (VmHWM), in MiB; spawned workers are added by `child`.
 
     Not ru_maxrss (`peak_memory` says why). Nor the workers' RUSAGE_CHILDREN, for the same reason: Grain's
-    spawned workers reported exactly their parent's peak (444 MB), and loaders with no workers 432 to 537 MB
+    spawned workers reported exactly their parent's peak (444 MiB), and loaders with no workers 432 to 537 MiB
     from helper processes their libraries start.
     """
-    return {"peak_mb": peak_memory.peak_mib()}
+    return {"peak_mib": peak_memory.peak_mib()}
 
 
-def workers_peak_mb() -> float:
-    """The sum of this process's children's peak resident memory (VmHWM), read while they are alive, in MB.
+def workers_peak_mib() -> float:
+    """The sum of this process's children's peak resident memory (VmHWM), read while they are alive, in MiB.
 
     For spawned workers only (Grain's, DataLoader's with spawn): each unpickles its own copy of the source, so
     their memory adds to the parent's. Forked workers share the parent's pages, which VmHWM counts again.
@@ -109,15 +109,15 @@ def open_memory(data_dir: str) -> dict:
     source = data_sources.open(NAME, "train", data_dir=data_dir)
     seconds = time.perf_counter() - started
     held = sum(array.nbytes for array in source.arrays.values()) / 2**20
-    return {"examples": len(source), "before_mb": before, "held_mb": held, "open_s": seconds, **peak_memory_mb()}
+    return {"examples": len(source), "before_mib": before, "held_mib": held, "open_s": seconds, **peak_memory_mib()}
 
 
 def child(mode: str, decoder: str, data_dir: str) -> dict:
     """In a fresh process: one contender's two passes (and, for ours, the time to open the source)."""
     if mode == "open-memory":
         return open_memory(data_dir)
-    figures = contender(mode, decoder, data_dir) | peak_memory_mb()
-    figures["peak_mb"] += figures.pop("workers_mb", 0.0)
+    figures = contender(mode, decoder, data_dir) | peak_memory_mib()
+    figures["peak_mib"] += figures.pop("workers_mib", 0.0)
     return figures
 
 
@@ -172,7 +172,7 @@ def contender(mode: str, decoder: str, data_dir: str) -> dict:
         )
         figures |= two_passes(lambda: loader)
         if context == "spawn":  # the persistent workers are still alive
-            figures["workers_mb"] = workers_peak_mb()
+            figures["workers_mib"] = workers_peak_mib()
         return figures
     import grain
     from absl import flags
@@ -187,7 +187,7 @@ def contender(mode: str, decoder: str, data_dir: str) -> dict:
             yield next(iterator)
 
     figures |= two_passes(grain_pass)
-    figures["workers_mb"] = workers_peak_mb()  # Grain's workers are spawned, and alive until close()
+    figures["workers_mib"] = workers_peak_mib()  # Grain's workers are spawned, and alive until close()
     iterator.close()
     return figures
 
@@ -277,8 +277,8 @@ def memory_rounds(files: Path, train: int, rounds: int, file_format: str, tables
         data_dir = prepare_array_record(files, Path(root), train, file_format)
         for number in range(rounds):
             figures = in_fresh_process(sys.executable, "open-memory", "none", str(data_dir))
-            figures["peak_over_held"] = figures["peak_mb"] / figures["held_mb"]
-            figures["growth_over_held"] = (figures["peak_mb"] - figures["before_mb"]) / figures["held_mb"]
+            figures["peak_over_held"] = figures["peak_mib"] / figures["held_mib"]
+            figures["growth_over_held"] = (figures["peak_mib"] - figures["before_mib"]) / figures["held_mib"]
             print(f"  round {number + 1}: {json.dumps({k: round(v, 2) for k, v in figures.items()})}", flush=True)
             all_figures.append(figures)
             rows.append(
@@ -286,16 +286,16 @@ def memory_rounds(files: Path, train: int, rounds: int, file_format: str, tables
                     str(number + 1),
                     file_format,
                     f"{figures['examples']:,}",
-                    f"{figures['held_mb']:,.0f}",
-                    f"{figures['before_mb']:,.1f}",
+                    f"{figures['held_mib']:,.0f}",
+                    f"{figures['before_mib']:,.1f}",
                     f"{figures['open_s']:.1f}",
-                    f"{figures['peak_mb']:,.0f}",
+                    f"{figures['peak_mib']:,.0f}",
                     f"{figures['peak_over_held']:.2f}x",
                 ]
             )
     tables.table(
         f"Memory of data_sources.open, prepared as {file_format}: peak resident memory (VmHWM) of a fresh process",
-        ["round", "prepared as", "images", "held MB", "before open MB", "open, s", "peak MB", "peak / held"],
+        ["round", "prepared as", "images", "held MiB", "before open MiB", "open, s", "peak MiB", "peak / held"],
         rows,
         all_figures,
     )
@@ -357,11 +357,11 @@ def main() -> None:
         first = statistics.median(COUNTS["train"] / f["pass1"] for f in figures)
         second = statistics.median(COUNTS["train"] / f["pass2"] for f in figures)
         opened = f"{statistics.median(f['open'] for f in figures):.2f}" if "open" in figures[0] else ""
-        peak = statistics.median(f["peak_mb"] for f in figures)
+        peak = statistics.median(f["peak_mib"] for f in figures)
         rows.append([name, f"{first:,.0f}", f"{second:,.0f}", opened, f"{peak:,.0f}"])
     tables.table(
         f"{args.rounds} rounds, medians; examples/s = 60,000 / seconds of a pass (batches of {BATCH})",
-        ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MB"],
+        ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MiB"],
         rows,
         rounds,
     )

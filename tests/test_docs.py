@@ -215,7 +215,7 @@ def test_benchmarks_write_the_pages_tables_as_markdown_and_json(tmp_path, monkey
     assert written["tables"][-1]["rows"] == [row] and written["tables"][0]["figures"]["ours"][2]["seconds"] == 12.0
 
     page = (DOCS / "performance.md").read_text()
-    loaders_columns = ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MB"]
+    loaders_columns = ["loader", "first pass, examples/s", "second pass, examples/s", "open, s", "peak MiB"]
     download_columns = ["dataset", "ours", "built-in", "ours / built-in", "bytes sent / file bytes (ours, built-in)"]
     emnist_columns = ["prepare byclass", "wall", "CPU (process + its children)", "peak RSS of the process"]
     for columns in (prepare_benchmark.SUMMARY, download_columns, emnist_columns, loaders_columns):
