@@ -149,7 +149,7 @@ class Fetch:
         """The user's own copies first, then what keras keeps."""
         browse = {name: self.urls(name)[-1] for name in names}  # the last source: one people can browse
         for name in names:
-            if verdict := self.local.in_manual_dir(name, browse[name], self.read_along(name)):
+            if verdict := self.local.in_manual_dir(name, browse[name]):
                 self._arrived(name, verdict)
         npz = self.wanted.keras_npz
         if npz and any(name not in self.got for name in names):
@@ -158,9 +158,7 @@ class Fetch:
                 if name not in self.got:
                     self._arrived(name, verdict)
         for name in names:
-            if name not in self.got and (
-                verdict := self.local.in_cache(name, browse[name], read_along=self.read_along(name))
-            ):
+            if name not in self.got and (verdict := self.local.in_cache(name, browse[name])):
                 self._arrived(name, verdict)
         archive = self.wanted.archive
         if archive and archive.filename not in self.got:
@@ -173,10 +171,15 @@ class Fetch:
         if archive is None or name != archive.filename:
             self.verdicts[name] = verdict
             return
-        # Read while the archive was verified where it could be (`read_along`); else now.
-        members = verdict.read_along.value() if verdict.read_along else self._read_members(verdict.data, verdict.path)
         names = self.wanted.filenames()
         extras = [name for name in self.wanted.extra_files.values() if name not in names]
+        members = formats.read_zip_members(
+            verdict.data,
+            verdict.path,
+            [archive.member(n) for n in names],
+            [archive.member(n) for n in extras],
+            most_bytes=self.wanted.registry[name].most_bytes,  # no member outgrows the registered archive
+        )
         for inner in (*names, *extras):
             if (member := archive.member(inner)) in members:
                 self.verdicts[inner] = verification.Verdict(
@@ -186,24 +189,6 @@ class Fetch:
                     how=f"member {member} of {archive.filename} ({verdict.how})",
                     data=members.pop(member),
                 )
-
-    def read_along(self, name: str) -> verification.Reader | None:
-        """What reads file `name` while it is verified: the archive's members, out of its bytes; else nothing."""
-        archive = self.wanted.archive
-        return self._read_members if archive and name == archive.filename else None
-
-    def _read_members(self, data: bytes, path: epath.Path) -> dict[str, bytearray]:
-        """The split files (and extra files) the archive holds, each member inflated and checked once."""
-        archive = self.wanted.archive
-        names = self.wanted.filenames()
-        extras = [name for name in self.wanted.extra_files.values() if name not in names]
-        return formats.read_zip_members(
-            data,
-            path,
-            [archive.member(n) for n in names],
-            [archive.member(n) for n in extras],
-            most_bytes=self.wanted.registry[archive.filename].most_bytes,  # no member outgrows the archive
-        )
 
     def _ready(self, waiting: dict[str, Mapping[str, str]]) -> Iterator[tuple[str, dict[str, verification.Verdict]]]:
         extra_files = self.wanted.extra_files
@@ -290,7 +275,6 @@ class Download:
     ) -> None:
         self.name, self.urls, self.policy, self.cancel, self.progress = name, fetch.urls(name), policy, cancel, progress
         self.registered = fetch.wanted.registry[name]
-        self.read_along = fetch.read_along(name)  # an archive's members are read while it is verified
         self._counted = self.registered.most_bytes  # this file's share of the bar's total
         self._thrown_away = 0  # bytes received, counted, then thrown away before a refetch
         self.folder = fetch.download_dir / fetch.wanted.name
@@ -354,11 +338,10 @@ class Download:
             elif may_remove:
                 print(f"Not using {self.final}: {error.strerror}", flush=True)
             return None
-        verified, along = verification.verifies_reading_along(self.registered, data, self.final, self.read_along)
-        if verified:
+        if self._verifies(data):
             print(f"Using {self.name} downloaded earlier: {self.final}", flush=True)
             return verification.Verdict(
-                path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data, read_along=along
+                path=self.final, name=self.name, verified=True, how="downloaded earlier", data=data
             )
         if may_remove:
             print(f"Removing {self.final}: it has {self._mismatch(data)}", flush=True)

@@ -39,18 +39,13 @@ class LocalCopies:
         """
         return self.in_manual_dir(name, browse_url) or self.in_cache(name, browse_url)
 
-    def in_manual_dir(
-        self, name: str, browse_url: str, read_along: verification.Reader | None = None
-    ) -> verification.Verdict | None:
-        """The manual dir's copy of `name`: judged, and used or refused loudly (the user put it there).
-        `read_along` reads it while it is verified (`verification.judge`)."""
+    def in_manual_dir(self, name: str, browse_url: str) -> verification.Verdict | None:
+        """The manual dir's copy of `name`: judged, and used or refused loudly (the user put it there)."""
         registered = self.registry[name]
         for folder in self.manual.folders:
             for path in locations.candidates(folder, name):
                 try:
-                    verdict = verification.judge(
-                        path, name, registered, self.title, browse_url, known=self.known, read_along=read_along
-                    )
+                    verdict = verification.judge(path, name, registered, self.title, browse_url, known=self.known)
                 except FileNotFoundError:
                     continue
                 except verification.UnreadableCopyError as error:
@@ -62,11 +57,7 @@ class LocalCopies:
         return None
 
     def in_cache(
-        self,
-        name: str,
-        browse_url: str,
-        folders: Sequence[epath.Path] | None = None,
-        read_along: verification.Reader | None = None,
+        self, name: str, browse_url: str, folders: Sequence[epath.Path] | None = None
     ) -> verification.Verdict | None:
         """A verified copy of `name` from the keras cache (or `folders`); anything else there is passed over."""
         registered = self.registry[name]
@@ -74,14 +65,7 @@ class LocalCopies:
             for path in locations.candidates(folder, name):
                 try:
                     verdict = verification.judge(
-                        path,
-                        name,
-                        registered,
-                        self.title,
-                        browse_url,
-                        unverified_ok=False,
-                        known=self.known,
-                        read_along=read_along,
+                        path, name, registered, self.title, browse_url, unverified_ok=False, known=self.known
                     )
                 except FileNotFoundError:
                     continue
@@ -125,8 +109,8 @@ class LocalCopies:
         return files
 
     def _remember(self, verdict: verification.Verdict) -> None:
-        """What was found where, for messages; without its bytes (an archive's are hundreds of MB) or members."""
-        self.found[verdict.name] = dataclasses.replace(verdict, data=b"", read_along=None)
+        """What was found where, for messages; without its bytes (an archive's are hundreds of MB)."""
+        self.found[verdict.name] = dataclasses.replace(verdict, data=b"")
 
     def pass_over_extracted(self, archive: locations.Archive, names: Sequence[str]) -> None:
         """Members of `archive` found extracted in the manual dir (a folder, torchvision's `EMNIST/raw/`) are not

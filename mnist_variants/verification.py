@@ -19,14 +19,10 @@ A copy is read once, and the bytes that are verified are the bytes handed on to 
 (`Verdict.data`): a file swapped after its check never reaches the prepared data. Reading
 takes no more memory than the largest acceptable copy: a larger file, or a gzip stream that
 inflates past the registered content, is refused as soon as that shows.
-
-An archive's members can be read out of a copy while its digest is computed (`judge`'s `read_along`): what
-was read is handed on only if those very bytes verify (`ReadAlong`), and is thrown away otherwise.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -34,8 +30,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 from etils import epath
 from tensorflow_datasets.core.download import checksums as tfds_checksums
@@ -134,47 +129,6 @@ class Verdict:
     verified: bool
     how: str
     data: bytes = dataclasses.field(default=b"", repr=False)
-    read_along: ReadAlong | None = dataclasses.field(default=None, repr=False)  # made of `data`, which verified
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadAlong:
-    """What a reader made of a copy's bytes while their digest was computed: its value, or the error it raised.
-
-    Kept only in the Verdict of bytes that verified; `value()` then raises the reader's error, as the reader
-    would have, had it run after the verification."""
-
-    result: Any = None
-    error: Exception | None = None
-
-    def value(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-# What reads a copy's bytes while they are verified: (the bytes, the copy's path for messages) -> its value.
-Reader = Callable[[bytes, epath.Path], Any]
-
-
-def verifies_reading_along(
-    registered: Registered, data: bytes, path: epath.Path, read: Reader | None
-) -> tuple[bool, ReadAlong | None]:
-    """Whether `data` is the upstream file, with `read(data, path)` run meanwhile on this thread, the digests on
-    another. Why: hashlib and zlib-ng let go of the GIL, so the sha256 of MNIST-C's 246.7 MB archive (0.18 s)
-    and the inflating of a config's four members (0.14 s) took 0.18 s together against 0.31 s one after the
-    other (2026-12-06). `read` sees the same immutable bytes that are hashed; its value is handed on only if
-    they verify. Without `read`, this is `registered.verifies(data)` on this thread."""
-    if read is None:
-        return registered.verifies(data), None
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
-        verifying = pool.submit(registered.verifies, data)
-        try:
-            along = ReadAlong(result=read(data, path))
-        except Exception as error:  # noqa: BLE001 (any error: raised again by value() if the bytes verify; else moot)
-            along = ReadAlong(error=error)
-        verified = verifying.result()
-    return verified, along if verified else None
 
 
 def content_checksums_path(checksums_path: epath.Path) -> epath.Path:
@@ -410,7 +364,6 @@ def judge(
     url: str,
     unverified_ok: bool = True,
     known: Known = Known(),
-    read_along: Reader | None = None,
 ) -> Verdict:
     """Verifies the local copy at `path` of upstream file `name`; raises WrongFileError if it is not one.
 
@@ -418,7 +371,6 @@ def judge(
     read); the Verdict carries those bytes. With `unverified_ok` false (a cache, where only verified
     copies are used), a copy that could at best be unverified is not read past the upstream file's size.
     A copy that another dataset of the family registers (`known`) is refused, naming that dataset.
-    `read_along` reads the bytes while they are hashed (`verifies_reading_along`); its value rides on the Verdict.
     """
     limit = largest_copy(name, registered, unverified_ok)
     data = read_copy(path, limit)
@@ -427,9 +379,8 @@ def judge(
         raise WrongFileError(f"{path} is {trap}, not the file {name}. {traps.advice(trap, url)}")
     if limit is not None and len(data) > limit:
         return _too_large(path, name, registered, dataset, url, limit, data, known)
-    verified, along = verifies_reading_along(registered, data, path, read_along)
-    if verified:
-        return Verdict(path, name, True, "verified: the upstream file", data, along)
+    if registered.verifies(data):
+        return Verdict(path, name, True, "verified: the upstream file", data)
     _refuse_another_datasets(path, name, dataset, url, known.whose_bytes(data))
     compressed = data[:2] == formats.GZIP_MAGIC
     if not name.endswith(".gz"):  # no other form of it exists

@@ -17,7 +17,6 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -50,7 +49,6 @@ from mnist_variants import (
     Mnist,
     MnistCorrupted,
     formats,
-    verification,
 )
 
 ARCHIVE = (DUMMY_DATA / "mnist_corrupted" / "mnist_c.zip").read_bytes()
@@ -193,40 +191,6 @@ def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, 
     assert sorted(opened) == sorted(  # each config read its own four members, once each
         f"mnist_c/{config}/{split}_{role}.npy" for config in chosen for split in COUNTS for role in ("images", "labels")
     )
-
-
-def test_members_are_read_out_of_the_very_bytes_being_verified_meanwhile(monkeypatch, tmp_path, file_server):
-    """A copy found (in the manual dir, or downloaded earlier) has its members read on one thread while its
-    sha256 is computed on another, out of the same bytes object (verification.verifies_reading_along); a fresh
-    download is verified as it is kept, and its members read after."""
-    calls = []
-
-    def spy(registered, data):
-        calls.append(("hash", id(data), threading.current_thread().name))
-        return verifies(registered, data)
-
-    def read_spy(data, *args, **kwargs):
-        calls.append(("read", id(data), threading.current_thread().name))
-        return read_zip_members(data, *args, **kwargs)
-
-    verifies, read_zip_members = verification.Registered.verifies, formats.read_zip_members
-    monkeypatch.setattr(verification.Registered, "verifies", spy)
-    monkeypatch.setattr(formats, "read_zip_members", read_spy)
-    manual = offline(monkeypatch, tmp_path / "offline")
-    prepare("zigzag", tmp_path / "offline", manual_dir=manual)
-    archive_calls = [call for call in calls if call[0] == "read" or call[1] in {c[1] for c in calls if c[0] == "read"}]
-    (hashed,), (read,) = ([c for c in archive_calls if c[0] == kind] for kind in ("hash", "read"))
-    assert hashed[1] == read[1] and hashed[2].startswith("verify") and not read[2].startswith("verify"), calls
-
-    calls.clear()
-    serve_from(monkeypatch, tmp_path, file_server, MnistCorrupted, {"mnist_c.zip": ARCHIVE}, "zenodo")
-    file_server.serve("/zenodo/mnist_c.zip", ARCHIVE)
-    for config in ("identity", "fog"):  # downloaded, then found downloaded earlier
-        prepare(config, tmp_path)
-    reads = [call for call in calls if call[0] == "read"]
-    assert len(reads) == 2, calls
-    earlier = [call for call in calls if call[0] == "hash" and call[1] == reads[1][1]]
-    assert len(earlier) == 1 and earlier[0][2].startswith("verify") and not reads[1][2].startswith("verify"), calls
 
 
 @pytest.mark.parametrize("folder", ["", MnistCorrupted.name])

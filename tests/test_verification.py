@@ -209,33 +209,3 @@ def test_importing_from_the_repository_root_finds_the_checksums():
     package_root, url_count = result.stdout.split()
     assert package_root == str(REPO)  # the source tree, not the installed copy
     assert int(url_count) == 12  # 4 files x 3 sources
-
-
-def test_what_is_read_along_is_handed_on_only_if_the_bytes_verify():
-    """verifies_reading_along: the reader runs on this thread while another computes the digest; its value, or
-    the error it raised, rides along only when the bytes verify, so a wrong file is refused as wrong, never as
-    malformed (the reader's error is moot then)."""
-    import hashlib
-    import threading
-
-    data = bytes(range(256)) * 64
-    registered = verification.Registered(verification.UrlInfo(len(data), hashlib.sha256(data).hexdigest(), "f"))
-    path = epath.Path("/nowhere/f")
-    seen = []
-
-    def read(got: bytes, where: epath.Path) -> int:
-        seen.append((got is data, where, [t.name for t in threading.enumerate() if t.name.startswith("verify")]))
-        return len(got)
-
-    verified, along = verification.verifies_reading_along(registered, data, path, read)
-    assert verified and along.value() == len(data)
-    assert seen[0][:2] == (True, path) and seen[0][2], seen  # the very bytes; the digest on another thread
-
-    def fail(got: bytes, where: epath.Path) -> int:
-        raise verification.MalformedFileError(f"{where}: bad")
-
-    verified, along = verification.verifies_reading_along(registered, data, path, fail)
-    with pytest.raises(verification.MalformedFileError, match="/nowhere/f: bad"):
-        along.value()
-    assert verification.verifies_reading_along(registered, data[:-1] + b"?", path, fail) == (False, None)
-    assert verification.verifies_reading_along(registered, data, path, None) == (True, None)
