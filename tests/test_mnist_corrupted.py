@@ -193,6 +193,25 @@ def test_one_download_serves_every_config_and_nothing_is_extracted(monkeypatch, 
     )
 
 
+@pytest.mark.parametrize("where", ["manual_dir", "download_dir"])
+def test_a_wrong_archive_is_refused_before_any_member_is_read(where, monkeypatch, tmp_path):
+    """Only verified bytes are parsed: a planted or re-zipped mnist_c.zip (a valid zip, not the registered one)
+    is refused without a member read, so it costs its own size, never what its members claim (reading members
+    while the sha256 was computed, tried in c10edd7, made a 2.6 MB archive cost 2.8 GB before its refusal)."""
+    manual = offline(monkeypatch, tmp_path)
+    wrong = rezipped({"mnist_c/fog/test_labels.npy": None})
+    if where == "manual_dir":
+        write_files(manual, {"mnist_c.zip": wrong})
+    else:
+        (manual / "mnist_c.zip").unlink()
+        write_files(tmp_path / "downloads" / MnistCorrupted.name, {"mnist_c.zip": wrong})
+    refusal = ChecksumMismatchError if where == "manual_dir" else DownloadFailedError
+    with mock.patch.object(formats, "read_zip_members", side_effect=AssertionError("read before verified")) as read:
+        with pytest.raises(refusal):
+            prepare("fog", tmp_path, manual_dir=manual)
+    read.assert_not_called()
+
+
 @pytest.mark.parametrize("folder", ["", MnistCorrupted.name])
 def test_a_manual_dir_holding_mnist_c_zip_works_offline(folder, monkeypatch, tmp_path, capsys):
     manual = offline(monkeypatch, tmp_path, folder=folder)
