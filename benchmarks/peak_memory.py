@@ -24,8 +24,10 @@ Standard library only: torchvision's QMNIST child, in a venv of its own, imports
 from __future__ import annotations
 
 import json
+import os
 import resource
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,8 +82,10 @@ def helpers_peak_mib(pid: int) -> float:
 
     A child with its parent's command line has not exec'd yet (or is a forked worker): its memory is its
     parent's (shared under vfork, copied under fork, so its VmHWM reads the parent's peak; seen: 1,310 MiB
-    "helpers" of a 1,300 MiB `tfds build`); it is left out. The command line is read before VmHWM: once it
-    is the new program's, exec has replaced the memory that VmHWM reads."""
+    "helpers" of a 1,300 MiB `tfds build`); it is left out. So forked workers' own memory is not counted:
+    `tfds build --num_processes N` would be under-reported; the benchmarks run it with one process. The
+    command line is read before VmHWM: once it is the new program's, exec has replaced the memory that VmHWM
+    reads."""
     total = 0.0
     for child, parent in descendants(pid):
         try:
@@ -105,7 +109,10 @@ def run_measured(
         command = [sys.executable, __file__, str(out), module, *args]
         helpers = 0.0
         with log.open("wb") as stderr:  # a file, not a pipe: nothing reads a pipe while this samples
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            # A session of its own: on a timeout or an interrupt its whole group is killed, helpers included.
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+            )
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 while True:
@@ -117,8 +124,8 @@ def run_measured(
                     if deadline is not None and time.monotonic() > deadline:
                         raise subprocess.TimeoutExpired(command, timeout)
             finally:
-                if process.poll() is None:  # timed out or interrupted: nothing is left running
-                    process.kill()
+                if process.poll() is None:  # timed out or interrupted: nothing of it is left running
+                    os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
         if process.returncode != 0:
             error = log.read_bytes()[-5000:].decode(errors="replace")
@@ -127,6 +134,9 @@ def run_measured(
 
 
 def main() -> None:
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[0] + "\n\nusage: python benchmarks/peak_memory.py OUT.json MODULE [ARG ...]")
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     out, module, *args = sys.argv[1:]
     sys.argv = [module, *args]
     try:

@@ -231,8 +231,12 @@ def tfds_build(name: str, imports: str, manual_dir: Path, data_dir: Path, import
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     started = time.perf_counter()
-    figures = peak_memory.run_measured("tensorflow_datasets.scripts.cli.main", arguments, env)
+    # Bounded: a hung build fails the benchmark, its processes killed, instead of waiting for ever.
+    figures = peak_memory.run_measured("tensorflow_datasets.scripts.cli.main", arguments, env, timeout=BUILD_SECONDS)
     return {**figures, "seconds": time.perf_counter() - started}
+
+
+BUILD_SECONDS = 3 * 3600  # EMNIST's six configs took 701 s on a loaded machine; MNIST-C's sixteen 40 s
 
 
 def built_examples(folder: Path) -> dict[str, int]:
