@@ -92,12 +92,10 @@ def workers_peak_mib() -> float:
     """The sum of this process's children's peak resident memory (VmHWM), read while they are alive, in MiB.
 
     For spawned workers only (Grain's, DataLoader's with spawn): each unpickles its own copy of the source, so
-    their memory adds to the parent's. Forked workers share the parent's pages, which VmHWM counts again.
+    their memory adds to the parent's. Forked workers share the parent's pages, which VmHWM counts again:
+    `peak_memory.helpers_peak_mib` leaves them out (same command line), and skips a worker that ends meanwhile.
     """
-    children = set()
-    for task in Path("/proc/self/task").iterdir():
-        children.update((task / "children").read_text().split())
-    return sum(peak_memory.peak_mib(pid) for pid in children if Path(f"/proc/{pid}/status").exists())
+    return peak_memory.helpers_peak_mib(os.getpid())
 
 
 def open_memory(data_dir: str) -> dict:

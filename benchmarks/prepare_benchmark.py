@@ -105,17 +105,26 @@ def floor_builder(ours, counts: dict[str, int]):
     return Floor
 
 
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read a MiB at a time (hashlib.file_digest does it from Python 3.11; 3.10 is supported)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def register_files(builder_cls, files: str, scratch: str) -> None:
     """Registers the generated files' sha256 and size in place of upstream's, as a mirror's would be."""
-    import hashlib
 
     from etils import epath
     from tensorflow_datasets.core.download import checksums
 
     infos = {}
     for name in builder_cls.upstream_filenames():
-        with (Path(files) / name).open("rb") as file:  # streamed: a copy held here would count in the peak
-            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        digest = file_sha256(Path(files) / name)  # streamed: a copy held here would count in the peak
         infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo((Path(files) / name).stat().st_size, digest, name)
     tsv = epath.Path(scratch) / f"{builder_cls.name}.tsv"
     checksums.save_url_infos(tsv, infos)
