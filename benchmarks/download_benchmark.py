@@ -99,7 +99,7 @@ def run(dataset: str, contender: str, server, files: Path, env: dict[str, str]) 
     return {"seconds": seconds, "bytes": sum(server.sent.values())}
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=4.0, help="MB/s per connection (default 4)")
@@ -108,7 +108,11 @@ def main() -> None:
     parser.add_argument("--fault", choices=("cut", "stall"), help="cut or stall each file's first transfer half-way")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     results.add_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py: made-up files, the server
 import peak_memory  # benchmarks/peak_memory.py: VmHWM, the peak resident memory of a process alone
 import results  # benchmarks/results.py: the Markdown and JSON output
-from prepare_benchmark import file_sha256, floor_builder, rotated, tfds_build
+from prepare_benchmark import floor_builder, rotated, tfds_build
 
 PREPARED = "byclass"
 REGISTRY_MODULE = "emnist_benchmark_registry"
@@ -48,9 +48,11 @@ REGISTRY_MODULE = "emnist_benchmark_registry"
 def register(archive: Path, url: str, scratch: Path) -> Path:
     """A checksums file registering the generated archive under `url`, as a mirror's would be."""
     scratch.mkdir(parents=True, exist_ok=True)
-    digest = file_sha256(archive)  # streamed: the figures are not to count a copy made here
+    from tensorflow_datasets.core.download import checksums
+
+    info = checksums.compute_url_info(archive)  # streamed: the figures are not to count a copy made here
     tsv = scratch / "mnist_variants_emnist.tsv"
-    tsv.write_text(f"{url}\t{archive.stat().st_size}\t{digest}\tgzip.zip\n")
+    tsv.write_text(f"{url}\t{info.size}\t{info.checksum}\tgzip.zip\n")
     return tsv
 
 

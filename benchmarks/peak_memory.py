@@ -23,6 +23,7 @@ Standard library only: torchvision's QMNIST child, in a venv of its own, imports
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -31,7 +32,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -96,6 +99,26 @@ def helpers_peak_mib(pid: int) -> float:
     return total
 
 
+@contextlib.contextmanager
+def _ended_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal, `kill`) raise SystemExit here while within, so that the
+    measured command's group is killed on the way out; Python's default for them would end this process at once.
+    Only the main thread may set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {signum: signal.signal(signum, end) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_measured(
     module: str, args: list[str], env: dict[str, str] | None = None, every: float = 0.1, timeout: float | None = None
 ) -> dict:
@@ -108,8 +131,9 @@ def run_measured(
         out, log = Path(scratch) / "figures.json", Path(scratch) / "stderr"
         command = [sys.executable, __file__, str(out), module, *args]
         helpers = 0.0
-        with log.open("wb") as stderr:  # a file, not a pipe: nothing reads a pipe while this samples
-            # A session of its own: on a timeout or an interrupt its whole group is killed, helpers included.
+        with log.open("wb") as stderr, _ended_on_termination():  # a file, not a pipe: nothing reads it meanwhile
+            # A session of its own: its whole group (helpers included) is killed below, whatever ends it. So a
+            # signal to this benchmark's group no longer reaches it: SIGTERM and SIGHUP end this wait instead.
             process = subprocess.Popen(
                 command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
             )
@@ -124,9 +148,11 @@ def run_measured(
                     if deadline is not None and time.monotonic() > deadline:
                         raise subprocess.TimeoutExpired(command, timeout)
             finally:
-                if process.poll() is None:  # timed out or interrupted: nothing of it is left running
+                # Ended, timed out or interrupted: nothing of it is left running, not even a helper of a command
+                # that exited without ending it (the group's id stays its own while any member lives).
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                process.wait()
         if process.returncode != 0:
             error = log.read_bytes()[-5000:].decode(errors="replace")
             raise RuntimeError(f"{module} {args} failed (exit status {process.returncode}):\n{error}")
@@ -134,9 +160,9 @@ def run_measured(
 
 
 def main() -> None:
-    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+    if len(sys.argv) < 3 or "-h" in sys.argv[1:3] or "--help" in sys.argv[1:3]:
         print(__doc__.split("\n\n")[0] + "\n\nusage: python benchmarks/peak_memory.py OUT.json MODULE [ARG ...]")
-        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
+        sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:3]) else 2)
     out, module, *args = sys.argv[1:]
     sys.argv = [module, *args]
     try:

@@ -105,17 +105,6 @@ def floor_builder(ours, counts: dict[str, int]):
     return Floor
 
 
-def file_sha256(path: Path) -> str:
-    """The file's sha256, read a MiB at a time (hashlib.file_digest does it from Python 3.11; 3.10 is supported)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def register_files(builder_cls, files: str, scratch: str) -> None:
     """Registers the generated files' sha256 and size in place of upstream's, as a mirror's would be."""
 
@@ -123,9 +112,8 @@ def register_files(builder_cls, files: str, scratch: str) -> None:
     from tensorflow_datasets.core.download import checksums
 
     infos = {}
-    for name in builder_cls.upstream_filenames():
-        digest = file_sha256(Path(files) / name)  # streamed: a copy held here would count in the peak
-        infos[builder_cls.SOURCES[0] + name] = checksums.UrlInfo((Path(files) / name).stat().st_size, digest, name)
+    for name in builder_cls.upstream_filenames():  # streamed by TFDS: a copy held here would count in the peak
+        infos[builder_cls.SOURCES[0] + name] = checksums.compute_url_info(Path(files) / name)
     tsv = epath.Path(scratch) / f"{builder_cls.name}.tsv"
     checksums.save_url_infos(tsv, infos)
     builder_cls._checksums_path = tsv

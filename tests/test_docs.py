@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -291,21 +293,78 @@ def test_benchmarks_peak_memory_samples_the_helpers_of_a_command(tmp_path, monke
     figures = peak_memory.run_measured("forks", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
     assert figures["peak_rss_mib"] >= 300 and figures["helpers_peak_rss_mib"] < 100, figures
 
-    # A command that outlives its bound is killed, not waited for, and so is the helper it started.
-    (tmp_path / "sleeps.py").write_text(
-        "import pathlib, os, subprocess, time\n"
+    # A command that outlives its bound is killed, not waited for, and so is the helper it started; a command that
+    # exits leaving a helper behind has it killed too.
+    for name, ends in (("sleeps", "time.sleep(60)"), ("leaves", "sys.exit(1)")):
+        (tmp_path / f"{name}.py").write_text(
+            "import pathlib, os, subprocess, sys, time\n"
+            "helper = subprocess.Popen(['sleep', '300'])\n"
+            f"pathlib.Path({str(tmp_path / name)!r}).write_text(f'{{os.getpid()}} {{helper.pid}}')\n{ends}\n"
+        )
+        try:
+            with pytest.raises(subprocess.TimeoutExpired if name == "sleeps" else RuntimeError):
+                peak_memory.run_measured(name, [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=2)
+            for pid in (tmp_path / name).read_text().split():
+                assert gone(int(pid)), (name, pid)
+        finally:
+            kill_all((tmp_path / name).read_text().split() if (tmp_path / name).exists() else [])
+
+
+def gone(pid: int, seconds: float = 30.0) -> bool:
+    """Whether process `pid` has ended: no longer there, or a zombie (killed, not yet reaped by init, which takes
+    its time here)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def kill_all(pids: list[str]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+MEASURES_A_LONG_COMMAND = """
+import os, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+import peak_memory
+peak_memory.run_measured("long", [], {**os.environ, "PYTHONPATH": sys.argv[2]}, timeout=100)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_terminated_benchmark_leaves_no_measured_command_running(signum, tmp_path):
+    """The measured command runs in a session of its own (so that its group can be killed): a SIGTERM or SIGHUP
+    to the benchmark (`timeout`, a closed terminal) must still end it and its helper, not leave them to init."""
+    (tmp_path / "long.py").write_text(
+        "import os, pathlib, subprocess, time\n"
         "helper = subprocess.Popen(['sleep', '300'])\n"
-        f"pathlib.Path({str(tmp_path / 'pid')!r}).write_text(f'{{os.getpid()}} {{helper.pid}}')\n"
-        "time.sleep(60)\n"
+        f"pathlib.Path({str(tmp_path / 'pids')!r}).write_text(f'{{os.getpid()}} {{helper.pid}}')\n"
+        "time.sleep(120)\n"
     )
-    with pytest.raises(subprocess.TimeoutExpired):
-        peak_memory.run_measured("sleeps", [], {**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=2)
-    for pid in (tmp_path / "pid").read_text().split():
-        for _ in range(50):  # the helper, now a child of init, is reaped by it: a moment at most
-            if not Path(f"/proc/{pid}").exists():
-                break
+    benchmark = subprocess.Popen(
+        [sys.executable, "-c", MEASURES_A_LONG_COMMAND, str(REPO / "benchmarks"), str(tmp_path)]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not Path(f"/proc/{pid}").exists(), pid
+        pids = (tmp_path / "pids").read_text().split()
+        benchmark.send_signal(signum)
+        assert benchmark.wait(30) == 128 + signum
+        for pid in pids:
+            assert gone(int(pid)), pid
+    finally:
+        benchmark.kill()
+        benchmark.wait()
+        kill_all((tmp_path / "pids").read_text().split() if (tmp_path / "pids").exists() else [])
 
 
 def test_no_benchmark_reads_ru_maxrss():
@@ -479,6 +538,7 @@ def test_download_benchmark_times_only_datasets_with_a_builtin(monkeypatch):
     import download_benchmark
 
     assert download_benchmark.WITH_BUILTIN and not set(download_benchmark.WITH_BUILTIN) & {"qmnist", "qmnist_nist"}
+    assert download_benchmark.make_parser().parse_args([]).datasets == download_benchmark.WITH_BUILTIN
     for dataset in download_benchmark.WITH_BUILTIN:
         assert download_benchmark.builder_class(dataset, "builtin").__module__.startswith("tensorflow_datasets.")
     script = REPO / "benchmarks" / "download_benchmark.py"

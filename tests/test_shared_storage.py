@@ -276,7 +276,8 @@ def status(field):
     return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 builder = tfds.builder(sys.argv[1], data_dir=sys.argv[2])
 try:
-    open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS (Linux 4.0+)
+    with open("/proc/self/clear_refs", "w") as file:  # closed within: a refused write raises here
+        file.write("5")  # VmHWM := VmRSS (Linux 4.0+)
 except OSError as error:
     sys.exit(f"PEAK_SKIP cannot reset the peak memory here ({error})")
 before = status("VmRSS")
