@@ -42,7 +42,6 @@ import results  # benchmarks/results.py: the Markdown and JSON output
 from prepare_benchmark import floor_builder, rotated, tfds_build
 
 PREPARED = "byclass"
-REGISTRY_MODULE = "emnist_benchmark_registry"
 
 
 def register(archive: Path, url: str, scratch: Path) -> Path:
@@ -110,11 +109,7 @@ def build_all(archive: Path, data_dir: str) -> dict:
     the CLI exits its VmHWM is gone, and its ru_maxrss would start at this process's peak)."""
     scratch = Path(data_dir)
     tsv = register(archive, "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", scratch)
-    (scratch / f"{REGISTRY_MODULE}.py").write_text(
-        "import mnist_variants\nfrom etils import epath\n"
-        f"mnist_variants.Emnist._checksums_path = epath.Path({str(tsv)!r})\n"
-    )
-    figures = tfds_build("mnist_variants_emnist", REGISTRY_MODULE, archive.parent, scratch / "data", scratch)
+    figures = tfds_build("mnist_variants_emnist", {"Emnist": tsv}, archive.parent, scratch / "data", scratch)
     built = sorted(path.parent.name for path in (scratch / "data" / "mnist_variants_emnist").glob("*/1.0.0"))
     assert len(built) == 6, built
     return figures

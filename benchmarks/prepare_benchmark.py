@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # testing.py, conftest.py: files, server, registry
@@ -203,28 +204,35 @@ def build_all_configs(files: Path, scratch: Path) -> dict:
     folder = files / "mnist_corrupted"
     register_files(MnistCorrupted, str(folder), str(scratch))
     register_mnist_labels(str(folder), str(scratch))
-    registry = "prepare_benchmark_registry"
-    (scratch / f"{registry}.py").write_text(
-        "from etils import epath\n\nimport mnist_variants\n\n"
-        f"mnist_variants.MnistCorrupted._checksums_path = epath.Path({str(MnistCorrupted._checksums_path)!r})\n"
-        f"mnist_variants.Mnist._checksums_path = epath.Path({str(Mnist._checksums_path)!r})\n"
-    )
+    checksums = {"MnistCorrupted": MnistCorrupted._checksums_path, "Mnist": Mnist._checksums_path}
     data_dir = scratch / "data"
-    figures = tfds_build(MnistCorrupted.name, registry, folder, data_dir, scratch)
+    figures = tfds_build(MnistCorrupted.name, checksums, folder, data_dir, scratch)
     figures["examples"] = built_examples(data_dir / MnistCorrupted.name)
     expected = {config.name: 70_000 for config in MnistCorrupted.BUILDER_CONFIGS}
     assert figures["examples"] == expected, figures["examples"]
     return figures
 
 
-def tfds_build(name: str, imports: str, manual_dir: Path, data_dir: Path, imports_dir: Path) -> dict:
-    """`tfds build NAME --imports IMPORTS` (every config; `imports` is a module in `imports_dir`) through
-    `peak_memory`'s wrapper: whole-process wall seconds, CPU seconds (its children's included) and its peak
-    resident memory (VmHWM of the CLI's process, read as it exits)."""
+def tfds_build(
+    name: str, checksums: Mapping[str, os.PathLike], manual_dir: Path, data_dir: Path, scratch: Path
+) -> dict:
+    """`tfds build NAME` (every config) through `peak_memory`'s wrapper: whole-process wall seconds, CPU seconds
+    (its children's included) and its peak resident memory (VmHWM of the CLI's process, read as it exits).
+
+    `checksums` (a class of `mnist_variants` by name -> its checksums file) are set in the CLI's process, as
+    `prepare()` sets them in its own, by an `--imports` module written to `scratch`."""
+    imports = "benchmark_registry"
+    (scratch / f"{imports}.py").write_text(
+        "from etils import epath\n\nimport mnist_variants\n\n"
+        + "".join(
+            f"mnist_variants.{cls}._checksums_path = epath.Path({os.fspath(path)!r})\n"
+            for cls, path in checksums.items()
+        )
+    )
     arguments = ["build", name, "--imports", imports, "--manual_dir", str(manual_dir), "--data_dir", str(data_dir)]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(imports_dir), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(scratch), os.environ.get("PYTHONPATH", "")]),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     started = time.perf_counter()
